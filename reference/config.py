@@ -1,0 +1,83 @@
+"""Model configuration shared by the NumPy reference and the TensorFlow twin.
+
+One frozen dataclass describes the architecture; it is stored as JSON inside every
+checkpoint, so a checkpoint alone is enough to rebuild the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+PARAMETRIZATIONS = ("block", "full")
+ATTENTION_NORMS = ("none", "n")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a linear Transformer that solves ``A x = b``.
+
+    Token of equation ``i``: ``e_i = (a_i, b_i, h_i)``; query token ``(x0, 1, 1...)``.
+    Each layer adds ``sum_h sum_j (e_j^T Q_h e_i) P_h e_j`` to every token ``e_i``.
+    """
+
+    parametrization: str = "block"  # "block": P, Q made of scalar*I / scalar*1 blocks; "full": free D x D
+    n_layers: int = 4  # layers, no weight sharing
+    n_heads: int = 1  # heads per layer, summed
+    n_identity: int = 3  # block: copies K_id of u_i in h_i (token width N + 1 + K_id*N)
+    embed_dim: int = 27  # full: width d_h of the learned per-equation embedding h_i
+    n: int | None = None  # full: the one system size the model runs on; block: must be None
+    attention_norm: str = "none"  # "none": plain sum over the N keys; "n": the sum divided by N
+    init_scale: float = 0.02  # std of the Gaussian initial weights (see docs/conventions.md)
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise ValueError(f"ModelConfig: {msg}")
+
+        need(self.parametrization in PARAMETRIZATIONS,
+             f"parametrization must be one of {PARAMETRIZATIONS}, got {self.parametrization!r}")
+        for name in ("n_layers", "n_heads"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an int >= 1, got {v!r}")
+        for name in ("n_identity", "embed_dim"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an int >= 0, got {v!r}")
+        need(self.attention_norm in ATTENTION_NORMS,
+             f"attention_norm must be one of {ATTENTION_NORMS}, got {self.attention_norm!r}")
+        need(isinstance(self.init_scale, (int, float)) and self.init_scale > 0,
+             f"init_scale must be a positive number, got {self.init_scale!r}")
+        if self.parametrization == "full":
+            need(isinstance(self.n, int) and not isinstance(self.n, bool) and self.n >= 1,
+                 f"the full parametrization needs the system size n (an int >= 1), got {self.n!r}")
+        else:
+            need(self.n is None, f"the block parametrization runs on any size; n must be None, got {self.n!r}")
+
+    @property
+    def n_groups(self) -> int:
+        """Block parametrization: number of token groups ``[a, b, h^1..h^K]``."""
+        return self.n_identity + 2
+
+    def token_width(self, n_max: int) -> int:
+        """Width ``D`` of a token for systems padded to ``n_max`` (full: ``n_max`` must be ``n``)."""
+        if self.parametrization == "block":
+            return n_max + 1 + self.n_identity * n_max
+        return self.n + 1 + self.embed_dim
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        try:
+            fields = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"ModelConfig: stored config is not valid JSON ({e})") from None
+        if not isinstance(fields, dict):
+            raise ValueError(f"ModelConfig: stored config must be a JSON object, got {type(fields).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ValueError(f"ModelConfig: unknown fields {unknown} in stored config")
+        return cls(**fields)

@@ -1,0 +1,177 @@
+"""The model's operations, each a pure pair ``op_forward(...) -> (out, cache)`` and
+``op_backward(dout, cache) -> (d_inputs..., d_params...)``, in float64 NumPy.
+
+Glossary of dimensions:
+    B  systems in a batch
+    M  padded system size n_max (full encoding: M = n)
+    T  tokens = M equations + 1 query, so T = M + 1; the query is the last row
+    D  token width: block M + 1 + K*M, full n + 1 + d_h
+    G  token groups of the block parametrization, [a, b, h^1..h^K], G = K + 2
+    K  copies of the identity in the block encoding (n_identity)
+    H  attention heads
+    E  learned embedding width d_h (full encoding)
+
+Tokens are the rows of ``Z`` (B, T, D). Invariant kept by every op: coordinates of padded
+unknowns (columns past a system's own N inside the a- and h-groups) and padded equation rows
+are exactly zero, so a padded system computes exactly what it would alone.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+
+# ----------------------------------------------------------------------------------------------
+# token layout
+
+
+@cache
+def block_layout(n_groups: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """One-hot group matrix ``S`` (D, G) and 0/1 pattern ``C`` (D, D) of the block parametrization.
+
+    Token coordinates are ordered ``[a (m), b (1), h^1 (m), ..., h^K (m)]``. ``C[r, c] = 1`` where
+    block ``(group(r), group(c))`` has an entry at ``(r, c)``: the diagonal of an ``m x m`` block
+    (``scalar * I``) or every entry of a block touching the width-1 ``b`` group (``scalar * 1``).
+    Returned arrays are read-only (they are cached).
+    """
+    widths = [m, 1] + [m] * (n_groups - 2)
+    group = np.repeat(np.arange(n_groups), widths)  # (D,) group of each coordinate
+    pos = np.concatenate([np.arange(w) for w in widths])  # (D,) position inside its group
+    S = np.eye(n_groups)[group]  # (D, G)
+    narrow = np.asarray(widths)[group] == 1  # (D,) coordinate lies in the b group
+    C = ((pos[:, None] == pos[None, :]) | narrow[:, None] | narrow[None, :]).astype(np.float64)  # (D, D)
+    S.flags.writeable = False
+    C.flags.writeable = False
+    return S, C
+
+
+def coordinate_mask(mask: np.ndarray, n_groups: int) -> np.ndarray:
+    """Block encoding: (B, D) mask of real token coordinates, from the (B, M) unknowns mask."""
+    B = mask.shape[0]
+    m = mask.astype(np.float64)
+    return np.concatenate([m, np.ones((B, 1))] + [m] * (n_groups - 2), axis=1)  # (B, D)
+
+
+# ----------------------------------------------------------------------------------------------
+# block re-parametrization
+
+
+def block_expand_forward(p: np.ndarray, m: int):
+    """``P = (S p S^T) * C``: each (u, v) block of ``P`` is ``p[u, v]`` times ``I_m``, ``1_m``,
+    ``1_m^T`` or ``1``. ``p`` (H, G, G) -> ``P`` (H, D, D)."""
+    S, C = block_layout(p.shape[-1], m)
+    P = (S @ p @ S.T) * C  # (H, D, D)
+    return P, (S, C)
+
+
+def block_expand_backward(dP: np.ndarray, cache):
+    """Adjoint of the expansion: ``dp[u, v] = sum over the (u, v) block of dP * C``."""
+    S, C = cache
+    return S.T @ (dP * C) @ S  # (H, G, G)
+
+
+# ----------------------------------------------------------------------------------------------
+# token encoding
+
+
+def encode_forward(A, b, x0, mask, cfg, embedding=None):
+    """Equation tokens ``e_i = (a_i, b_i, h_i)`` then the query ``(x0, 1, 1...)``; ``Z`` (B, T, D).
+
+    Block: ``h_i = (u_i, ..., u_i)`` (K copies), the query's h-slots are ones on real coordinates.
+    Full: ``h_i`` = row ``i`` of the learned ``embedding`` (n, E), the query's h-slot is ``1_E``.
+    Padded equations are zero rows.
+    """
+    B, M, _ = A.shape
+    maskf = mask.astype(np.float64)  # (B, M)
+    if cfg.parametrization == "block":
+        h_eq = [np.eye(M)[None] * maskf[:, :, None]] * cfg.n_identity  # K x (B, M, M): u_i on real rows
+        h_q = [maskf] * cfg.n_identity  # K x (B, M)
+    else:
+        h_eq = [np.broadcast_to(embedding, (B,) + embedding.shape)]  # (B, n, E)
+        h_q = [np.ones((B, embedding.shape[1]))]  # (B, E)
+    eq = np.concatenate([A, b[:, :, None]] + h_eq, axis=2)  # (B, M, D)
+    query = np.concatenate([x0, np.ones((B, 1))] + h_q, axis=1)  # (B, D)
+    Z = np.concatenate([eq, query[:, None, :]], axis=1)  # (B, T, D)
+    return Z, (M, cfg.parametrization)
+
+
+def encode_backward(dZ, cache):
+    """Gradient of the learned embedding (full encoding), ``None`` for the block encoding."""
+    M, parametrization = cache
+    if parametrization == "block":
+        return None
+    return dZ[:, :M, M + 1:].sum(axis=0)  # (n, E): the embedding is shared by every system
+
+
+# ----------------------------------------------------------------------------------------------
+# linear attention
+
+
+def attention_forward(Z, P, Q, scale, colmask):
+    """One layer, ``e_i <- e_i + c * colmask * sum_h sum_j (e_j^T Q_h e_i) P_h e_j``.
+
+    Keys/values ``e_j`` are the M equation rows (zero rows of padded equations add nothing);
+    every token, the query included, is updated. In rows: ``Z + c (Z Q_h^T Z_kv^T)(Z_kv P_h^T)``.
+    ``scale`` (B,) is ``c`` (1, or 1/N per system); ``colmask`` (B, D) zeroes the update on
+    padded coordinates, which is what masked ``I_N``/``1_N`` blocks would do.
+    """
+    M = Z.shape[1] - 1
+    Zkv = Z[:, :M]  # (B, M, D)
+    Zq = np.einsum("btd,hed->bhte", Z, Q)  # (B, H, T, D): rows Q_h e_i
+    Sc = np.einsum("bhte,bje->bhtj", Zq, Zkv)  # (B, H, T, M): scores e_j^T Q_h e_i
+    V = np.einsum("bjd,hed->bhje", Zkv, P)  # (B, H, M, D): rows P_h e_j
+    gate = scale[:, None, None] * colmask[:, None, :]  # (B, 1, D)
+    delta = np.einsum("bhtj,bhje->bte", Sc, V)  # (B, T, D), heads summed
+    out = Z + gate * delta  # (B, T, D)
+    return out, (Z, Zq, Sc, V, P, Q, gate)
+
+
+def attention_backward(dout, cache):
+    """Backward of :func:`attention_forward`: returns ``(dZ, dP, dQ)``."""
+    Z, Zq, Sc, V, P, Q, gate = cache
+    M = Z.shape[1] - 1
+    Zkv = Z[:, :M]  # (B, M, D)
+    ddelta = dout * gate  # (B, T, D)
+    dSc = np.einsum("bte,bhje->bhtj", ddelta, V)  # (B, H, T, M)
+    dV = np.einsum("bhtj,bte->bhje", Sc, ddelta)  # (B, H, M, D)
+    dZq = np.einsum("bhtj,bje->bhte", dSc, Zkv)  # (B, H, T, D)
+    dZkv = np.einsum("bhtj,bhte->bje", dSc, Zq)  # (B, M, D): Z_kv as keys
+    dZkv += np.einsum("bhje,hed->bjd", dV, P)  # Z_kv as values
+    dZ = dout + np.einsum("bhte,hed->btd", dZq, Q)  # residual + Z as queries
+    dZ[:, :M] += dZkv
+    dP = np.einsum("bhje,bjd->hed", dV, Zkv)  # (H, D, D)
+    dQ = np.einsum("bhte,btd->hed", dZq, Z)  # (H, D, D)
+    return dZ, dP, dQ
+
+
+# ----------------------------------------------------------------------------------------------
+# read-out and loss
+
+
+def readout_forward(Z):
+    """The prediction is the x-slot (first M coordinates) of the query token: (B, M)."""
+    M = Z.shape[1] - 1
+    return Z[:, M, :M].copy(), Z.shape
+
+
+def readout_backward(dx, cache):
+    dZ = np.zeros(cache)  # (B, T, D)
+    M = cache[1] - 1
+    dZ[:, M, :M] = dx
+    return dZ
+
+
+def mse_forward(x_hat, x, mask):
+    """``L = mean_s (1/N_s) ||x_hat_s - x_s||^2`` over real coordinates: every system weighs the same."""
+    maskf = mask.astype(np.float64)  # (B, M)
+    n_s = maskf.sum(axis=1)  # (B,)
+    r = (x_hat - x) * maskf  # (B, M)
+    loss = float(np.mean((r**2).sum(axis=1) / n_s))
+    return loss, (r, n_s)
+
+
+def mse_backward(cache):
+    """Seed of the backward pass: ``dL/dx_hat = 2 r / (B N_s)`` (zero on padded coordinates)."""
+    r, n_s = cache
+    return 2.0 * r / (n_s[:, None] * r.shape[0])  # (B, M)

@@ -1,0 +1,163 @@
+"""The whole model: parameters, forward, loss and hand-written backward.
+
+Glossary of dimensions (see :mod:`reference.layers`):
+    B systems, M padded size, T = M + 1 tokens, D token width, G = K + 2 block groups,
+    H heads, L layers, E learned embedding width.
+
+Parameters are a flat ``dict[str, np.ndarray]``:
+    ``layers.{l}.P``, ``layers.{l}.Q``  (H, G, G) block scalars, or (H, D, D) full matrices
+    ``embedding``                      (n, E) learned ``h_i`` of the full encoding only
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reference.config import ModelConfig
+from reference.data import check_systems
+from reference.layers import (
+    attention_backward,
+    attention_forward,
+    block_expand_backward,
+    block_expand_forward,
+    coordinate_mask,
+    encode_backward,
+    encode_forward,
+    mse_backward,
+    mse_forward,
+    readout_backward,
+    readout_forward,
+)
+
+
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every parameter, in a fixed order (the order :func:`init_params` draws them)."""
+    if cfg.parametrization == "block":
+        w = (cfg.n_heads, cfg.n_groups, cfg.n_groups)
+    else:
+        D = cfg.token_width(cfg.n)
+        w = (cfg.n_heads, D, D)
+    shapes = {}
+    for layer in range(cfg.n_layers):
+        shapes[f"layers.{layer}.P"] = w
+        shapes[f"layers.{layer}.Q"] = w
+    if cfg.parametrization == "full":
+        shapes["embedding"] = (cfg.n, cfg.embed_dim)
+    return shapes
+
+
+def init_params(cfg: ModelConfig, seed=0) -> dict[str, np.ndarray]:
+    """Gaussian weights, std ``cfg.init_scale``; the full encoding's embedding has std ``1/sqrt(E)``.
+
+    Both packages use this one function, so the same ``(cfg, seed)`` gives the same start.
+    """
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in param_shapes(cfg).items():
+        std = 1.0 / np.sqrt(max(cfg.embed_dim, 1)) if name == "embedding" else cfg.init_scale
+        params[name] = std * rng.standard_normal(shape)
+    return params
+
+
+def check_params(params, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """Exactly the expected names and shapes, finite values; returns float64 copies-or-views."""
+    if not isinstance(params, dict):
+        raise ValueError(f"params must be a dict of arrays, got {type(params).__name__}")
+    shapes = param_shapes(cfg)
+    missing = sorted(set(shapes) - set(params))
+    extra = sorted(set(params) - set(shapes))
+    if missing or extra:
+        raise ValueError(f"params do not match the config: missing {missing}, unexpected {extra}")
+    out = {}
+    for name, shape in shapes.items():
+        v = np.asarray(params[name], dtype=np.float64)
+        if v.shape != shape:
+            raise ValueError(f"param {name!r} has shape {v.shape}, the config needs {shape}")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"param {name!r} contains NaN or Inf")
+        out[name] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# model forward / backward on validated arrays
+
+
+def model_forward(params, cfg: ModelConfig, A, b, mask, x0, keep_layers=False):
+    """Encode, apply the L layers, read the query's x-slot. Returns ``(x_hat, cache)``;
+    with ``keep_layers`` the cache also holds the estimate after every layer (B, L+1, M)."""
+    M = A.shape[1]
+    n_s = mask.sum(axis=1)  # (B,)
+    scale = 1.0 / n_s if cfg.attention_norm == "n" else np.ones(A.shape[0])  # (B,)
+    if cfg.parametrization == "block":
+        colmask = coordinate_mask(mask, cfg.n_groups)  # (B, D)
+    else:
+        colmask = np.ones((A.shape[0], cfg.token_width(M)))  # (B, D): no padding in the full model
+    Z, enc_cache = encode_forward(A, b, x0, mask, cfg, params.get("embedding"))  # (B, T, D)
+    layer_caches = []
+    iterates = [Z[:, M, :M].copy()] if keep_layers else None
+    for layer in range(cfg.n_layers):
+        P, Q = params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"]
+        exp_caches = None
+        if cfg.parametrization == "block":
+            (P, cp), (Q, cq) = block_expand_forward(P, M), block_expand_forward(Q, M)  # (H, D, D)
+            exp_caches = (cp, cq)
+        Z, att_cache = attention_forward(Z, P, Q, scale, colmask)  # (B, T, D)
+        layer_caches.append((exp_caches, att_cache))
+        if keep_layers:
+            iterates.append(Z[:, M, :M].copy())
+    x_hat, out_cache = readout_forward(Z)  # (B, M)
+    cache = (enc_cache, layer_caches, out_cache, None if iterates is None else np.stack(iterates, axis=1))
+    return x_hat, cache
+
+
+def model_backward(dx_hat, cache, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """The forward read in reverse: read-out, layers L..1 (attention, then block expansion), encoding."""
+    enc_cache, layer_caches, out_cache, _ = cache
+    grads = {}
+    dZ = readout_backward(dx_hat, out_cache)  # (B, T, D)
+    for layer in reversed(range(cfg.n_layers)):
+        exp_caches, att_cache = layer_caches[layer]
+        dZ, dP, dQ = attention_backward(dZ, att_cache)  # dP, dQ: (H, D, D)
+        if exp_caches is not None:
+            dP = block_expand_backward(dP, exp_caches[0])  # (H, G, G)
+            dQ = block_expand_backward(dQ, exp_caches[1])
+        grads[f"layers.{layer}.P"] = dP
+        grads[f"layers.{layer}.Q"] = dQ
+    d_emb = encode_backward(dZ, enc_cache)
+    if d_emb is not None:
+        grads["embedding"] = d_emb
+    return {name: grads[name] for name in param_shapes(cfg)}  # the params' own order
+
+
+# ----------------------------------------------------------------------------------------------
+# public API (SPEC section 7)
+
+
+def _check(params, cfg, A, b, mask, x0, x=None):
+    if not isinstance(cfg, ModelConfig):
+        raise ValueError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
+    n_fixed = cfg.n if cfg.parametrization == "full" else None
+    A, b, mask, x0, x = check_systems(A, b, mask=mask, x0=x0, x=x, n_fixed=n_fixed)
+    return check_params(params, cfg), A, b, mask, x0, x
+
+
+def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None) -> np.ndarray:
+    """Solve a batch: ``x_hat`` (B, M), zero on padded coordinates. ``x0`` is the initial guess."""
+    params, A, b, mask, x0, _ = _check(params, cfg, A, b, mask, x0)
+    return model_forward(params, cfg, A, b, mask, x0)[0]
+
+
+def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None) -> np.ndarray:
+    """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``."""
+    params, A, b, mask, x0, _ = _check(params, cfg, A, b, mask, x0)
+    return model_forward(params, cfg, A, b, mask, x0, keep_layers=True)[1][3]
+
+
+def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None):
+    """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2``; grads have the params' keys."""
+    params, A, b, mask, x0, x = _check(params, cfg, A, b, mask, x0, x)
+    x_hat, cache = model_forward(params, cfg, A, b, mask, x0)
+    loss, loss_cache = mse_forward(x_hat, x, mask)
+    dx_hat = mse_backward(loss_cache)  # the seed: dL/dx_hat
+    return loss, model_backward(dx_hat, cache, cfg)

@@ -1,0 +1,1 @@
+"""TensorFlow twin of :mod:`reference` (XLA-compiled training)."""
