@@ -1,0 +1,212 @@
+"""``python -m tf_impl.evaluate CHECKPOINT [CHECKPOINT...]``: trained models against classical solvers.
+
+For every ``kappa`` and every size ``N`` (a full-encoding model only at its own ``N``) it draws one
+fixed set of fresh systems (seed :data:`reference.evaluation.EVAL_SEED`, never used in training)
+and measures, on those same systems from ``x0 = 0``: each model, every baseline of
+:mod:`reference.baselines` at as many iterations as the model has layers, the exact Cholesky
+solve and the zero predictor. It also follows each model layer by layer against CG iteration by
+iteration and the best point of the Krylov space of the same dimension.
+
+Writes to ``--out``: ``eval.json`` (every number), ``eval.md`` (tables), ``error_vs_n_kappa*.png``
+and ``layers_*.png``. The models run in float64 through the reference implementation, which the
+cross-tests prove equal to the TensorFlow model to 1e-10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from reference.checkpoint import load_checkpoint, load_checkpoint_extra
+from reference.evaluation import EVAL_SEED, evaluate, layer_analysis, model_can_run
+
+
+def model_name(path: str, meta: dict, taken: set) -> str:
+    """The run's preset (from the checkpoint's metadata) or the file's stem, made unique."""
+    cfg = meta.get("train_config", meta.get("config", {})) if isinstance(meta, dict) else {}
+    base = (cfg.get("preset") if isinstance(cfg, dict) else None) or Path(path).stem
+    name, i = base, 2
+    while name in taken:
+        name, i = f"{base}-{i}", i + 1
+    return name
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tf_impl.evaluate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoints", nargs="+", help="checkpoint .npz files written by tf_impl.train (or save_checkpoint)")
+    p.add_argument("--kappa", type=float, nargs="+", default=[10.0], help="condition numbers to evaluate at")
+    p.add_argument("--n-min", type=int, default=2, help="smallest system size")
+    p.add_argument("--n-max", type=int, default=30, help="largest system size")
+    p.add_argument("--n-systems", type=int, default=1000, help="test systems per (kappa, N)")
+    p.add_argument("--seed", type=int, default=EVAL_SEED, help="seed of the test systems")
+    p.add_argument("--layer-sizes", type=int, nargs="*", default=None,
+                   help="sizes N of the layer-by-layer analysis (default: 9 and 20)")
+    p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default: all)")
+    p.add_argument("--out", default="results/eval", help="output folder")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    args = p.parse_args(argv)
+    if not 2 <= args.n_min <= args.n_max:
+        p.error(f"need 2 <= --n-min <= --n-max, got {args.n_min}, {args.n_max}")
+    if args.n_systems < 2:
+        p.error("--n-systems must be >= 2")
+    if any(not math.isfinite(k) or k < 1 for k in args.kappa):
+        p.error(f"--kappa values must be finite and >= 1, got {args.kappa}")
+    return args
+
+
+def fmt(v: float) -> str:
+    return f"{v:.2e}"
+
+
+def markdown_tables(records, models, kappas, sizes) -> str:
+    """One table per kappa: N, each model's MSE, then each baseline's MSE at each depth."""
+    lines = []
+    by = {(r["kappa"], r["n"], r["method"], r["iters"]): r for r in records}
+    methods = [(r["method"], r["iters"]) for r in records if r["kind"] == "baseline"]
+    methods = list(dict.fromkeys(methods))
+    for kappa in kappas:
+        kappa = float(kappa)
+        head = ["N"] + [f"**{m}** (L={models[m][1].n_layers})" for m in models] + \
+            [f"{m}-{k}" if m != "cholesky" else "cholesky" for m, k in methods] + ["zero"]
+        lines += [f"### MSE at kappa = {kappa:g}", "", "| " + " | ".join(head) + " |",
+                  "|" + "---|" * len(head)]
+        for n in sizes:
+            row = [str(n)]
+            for m in models:
+                r = by.get((kappa, n, m, models[m][1].n_layers))
+                row.append(fmt(r["mse"]) if r else "—")
+            row += [fmt(by[(kappa, n, m, k)]["mse"]) for m, k in methods]
+            row.append(fmt(by[(kappa, n, "zero", 0)]["mse"]))
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+        lines += [f"#### Model / CG MSE ratio at kappa = {kappa:g} (below 1: the model wins at equal depth)", "",
+                  "| N | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
+        for n in sizes:
+            row = [str(n)]
+            for m, (_, cfg) in models.items():
+                r, c = by.get((kappa, n, m, cfg.n_layers)), by.get((kappa, n, "cg", cfg.n_layers))
+                if not (r and c):
+                    row.append("—")
+                elif c["mse"] < 1e-20:  # N <= L: CG is exact, no polynomial map can match it
+                    row.append("CG exact")
+                else:
+                    row.append(f"{r['mse'] / c['mse']:.3g}")
+            lines.append("| " + " | ".join(row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_error_vs_n(records, models, kappa, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    depths_drawn = set()
+    for i, (name, (_, cfg)) in enumerate(models.items()):
+        rs = sorted((r for r in records if r["kappa"] == kappa and r["method"] == name), key=lambda r: r["n"])
+        ns, mse = [r["n"] for r in rs], [r["mse"] for r in rs]
+        ax.plot(ns, mse, "o-" if len(ns) > 1 else "o", color=colors[i % len(colors)],
+                label=f"{name} (L={cfg.n_layers})")
+        if cfg.n_layers not in depths_drawn:
+            depths_drawn.add(cfg.n_layers)
+            cg = sorted((r for r in records if r["kappa"] == kappa and r["method"] == "cg"
+                         and r["iters"] == cfg.n_layers), key=lambda r: r["n"])
+            ax.plot([r["n"] for r in cg], [max(r["mse"], 1e-32) for r in cg], "k--",
+                    alpha=0.4 + 0.1 * len(depths_drawn), label=f"CG, {cfg.n_layers} iterations")
+    zero = sorted((r for r in records if r["kappa"] == kappa and r["method"] == "zero"), key=lambda r: r["n"])
+    ax.plot([r["n"] for r in zero], [r["mse"] for r in zero], ":", color="grey", label="zero predictor")
+    ax.set_yscale("log")
+    ax.set_ylim(bottom=1e-8)
+    ax.set_xlabel("system size N")
+    ax.set_ylabel("MSE  (1/N)||x_hat - x||^2")
+    ax.set_title(f"Error vs size, kappa = {kappa:g} (same systems for every method)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_layers(analyses, path, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(analyses), figsize=(4.2 * len(analyses), 4), squeeze=False)
+    for ax, (name, a) in zip(axes[0], analyses, strict=True):
+        k = np.arange(len(a["model"]))
+        ax.semilogy(k, a["model"], "o-", label=f"{name}: after layer k")
+        ax.semilogy(k, np.maximum(a["cg"], 1e-32), "s--", label="CG: after iteration k")
+        ax.semilogy(k, np.maximum(a["krylov_best"], 1e-32), "^:", label="best point of x0 + K_k (2-norm)")
+        ax.set_title(f"{name}, N={a['n']}, kappa={a['kappa']:g}", fontsize=9)
+        ax.set_xlabel("layer / iteration k")
+        ax.set_ylim(bottom=1e-10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("MSE")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    from tqdm import tqdm
+
+    models, metas = {}, {}
+    for path in args.checkpoints:
+        params, cfg = load_checkpoint(path)  # raises ValueError naming the problem
+        meta, _ = load_checkpoint_extra(path)
+        name = model_name(path, meta, set(models))
+        models[name], metas[name] = (params, cfg), {"path": os.fspath(path), "config": json.loads(cfg.to_json()),
+                                                    "meta": meta}
+    sizes = list(range(args.n_min, args.n_max + 1))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(args.kappa) * len(sizes), desc="evaluate", unit="size") as bar:
+        records = evaluate(models, sizes, args.kappa, args.n_systems, args.seed, args.baselines, bar.update)
+    layer_sizes = args.layer_sizes if args.layer_sizes is not None else [9, 20]
+    analyses = []
+    for kappa in args.kappa:
+        for n in layer_sizes:
+            for name, (params, cfg) in models.items():
+                if model_can_run(cfg, n):
+                    analyses.append((name, layer_analysis(params, cfg, n, kappa, args.n_systems, args.seed)))
+    result = {"args": vars(args), "models": metas, "records": records,
+              "layers": [{"model": name, **a} for name, a in analyses]}
+    (out / "eval.json").write_text(json.dumps(result, indent=1))
+    md = ["# Evaluation", "", f"Checkpoints: {', '.join(f'`{m}`' for m in models)}; {args.n_systems} systems per "
+          f"(kappa, N), seed {args.seed}; iterative baselines run as many iterations as the model has layers.", "",
+          markdown_tables(records, models, args.kappa, sizes), "### Layer by layer", "",
+          "| model | N | kappa | MSE after each layer | CG after each iteration | effective Krylov dim. per layer |",
+          "|---|---|---|---|---|---|"]
+    for name, a in analyses:
+        dims = ", ".join(f"{d:.2f}" for d in a["effective_krylov_dim"])
+        md.append(f"| {name} | {a['n']} | {a['kappa']:g} | {', '.join(fmt(v) for v in a['model'])} | "
+                  f"{', '.join(fmt(v) for v in a['cg'])} | {dims} |")
+    (out / "eval.md").write_text("\n".join(md) + "\n")
+    if not args.no_plots:
+        for kappa in args.kappa:
+            plot_error_vs_n(records, models, float(kappa), out / f"error_vs_n_kappa{kappa:g}.png")
+        for kappa in args.kappa:
+            for n in layer_sizes:
+                sel = [(nm, a) for nm, a in analyses if a["n"] == n and a["kappa"] == float(kappa)]
+                if sel:
+                    plot_layers(sel, out / f"layers_N{n}_kappa{kappa:g}.png",
+                                "What the model learned: error per layer vs CG and the Krylov floor")
+    print((out / "eval.md").read_text())
+    print(f"wrote {out}/eval.json, eval.md and plots")
+    return result
+
+
+if __name__ == "__main__":
+    main()
