@@ -57,7 +57,10 @@ def _open(path):
         raise ValueError(f"checkpoint {path!r} does not exist")
     try:
         data = np.load(path, allow_pickle=False)
-        contents = {k: data[k] for k in data.files}
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ValueError("a single .npy array, not an .npz archive")
+        with data:
+            contents = {k: data[k] for k in data.files}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
         raise ValueError(f"checkpoint {path!r} is not a readable .npz file ({e})") from None
     if "__format__" not in contents or str(contents["__format__"]) != FORMAT:
@@ -84,6 +87,9 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], ModelConfig]:
 def load_checkpoint_extra(path) -> tuple[dict, dict[str, np.ndarray]]:
     """Read ``(meta, extra)``: the JSON metadata and the ``extra/`` arrays (for resuming)."""
     path, contents = _open(path)
-    meta = json.loads(str(contents["__meta__"]))
+    try:
+        meta = json.loads(str(contents["__meta__"]))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"checkpoint {path!r}: __meta__ is not valid JSON ({e})") from None
     extra = {k[len("extra/"):]: v for k, v in contents.items() if k.startswith("extra/")}
     return meta, extra

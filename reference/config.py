@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 
 PARAMETRIZATIONS = ("block", "full")
@@ -46,7 +47,8 @@ class ModelConfig:
             need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an int >= 0, got {v!r}")
         need(self.attention_norm in ATTENTION_NORMS,
              f"attention_norm must be one of {ATTENTION_NORMS}, got {self.attention_norm!r}")
-        need(isinstance(self.init_scale, (int, float)) and self.init_scale > 0,
+        need(isinstance(self.init_scale, (int, float)) and not isinstance(self.init_scale, bool)
+             and math.isfinite(self.init_scale) and self.init_scale > 0,
              f"init_scale must be a positive number, got {self.init_scale!r}")
         if self.parametrization == "full":
             need(isinstance(self.n, int) and not isinstance(self.n, bool) and self.n >= 1,

@@ -13,13 +13,19 @@ import numpy as np
 
 def parse_sizes(sizes) -> tuple[int, int]:
     """``sizes`` is an int ``n`` or a pair ``(n_min, n_max)``; returns ``(n_min, n_max)``."""
-    if isinstance(sizes, (int, np.integer)) and not isinstance(sizes, bool):
+    def is_int(v) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+    if is_int(sizes):
         lo = hi = int(sizes)
     else:
         try:
-            lo, hi = (int(s) for s in sizes)
-        except (TypeError, ValueError):
-            raise ValueError(f"sizes must be an int n or a pair (n_min, n_max), got {sizes!r}") from None
+            pair = tuple(sizes)
+        except TypeError:
+            pair = ()
+        if len(pair) != 2 or not all(is_int(v) for v in pair):
+            raise ValueError(f"sizes must be an int n or a pair of ints (n_min, n_max), got {sizes!r}")
+        lo, hi = int(pair[0]), int(pair[1])
     if not 2 <= lo <= hi:
         raise ValueError(f"sizes must satisfy 2 <= n_min <= n_max, got ({lo}, {hi})")
     return lo, hi
@@ -57,7 +63,8 @@ def sample_systems(batch: int, sizes, kappa: float = 10.0, seed=0):
     """
     if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
-    if not np.isfinite(kappa) or kappa < 1:
+    if isinstance(kappa, bool) or not isinstance(kappa, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(kappa) or kappa < 1:
         raise ValueError(f"kappa must be a finite number >= 1, got {kappa!r}")
     lo, hi = parse_sizes(sizes)
     rng = np.random.default_rng(seed)

@@ -118,11 +118,11 @@ def attention_forward(Z, P, Q, scale, colmask):
     """
     M = Z.shape[1] - 1
     Zkv = Z[:, :M]  # (B, M, D)
-    Zq = np.einsum("btd,hed->bhte", Z, Q)  # (B, H, T, D): rows Q_h e_i
-    Sc = np.einsum("bhte,bje->bhtj", Zq, Zkv)  # (B, H, T, M): scores e_j^T Q_h e_i
-    V = np.einsum("bjd,hed->bhje", Zkv, P)  # (B, H, M, D): rows P_h e_j
+    Zq = np.einsum("btd,hed->bhte", Z, Q, optimize=True)  # (B, H, T, D): rows Q_h e_i
+    Sc = np.einsum("bhte,bje->bhtj", Zq, Zkv, optimize=True)  # (B, H, T, M): scores e_j^T Q_h e_i
+    V = np.einsum("bjd,hed->bhje", Zkv, P, optimize=True)  # (B, H, M, D): rows P_h e_j
     gate = scale[:, None, None] * colmask[:, None, :]  # (B, 1, D)
-    delta = np.einsum("bhtj,bhje->bte", Sc, V)  # (B, T, D), heads summed
+    delta = np.einsum("bhtj,bhje->bte", Sc, V, optimize=True)  # (B, T, D), heads summed
     out = Z + gate * delta  # (B, T, D)
     return out, (Z, Zq, Sc, V, P, Q, gate)
 
@@ -133,15 +133,15 @@ def attention_backward(dout, cache):
     M = Z.shape[1] - 1
     Zkv = Z[:, :M]  # (B, M, D)
     ddelta = dout * gate  # (B, T, D)
-    dSc = np.einsum("bte,bhje->bhtj", ddelta, V)  # (B, H, T, M)
-    dV = np.einsum("bhtj,bte->bhje", Sc, ddelta)  # (B, H, M, D)
-    dZq = np.einsum("bhtj,bje->bhte", dSc, Zkv)  # (B, H, T, D)
-    dZkv = np.einsum("bhtj,bhte->bje", dSc, Zq)  # (B, M, D): Z_kv as keys
-    dZkv += np.einsum("bhje,hed->bjd", dV, P)  # Z_kv as values
-    dZ = dout + np.einsum("bhte,hed->btd", dZq, Q)  # residual + Z as queries
+    dSc = np.einsum("bte,bhje->bhtj", ddelta, V, optimize=True)  # (B, H, T, M)
+    dV = np.einsum("bhtj,bte->bhje", Sc, ddelta, optimize=True)  # (B, H, M, D)
+    dZq = np.einsum("bhtj,bje->bhte", dSc, Zkv, optimize=True)  # (B, H, T, D)
+    dZkv = np.einsum("bhtj,bhte->bje", dSc, Zq, optimize=True)  # (B, M, D): Z_kv as keys
+    dZkv += np.einsum("bhje,hed->bjd", dV, P, optimize=True)  # Z_kv as values
+    dZ = dout + np.einsum("bhte,hed->btd", dZq, Q, optimize=True)  # residual + Z as queries
     dZ[:, :M] += dZkv
-    dP = np.einsum("bhje,bjd->hed", dV, Zkv)  # (H, D, D)
-    dQ = np.einsum("bhte,btd->hed", dZq, Z)  # (H, D, D)
+    dP = np.einsum("bhje,bjd->hed", dV, Zkv, optimize=True)  # (H, D, D)
+    dQ = np.einsum("bhte,btd->hed", dZq, Z, optimize=True)  # (H, D, D)
     return dZ, dP, dQ
 
 

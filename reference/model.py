@@ -70,7 +70,10 @@ def check_params(params, cfg: ModelConfig) -> dict[str, np.ndarray]:
         raise ValueError(f"params do not match the config: missing {missing}, unexpected {extra}")
     out = {}
     for name, shape in shapes.items():
-        v = np.asarray(params[name], dtype=np.float64)
+        try:
+            v = np.asarray(params[name], dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"param {name!r} is not an array of real numbers ({e})") from None
         if v.shape != shape:
             raise ValueError(f"param {name!r} has shape {v.shape}, the config needs {shape}")
         if not np.all(np.isfinite(v)):

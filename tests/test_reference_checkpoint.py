@@ -1,0 +1,222 @@
+"""reference.checkpoint: exact round trips, clear errors for every kind of bad file, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from reference import ModelConfig, init_params, load_checkpoint, load_checkpoint_extra, save_checkpoint
+from reference.checkpoint import FORMAT
+
+CONFIGS = {
+    "block": ModelConfig(parametrization="block", n_layers=3, n_heads=2, n_identity=3,
+                         attention_norm="n", init_scale=0.2),
+    "full": ModelConfig(parametrization="full", n_layers=2, n_heads=2, embed_dim=4, n=5, init_scale=0.2),
+}
+
+
+def raw_arrays(cfg, params, fmt=FORMAT, config_json=None, meta="{}"):
+    """The arrays of a checkpoint written by hand, for crafting bad files."""
+    arrays = {"__format__": np.array(fmt), "__config__": np.array(config_json or cfg.to_json()),
+              "__meta__": np.array(meta)}
+    arrays.update(params)
+    return arrays
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIGS))
+def test_round_trip_is_exact(tmp_path, kind):
+    cfg = CONFIGS[kind]
+    params = init_params(cfg, seed=1)
+    meta = {"step": 1234, "train": {"lr": 1e-3, "sizes": [2, 9]}, "metrics": {"mse": 2.5e-3}}
+    extra = {"adam/m/layers.0.P": np.arange(6.0).reshape(2, 3), "rng": np.array([7, 8], dtype=np.uint64)}
+    path = tmp_path / "sub" / "ckpt.npz"  # the folder is created
+    save_checkpoint(path, params, cfg, meta=meta, extra=extra)
+    params2, cfg2 = load_checkpoint(path)
+    assert cfg2 == cfg
+    assert list(params2) == list(params)
+    for k in params:
+        assert params2[k].dtype == np.float64
+        assert np.array_equal(params2[k], params[k]), k  # bit-identical
+    meta2, extra2 = load_checkpoint_extra(str(path))
+    assert meta2 == meta
+    assert sorted(extra2) == sorted(extra)
+    for k, v in extra.items():
+        assert extra2[k].dtype == v.dtype and np.array_equal(extra2[k], v), k
+
+
+def test_no_meta_gives_empty_dict_and_overwrite(tmp_path):
+    cfg = CONFIGS["block"]
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, init_params(cfg, seed=1), cfg)
+    save_checkpoint(path, init_params(cfg, seed=2), cfg)  # overwrite in place
+    params, _ = load_checkpoint(path)
+    assert np.array_equal(params["layers.0.P"], init_params(cfg, seed=2)["layers.0.P"])
+    assert load_checkpoint_extra(path) == ({}, {})
+
+
+def test_save_is_atomic_and_leaves_no_temp_files(tmp_path):
+    cfg = CONFIGS["full"]
+    for i in range(3):
+        save_checkpoint(tmp_path / "ckpt.npz", init_params(cfg, seed=i), cfg, meta={"i": i})
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.npz"]
+
+
+def test_save_rejects_bad_params_and_writes_nothing(tmp_path):
+    cfg = CONFIGS["block"]
+    params = init_params(cfg, seed=1)
+    del params["layers.2.Q"]
+    with pytest.raises(ValueError, match=r"missing \['layers.2.Q'\]"):
+        save_checkpoint(tmp_path / "ckpt.npz", params, cfg)
+    assert os.listdir(tmp_path) == []
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.npz")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_checkpoint_extra(tmp_path / "nope.npz")
+    with pytest.raises(ValueError, match="does not exist"):
+        load_checkpoint(tmp_path)  # a folder is not a checkpoint
+
+
+def test_random_bytes(tmp_path):
+    path = tmp_path / "junk.npz"
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(ValueError, match="not a readable .npz file"):
+        load_checkpoint(path)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.npz"
+    path.write_bytes(b"")
+    with pytest.raises(ValueError, match="not a readable .npz file"):
+        load_checkpoint(path)
+
+
+def test_truncated_zip(tmp_path):
+    cfg = CONFIGS["block"]
+    good = tmp_path / "good.npz"
+    save_checkpoint(good, init_params(cfg, seed=1), cfg)
+    data = good.read_bytes()
+    for cut in (len(data) // 2, len(data) - 10):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="not a readable .npz file"):
+            load_checkpoint(bad)
+
+
+def test_plain_npy_file(tmp_path):
+    path = tmp_path / "array.npy"
+    np.save(path, np.zeros(3))
+    with pytest.raises(ValueError, match="not a linear-transformer-solver/1 checkpoint|not a readable"):
+        load_checkpoint(path)
+
+
+def test_pickled_object_array(tmp_path):
+    cfg = CONFIGS["block"]
+    arrays = raw_arrays(cfg, init_params(cfg, seed=1))
+    arrays["evil"] = np.array([{"a": 1}], dtype=object)
+    path = tmp_path / "pickle.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="not a readable .npz file"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(("fmt", "match"), [("linear-transformer-solver/0", "not a linear-transformer-solver/1"),
+                                            ("something else", "something else")])
+def test_wrong_format(tmp_path, fmt, match):
+    cfg = CONFIGS["block"]
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **raw_arrays(cfg, init_params(cfg, seed=1), fmt=fmt))
+    with pytest.raises(ValueError, match=match):
+        load_checkpoint(path)
+
+
+def test_no_format_tag(tmp_path):
+    cfg = CONFIGS["block"]
+    arrays = raw_arrays(cfg, init_params(cfg, seed=1))
+    del arrays["__format__"]
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="no format tag"):
+        load_checkpoint(path)
+
+
+def test_missing_config(tmp_path):
+    cfg = CONFIGS["block"]
+    arrays = raw_arrays(cfg, init_params(cfg, seed=1))
+    del arrays["__config__"]
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match="lacks __config__"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIGS))
+def test_params_missing_key(tmp_path, kind):
+    cfg = CONFIGS[kind]
+    params = init_params(cfg, seed=1)
+    del params["layers.1.P"]
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **raw_arrays(cfg, params))
+    with pytest.raises(ValueError, match=r"ckpt.npz.*missing \['layers.1.P'\]"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize("kind", sorted(CONFIGS))
+def test_params_wrong_shape(tmp_path, kind):
+    cfg = CONFIGS[kind]
+    params = init_params(cfg, seed=1)
+    params["layers.0.Q"] = params["layers.0.Q"][:, :-1]
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **raw_arrays(cfg, params))
+    with pytest.raises(ValueError, match=r"'layers.0.Q' has shape"):
+        load_checkpoint(path)
+
+
+def test_params_unexpected_key(tmp_path):
+    cfg = CONFIGS["block"]
+    params = init_params(cfg, seed=1)
+    params["layers.9.P"] = params["layers.0.P"]
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **raw_arrays(cfg, params))
+    with pytest.raises(ValueError, match=r"unexpected \['layers.9.P'\]"):
+        load_checkpoint(path)
+
+
+def test_params_of_another_config(tmp_path):
+    """Full-model weights saved under a block config (shapes differ, embedding unexpected)."""
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **raw_arrays(CONFIGS["block"], init_params(CONFIGS["full"], seed=1)))
+    with pytest.raises(ValueError, match="params do not match the config"):
+        load_checkpoint(path)
+
+
+def test_unknown_config_field(tmp_path):
+    cfg = CONFIGS["block"]
+    fields = json.loads(cfg.to_json()) | {"dropout": 0.1}
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **raw_arrays(cfg, init_params(cfg, seed=1), config_json=json.dumps(fields)))
+    with pytest.raises(ValueError, match=r"unknown fields \['dropout'\]"):
+        load_checkpoint(path)
+
+
+@pytest.mark.parametrize(("config_json", "match"), [
+    ("{not json", "not valid JSON"),
+    ("[1, 2]", "must be a JSON object"),
+    (json.dumps({"parametrization": "block", "n_layers": 0}), "n_layers must be an int >= 1"),
+])
+def test_bad_config_json(tmp_path, config_json, match):
+    cfg = CONFIGS["block"]
+    path = tmp_path / "ckpt.npz"
+    np.savez(path, **raw_arrays(cfg, init_params(cfg, seed=1), config_json=config_json))
+    with pytest.raises(ValueError, match=match):
+        load_checkpoint(path)
+
+
+def test_config_json_round_trip():
+    for cfg in CONFIGS.values():
+        assert ModelConfig.from_json(cfg.to_json()) == cfg
