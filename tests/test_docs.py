@@ -1,0 +1,85 @@
+"""The documentation site: ``mkdocs build --strict`` succeeds and has its key pages.
+
+Strict mode turns every MkDocs warning into an error: a broken link, a page missing from the nav
+(``validation.omitted_files``), a docstring mkdocstrings cannot parse, a failing ``--help``
+pasted into the CLI page. The Python snippets of the quickstart page are run too.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "tutorials").glob("*.ipynb"))
+API_PAGES = sorted(p.relative_to(ROOT / "docs").with_suffix("") for p in (ROOT / "docs" / "api").rglob("*.md")
+                   if p.name != "index.md")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    out = tmp_path_factory.mktemp("site")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1", MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        print(proc.stdout[-5000:])
+        print(proc.stderr[-20000:], file=sys.stderr)
+    assert proc.returncode == 0, "mkdocs build --strict failed; its log is printed above"
+    return out
+
+
+def test_build_has_key_pages(site):
+    for page in ["index.html", "quickstart/index.html", "concepts/index.html", "conventions/index.html",
+                 "cli/index.html", "api/index.html", "assets/token_matrix.png", "search/search_index.json"]:
+        assert (site / page).is_file(), page
+
+
+def test_every_tutorial_is_a_page_with_its_outputs(site):
+    assert NOTEBOOKS
+    for nb in NOTEBOOKS:
+        page = site / "tutorials" / nb.stem / "index.html"
+        assert page.is_file(), f"no page for {nb.name}: add it to the nav of mkdocs.yml"
+        html = page.read_text(encoding="utf-8")
+        assert "data:image/png;base64" in html, f"{nb.name}: no figure rendered (committed without outputs?)"
+        assert "cdnjs.cloudflare.com/ajax/libs/mathjax/2" not in html, "nbconvert's MathJax 2 should be removed"
+        assert f'href="{nb.name}" download' in html, "no download link"
+        assert (site / "tutorials" / nb.stem / nb.name).is_file(), "the .ipynb download is missing"
+        # links between notebooks point at pages, not at .ipynb files that are not there
+        for target in re.findall(r'href="([\w.-]+\.ipynb)"', html):
+            assert target == nb.name, f"{nb.name}: link to {target} was not turned into a page link"
+
+
+def test_every_api_page_documents_its_module(site):
+    assert API_PAGES
+    for rel in API_PAGES:
+        module = ".".join(rel.parts[1:])  # api/reference/model -> reference.model
+        html = (site / rel / "index.html").read_text(encoding="utf-8")
+        assert f'id="{module}"' in html, f"{rel}: no heading for {module}"
+    model = (site / "api" / "reference" / "model" / "index.html").read_text(encoding="utf-8")
+    for name in ["forward", "loss_and_grads", "init_params"]:
+        assert f'id="reference.model.{name}"' in model
+
+
+def test_cli_page_has_the_live_help(site):
+    html = (site / "cli" / "index.html").read_text(encoding="utf-8")
+    assert "cli-help:" not in html, "a cli-help marker was not replaced"
+    assert "python -m tf_impl.train --help" in html and "--preset" in html
+    assert "python -m tf_impl.evaluate --help" in html and "--n-systems" in html
+
+
+def test_quickstart_snippets_run(tmp_path, monkeypatch):
+    """Every ```python block of quickstart.md, in order, in one namespace, in a scratch folder."""
+    text = (ROOT / "docs" / "quickstart.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.S | re.M)
+    assert len(blocks) >= 5
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {"__name__": "quickstart"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"quickstart.md block {i + 1}", "exec"), namespace)  # noqa: S102
+    assert (tmp_path / "demo.npz").is_file()
