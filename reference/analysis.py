@@ -47,9 +47,11 @@ def krylov_best_errors(A, b, x, mask=None, x0=None, d_max: int | None = None) ->
     e0 = x - x0  # (B, M)
     coef = np.einsum("bkm,bm->bk", V, e0)  # (B, d): components of the error along the basis
     n_s = mask.sum(axis=1)  # (B,)
-    # ||e0 - V_d V_d^T e0||^2 = ||e0||^2 - sum_{k<d} coef_k^2 (V orthonormal)
-    remaining = (e0**2).sum(axis=1)[:, None] - np.concatenate([np.zeros((len(b), 1)), np.cumsum(coef**2, axis=1)], 1)
-    return np.maximum(remaining, 0.0) / n_s[:, None]  # (B, d+1)
+    # ||e0 - V_d V_d^T e0||^2, from the residual vectors themselves (subtracting the squared
+    # components instead would leave a floor of eps * ||e0||^2 once the space is exhausted)
+    resid = np.cumsum(coef[:, :, None] * V, axis=1)  # (B, d, M): V_d V_d^T e0 for d = 1..
+    remaining = np.concatenate([(e0**2).sum(axis=1)[:, None], ((e0[:, None] - resid) ** 2).sum(axis=2)], axis=1)
+    return remaining / n_s[:, None]  # (B, d+1)
 
 
 def effective_krylov_dimension(model_mse: float, best_mse_by_d: np.ndarray) -> float:
