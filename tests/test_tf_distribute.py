@@ -1,0 +1,90 @@
+"""tf.distribute: the CPU split into two logical devices under MirroredStrategy gives the same loss,
+gradients and training steps as one device for the same global batch.
+
+Logical devices must be configured before TensorFlow initialises its devices, so the check runs in
+a fresh subprocess (this test process has long initialised them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tf_impl import distribute
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = r"""
+import json
+import numpy as np
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import reference as ref
+from tf_impl.optim import Trainer
+
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+cfg = ref.ModelConfig(parametrization="block", n_layers=2, n_heads=2, attention_norm="n", init_scale=0.2)
+p0 = ref.init_params(cfg, 5)
+kw = dict(sizes=(2, 6), batch_size=8, lr=0.01, total_steps=5, warmup=1, schedule="cosine", clip_norm=1.0,
+          seed=4, dtype=tf.float64)
+one = Trainer(cfg, p0, mode="graph", **kw)  # default strategy, one device (without XLA: fewer compilations)
+two = Trainer(cfg, p0, strategy=strategy, mode="xla", **kw)  # two replicas, 4 systems each, XLA per replica
+out = {"replicas": two.n_replicas, "distributed": two.distributed, "devices": sorted(
+    {v.device for v in two.model.params["layers.0.P"].values})}
+batch = ref.sample_systems(8, (2, 6), 10.0, seed=3)
+for label, b in (("explicit", batch), ("sampled", None)):
+    l1, g1 = one.loss_and_grads(b)
+    l2, g2 = two.loss_and_grads(b)
+    out[label] = {"loss": [l1, l2], **{k: float(np.abs(g1[k] - g2[k]).max() / np.abs(g1[k]).max()) for k in g1}}
+out["steps"] = [[one.train_step(), two.train_step()] for _ in range(3)]
+p1, e1 = one.get_state()
+p2, e2 = two.get_state()
+out["params"] = {k: float(np.abs(p1[k] - p2[k]).max() / np.abs(p1[k]).max()) for k in p1}
+out["adam_v"] = {k: float(np.abs(e1[f"adam_v/{k}"] - e2[f"adam_v/{k}"]).max()) for k in p1}
+out["step"] = [int(e1["step"]), int(e2["step"])]
+print("RESULT " + json.dumps(out))
+"""
+
+
+def test_two_logical_cpus_match_one_device():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONPATH=str(ROOT))
+    res = subprocess.run([sys.executable, "-c", SCRIPT], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(next(line for line in res.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert out["replicas"] == 2 and out["distributed"] and len(out["devices"]) == 2, out
+    for label in ("explicit", "sampled"):  # the global loss is the mean over all 8 systems, not per replica
+        l1, l2 = out[label].pop("loss")
+        assert abs(l1 - l2) <= 1e-12 * l1, (label, l1, l2)
+        for k, err in out[label].items():
+            assert err <= 1e-12, (label, k, err)
+    for t, (o1, o2) in enumerate(out["steps"]):
+        for key in ("loss", "grad_norm", "lr"):
+            assert abs(o1[key] - o2[key]) <= 1e-12 * abs(o1[key]), (t, key, o1, o2)
+    assert out["step"] == [3, 3]
+    assert max(out["params"].values()) <= 1e-12 and max(out["adam_v"].values()) <= 1e-15
+
+
+def test_strategy_selection(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    assert distribute.n_cluster_tasks() == 0 and distribute.is_chief()
+    strategy = distribute.select_strategy()  # no GPUs here, no cluster: the default strategy
+    assert strategy.num_replicas_in_sync == 1 and "Default" in distribute.describe(strategy)
+    cluster = {"worker": ["host0:2222", "host1:2222"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    assert distribute.n_cluster_tasks() == 2 and not distribute.is_chief()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    assert distribute.is_chief()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {**cluster, "chief": ["host2:2222"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    assert distribute.n_cluster_tasks() == 3 and not distribute.is_chief()
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(ValueError, match="TF_CONFIG"):
+        distribute.n_cluster_tasks()

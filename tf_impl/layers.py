@@ -1,0 +1,169 @@
+"""The model's operations in TensorFlow: pure functions of tensors, differentiated by ``tf.GradientTape``.
+
+Each function is the twin of the ``*_forward`` of the same name in :mod:`reference.layers`
+(same equations, same token layout, same masking rule); the backward passes are TensorFlow's
+automatic differentiation instead of the reference's hand-written ones, and the cross-tests
+(``tests/test_cross.py``) check that both agree to 1e-10 in float64.
+
+Glossary of dimensions:
+    B  systems in a batch
+    M  padded system size n_max (full encoding: M = n)
+    T  tokens = M equations + 1 query, so T = M + 1; the query is the last row
+    D  token width: block M + 1 + K*M, full n + 1 + d_h
+    G  token groups of the block parametrization, [a, b, h^1..h^K], G = K + 2
+    K  copies of the identity in the block encoding (n_identity)
+    H  attention heads
+    E  learned embedding width d_h (full encoding)
+
+Tokens are the rows of ``Z`` (B, T, D). Masks are float tensors (1 on real coordinates, 0 on
+padding) of the computation's dtype. Invariant kept by every op (as in the reference): the
+coordinates of padded unknowns and the padded equation rows are exactly zero, so a padded system
+computes exactly what it would alone.
+
+Performance notes (2-core CPU, block model, 4 layers, batch 1024; ``scripts/bench_train_step.py``).
+A train step is dominated by matrix products (~90% of the XLA profile), which XLA and plain
+TensorFlow both hand to library kernels, so XLA's fusion has little left to gain on CPU. What
+helped, in both modes: transforming the M keys instead of the T queries, stacking the heads into
+one product, and computing only the query's x-slot in the last layer (:func:`attention_readout`).
+What did not, under XLA:CPU: exploiting the block structure of P, Q (per-group products with
+contractions of size K+1 = 4, which cost more in layout changes than they save in FLOPs), batched
+products rewritten as fused multiply-reduce, and the oneDNN / XNNPACK dot flags of ``XLA_FLAGS``.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from reference.layers import block_layout
+
+# ----------------------------------------------------------------------------------------------
+# token layout
+
+
+def coordinate_mask(maskf: tf.Tensor, n_groups: int) -> tf.Tensor:
+    """Block encoding: (B, D) mask of real token coordinates ``(m, 1, m, ..., m)`` from the (B, M) mask."""
+    ones = tf.ones_like(maskf[:, :1])  # (B, 1)
+    return tf.concat([maskf, ones] + [maskf] * (n_groups - 2), axis=1)  # (B, D)
+
+
+# ----------------------------------------------------------------------------------------------
+# block re-parametrization
+
+
+def block_expand(p: tf.Tensor, m: int) -> tf.Tensor:
+    """``P = (S p S^T) * C``: block ``(u, v)`` of ``P_h`` is ``p[h, u, v]`` times ``I_m``, ``1_m``,
+    ``1_m^T`` or ``1``. ``p`` (H, G, G) -> ``P`` (H, D, D).
+
+    ``S`` (D, G) one-hot group matrix and ``C`` (D, D) 0/1 pattern are the reference's
+    :func:`reference.layers.block_layout` (constants, folded by XLA); autodiff of this line is the
+    reference's adjoint ``dp = S^T (dP * C) S``.
+    """
+    S, C = block_layout(int(p.shape[-1]), int(m))
+    S = tf.constant(S, dtype=p.dtype)  # (D, G)
+    C = tf.constant(C, dtype=p.dtype)  # (D, D)
+    return tf.einsum("dg,hgk,ek->hde", S, p, S) * C  # (H, D, D)
+
+
+# ----------------------------------------------------------------------------------------------
+# token encoding
+
+
+def encode(A, b, x0, maskf, parametrization: str, n_identity: int, embedding=None) -> tf.Tensor:
+    """Equation tokens ``e_i = (a_i, b_i, h_i)`` then the query ``(x0, 1, 1...)``; ``Z`` (B, T, D).
+
+    Block: ``h_i = (u_i, ..., u_i)`` (K copies), the query's h-slots are the mask (ones on real
+    coordinates). Full: ``h_i`` = row ``i`` of the learned ``embedding`` (n, E), the query's h-slot
+    is ``1_E``. Padded equations are zero rows.
+    """
+    B = tf.shape(A)[0]
+    M = int(A.shape[1])
+    if parametrization == "block":
+        eye = tf.eye(M, dtype=A.dtype)  # (M, M)
+        h_eq = [eye[None] * maskf[:, :, None]] * n_identity  # K x (B, M, M): u_i on real rows
+        h_q = [maskf] * n_identity  # K x (B, M)
+    else:
+        E = int(embedding.shape[1])
+        h_eq = [tf.broadcast_to(embedding[None], tf.stack([B, M, E]))]  # (B, n, E)
+        h_q = [tf.ones(tf.stack([B, E]), dtype=A.dtype)]  # (B, E)
+    eq = tf.concat([A, b[:, :, None]] + h_eq, axis=2)  # (B, M, D)
+    query = tf.concat([x0, tf.ones_like(b[:, :1])] + h_q, axis=1)  # (B, D)
+    return tf.concat([eq, query[:, None, :]], axis=1)  # (B, T, D)
+
+
+# ----------------------------------------------------------------------------------------------
+# linear attention
+
+
+def _keys_values(Zkv, P, Q, x_slot_only: bool = False):
+    """Keys ``k_{jh} = Q_h^T e_j`` and values ``v_{jh} = P_h e_j`` of the M equation tokens, every head at once:
+    two (B*M, D) x (D, H*D) products. Rows are ordered (j, h); ``x_slot_only`` keeps only the first M
+    coordinates of the values (all the last layer needs). Returns (B, M*H, D) and (B, M*H, D or M)."""
+    B = tf.shape(Zkv)[0]
+    M, D = int(Zkv.shape[1]), int(Zkv.shape[2])
+    H = int(P.shape[0])
+    flat = tf.reshape(Zkv, [-1, D])  # (B*M, D)
+    K = tf.matmul(flat, tf.reshape(tf.transpose(Q, [0, 2, 1]), [H * D, D]), transpose_b=True)  # (B*M, H*D)
+    Pv = P[:, :M, :] if x_slot_only else P  # (H, M or D, D)
+    W = int(Pv.shape[1])
+    V = tf.matmul(flat, tf.reshape(Pv, [H * W, D]), transpose_b=True)  # (B*M, H*W)
+    return tf.reshape(K, tf.stack([B, M * H, D])), tf.reshape(V, tf.stack([B, M * H, W]))
+
+
+def attention(Z, P, Q, scale, colmask) -> tf.Tensor:
+    """One layer, ``e_i <- e_i + c * colmask * sum_h sum_j (e_j^T Q_h e_i) P_h e_j``, for every token.
+
+    Keys/values ``e_j`` are the M equation rows (zero rows of padded equations add nothing);
+    every token, the query included, is updated. In rows: ``Z + c (Z K^T) V`` with the keys
+    ``K = [Q_h^T e_j]`` and values ``V = [P_h e_j]`` stacked over (j, h) -- the reference's
+    ``(Z Q_h^T Z_kv^T)(Z_kv P_h^T)`` summed over heads, through the (T, M*H) score matrix, never a
+    D x D x D product. Transforming the M keys rather than the T queries saves a row, and stacking
+    the heads makes each step one large product. ``scale`` (B,) is ``c`` (1, or 1/N per system);
+    ``colmask`` (B, D) zeroes the update on padded coordinates.
+    """
+    M = int(Z.shape[1]) - 1
+    K, V = _keys_values(Z[:, :M], P, Q)  # (B, M*H, D) each
+    Sc = tf.matmul(Z, K, transpose_b=True)  # (B, T, M*H): scores e_j^T Q_h e_i
+    delta = tf.matmul(Sc, V)  # (B, T, D): sum over keys and heads
+    gate = scale[:, None, None] * colmask[:, None, :]  # (B, 1, D)
+    return Z + gate * delta  # (B, T, D)
+
+
+def attention_readout(Z, P, Q, scale, colmask) -> tf.Tensor:
+    """The last layer followed by the read-out: the query's x-slot after :func:`attention`, (B, M).
+
+    Only the query row and its first M coordinates are computed (the other rows of the last layer
+    are never read): the same numbers as ``readout(attention(...))`` at a fraction of the cost.
+    """
+    M = int(Z.shape[1]) - 1
+    K, Vx = _keys_values(Z[:, :M], P, Q, x_slot_only=True)  # (B, M*H, D), (B, M*H, M)
+    zq = Z[:, M:, :]  # (B, 1, D): the query token
+    sc = tf.matmul(zq, K, transpose_b=True)  # (B, 1, M*H)
+    delta = tf.matmul(sc, Vx)[:, 0, :]  # (B, M)
+    return zq[:, 0, :M] + (scale[:, None] * colmask[:, :M]) * delta  # (B, M)
+
+
+# ----------------------------------------------------------------------------------------------
+# read-out and loss
+
+
+def readout(Z) -> tf.Tensor:
+    """The prediction is the x-slot (first M coordinates) of the query token: (B, M)."""
+    M = int(Z.shape[1]) - 1
+    return Z[:, M, :M]  # (B, M)
+
+
+def mse_sum(x_hat, x, maskf) -> tf.Tensor:
+    """``sum_s (1/N_s) ||x_hat_s - x_s||^2`` over the batch (real coordinates only): a scalar.
+
+    Divided by the (global) number of systems it is the loss ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2``.
+    """
+    n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
+    r = (x_hat - x) * maskf  # (B, M)
+    return tf.reduce_sum(tf.reduce_sum(r * r, axis=1) / n_s)
+
+
+def mse(x_hat, x, maskf) -> tf.Tensor:
+    """``L = mean_s (1/N_s) ||x_hat_s - x_s||^2``: every system weighs the same, whatever its size."""
+    n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
+    r = (x_hat - x) * maskf  # (B, M)
+    return tf.reduce_mean(tf.reduce_sum(r * r, axis=1) / n_s)

@@ -1,0 +1,199 @@
+"""The whole model in TensorFlow: a ``tf.Module`` of ``tf.Variable`` s, pure tensor functions, and the
+NumPy-facing public API of SPEC section 7 (``forward``, ``forward_layers``, ``loss_and_grads``).
+
+Equations (SPEC sections 2-5, ``docs/conventions.md``), identical to :mod:`reference.model`:
+
+    Z_0 = [e_1; ...; e_M; q]                     tokens as rows (B, T, D), query last
+    Z_l = Z_{l-1} + c * colmask * sum_h (Z Q_h^T Z_kv^T)(Z_kv P_h^T)        l = 1..L
+    x_hat = Z_L[query, :M]                          the x-slot of the query token
+    L = mean_s (1/N_s) ||x_hat_s - x_s||^2
+
+Block parametrization: ``P_h = (S p_h S^T) * C`` from the (G, G) scalars ``p_h``; the update is
+multiplied by the coordinate mask ``(m, 1, m, ..., m)``. Gradients come from ``tf.GradientTape``.
+
+Glossary of dimensions (see :mod:`tf_impl.layers`):
+    B systems, M padded size, T = M + 1 tokens, D token width, G = K + 2 block groups,
+    H heads, L layers, E learned embedding width.
+
+Parameters keep the reference's names and shapes (``layers.{l}.P``, ``layers.{l}.Q``: block
+(H, G, G) or full (H, D, D); ``embedding`` (n, E)), so checkpoints and ``init_params`` are shared
+with the reference. The public functions take and return NumPy arrays, validate their inputs with
+:func:`reference.data.check_systems` / :func:`reference.model.check_params` (same ``ValueError`` s),
+and run in float64 by default (``dtype=tf.float32`` allowed), compiled with XLA by default
+(``jit_compile=False`` runs the same graph without XLA).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from reference.config import ModelConfig
+from reference.data import check_systems
+from reference.model import check_params, init_params, param_shapes
+from tf_impl.layers import attention, attention_readout, block_expand, coordinate_mask, encode, mse, readout
+
+__all__ = [
+    "LinearTransformer", "apply", "apply_layers", "loss_and_grads_tensors", "forward", "forward_layers",
+    "loss_and_grads", "init_params", "param_shapes", "as_float_dtype",
+]
+
+
+def as_float_dtype(dtype) -> tf.DType:
+    """``tf.float32`` / ``tf.float64`` (or their names); anything else is a ``ValueError``."""
+    try:
+        d = tf.as_dtype(dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if d not in (tf.float32, tf.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {d.name}")
+    return d
+
+
+# ----------------------------------------------------------------------------------------------
+# pure tensor functions (used by the module, the public API and the trainer)
+
+
+def apply_layers(weights: dict, cfg: ModelConfig, A, b, maskf, x0) -> list:
+    """The query's x-slot after every layer: a list of L+1 tensors (B, M), entry 0 is ``x0``.
+
+    ``weights``: name -> tensor (or variable) of the reference's shapes; ``A`` (B, M, M), ``b``,
+    ``maskf``, ``x0`` (B, M), all of one float dtype.
+    """
+    M = int(A.shape[1])
+    n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
+    scale = 1.0 / n_s if cfg.attention_norm == "n" else tf.ones_like(n_s)  # (B,): c
+    Z = encode(A, b, x0, maskf, cfg.parametrization, cfg.n_identity, weights.get("embedding"))  # (B, T, D)
+    if cfg.parametrization == "block":
+        colmask = coordinate_mask(maskf, cfg.n_groups)  # (B, D)
+    else:
+        colmask = tf.ones_like(Z[:, 0, :])  # (B, D): no padding in the full model
+    iterates = [readout(Z)]
+    for layer in range(cfg.n_layers):
+        P, Q = weights[f"layers.{layer}.P"], weights[f"layers.{layer}.Q"]
+        if cfg.parametrization == "block":
+            P, Q = block_expand(P, M), block_expand(Q, M)  # (H, D, D)
+        if layer < cfg.n_layers - 1:
+            Z = attention(Z, P, Q, scale, colmask)  # (B, T, D)
+            iterates.append(readout(Z))  # (B, M)
+        else:  # the last layer: only the query's x-slot is read
+            iterates.append(attention_readout(Z, P, Q, scale, colmask))  # (B, M)
+    return iterates
+
+
+def apply(weights: dict, cfg: ModelConfig, A, b, maskf, x0) -> tf.Tensor:
+    """``x_hat`` (B, M): the query's x-slot after the last layer (zero on padded coordinates)."""
+    return apply_layers(weights, cfg, A, b, maskf, x0)[-1]
+
+
+def loss_and_grads_tensors(weights: dict, cfg: ModelConfig, A, b, x, maskf, x0, loss_fn=mse):
+    """``(L, {name: dL/dweight})`` by ``tf.GradientTape``; ``loss_fn(x_hat, x, maskf)`` defaults to the mean MSE."""
+    names = list(weights)
+    with tf.GradientTape() as tape:
+        tape.watch([weights[k] for k in names])
+        loss = loss_fn(apply(weights, cfg, A, b, maskf, x0), x, maskf)
+    grads = tape.gradient(loss, [weights[k] for k in names])
+    return loss, dict(zip(names, grads, strict=True))
+
+
+# ----------------------------------------------------------------------------------------------
+# idiomatic layer: the model as a tf.Module
+
+
+class LinearTransformer(tf.Module):
+    """The model as a ``tf.Module``: one ``tf.Variable`` per reference parameter, same names.
+
+    ``params=None`` starts from :func:`init_params` ``(cfg, seed)`` (the reference's NumPy
+    initialisation, so both packages start identically). Calling the module runs the forward on
+    tensors: ``model(A, b, maskf, x0) -> x_hat`` (B, M).
+    """
+
+    def __init__(self, cfg: ModelConfig, params: dict | None = None, seed=0, dtype=tf.float32,
+                 name: str = "linear_transformer"):
+        super().__init__(name=name)
+        if not isinstance(cfg, ModelConfig):
+            raise ValueError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
+        self.cfg = cfg
+        self.dtype = as_float_dtype(dtype)
+        params = init_params(cfg, seed) if params is None else check_params(params, cfg)
+        self.params = {k: tf.Variable(tf.constant(v, dtype=self.dtype), name=k) for k, v in params.items()}
+
+    @property
+    def names(self) -> list[str]:
+        """Parameter names in the reference's order."""
+        return list(self.params)
+
+    def weights(self) -> dict:
+        """name -> variable (usable wherever a tensor is)."""
+        return dict(self.params)
+
+    def __call__(self, A, b, maskf, x0):
+        return apply(self.params, self.cfg, A, b, maskf, x0)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        """The parameters as float64 NumPy arrays (the reference's format)."""
+        return {k: v.numpy().astype(np.float64) for k, v in self.params.items()}
+
+    def set_params(self, params: dict) -> None:
+        """Assign NumPy parameters (validated against the config)."""
+        params = check_params(params, self.cfg)
+        for k, v in params.items():
+            self.params[k].assign(tf.constant(v, dtype=self.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# public API (SPEC section 7): NumPy in, NumPy out
+
+_COMPILED: dict = {}
+
+
+def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool):
+    """One ``tf.function`` per (kind, cfg, dtype, jit): traced once per input shape, then reused."""
+    key = (kind, cfg, dtype, bool(jit_compile))
+    fn = _COMPILED.get(key)
+    if fn is None:
+        if kind == "forward":
+            def body(weights, A, b, maskf, x0):
+                return tf.stack(apply_layers(weights, cfg, A, b, maskf, x0), axis=1)  # (B, L+1, M)
+        else:
+            def body(weights, A, b, x, maskf, x0):
+                return loss_and_grads_tensors(weights, cfg, A, b, x, maskf, x0)
+        fn = _COMPILED[key] = tf.function(body, jit_compile=bool(jit_compile))
+    return fn
+
+
+def _prepare(params, cfg, A, b, mask, x0, x, dtype):
+    if not isinstance(cfg, ModelConfig):
+        raise ValueError(f"cfg must be a ModelConfig, got {type(cfg).__name__}")
+    dtype = as_float_dtype(dtype)
+    n_fixed = cfg.n if cfg.parametrization == "full" else None
+    A, b, mask, x0, x = check_systems(A, b, mask=mask, x0=x0, x=x, n_fixed=n_fixed)
+    params = check_params(params, cfg)
+    t = lambda a: tf.constant(a, dtype=dtype)  # noqa: E731
+    weights = {k: t(v) for k, v in params.items()}
+    return dtype, weights, t(A), t(b), t(mask.astype(np.float64)), t(x0), None if x is None else t(x)
+
+
+def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=tf.float64,
+                   jit_compile: bool = True) -> np.ndarray:
+    """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``."""
+    dtype, w, A, b, maskf, x0, _ = _prepare(params, cfg, A, b, mask, x0, None, dtype)
+    return _compiled("forward", cfg, dtype, jit_compile)(w, A, b, maskf, x0).numpy()
+
+
+def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=tf.float64,
+            jit_compile: bool = True) -> np.ndarray:
+    """Solve a batch: ``x_hat`` (B, M) as a NumPy array of ``dtype``, zero on padded coordinates.
+
+    ``x0`` is the initial guess (default zeros); ``mask`` (B, M) marks real coordinates.
+    """
+    return forward_layers(params, cfg, A, b, mask, x0, dtype=dtype, jit_compile=jit_compile)[:, -1]
+
+
+def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, dtype=tf.float64,
+                   jit_compile: bool = True):
+    """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2``; grads have the params' keys
+    and shapes (NumPy arrays of ``dtype``), the loss is a Python float."""
+    dtype, w, A, b, maskf, x0, x = _prepare(params, cfg, A, b, mask, x0, x, dtype)
+    loss, grads = _compiled("loss_and_grads", cfg, dtype, jit_compile)(w, A, b, x, maskf, x0)
+    return float(loss.numpy()), {k: grads[k].numpy() for k in param_shapes(cfg)}

@@ -1,0 +1,287 @@
+"""Adam, the learning-rate schedule and the XLA-compiled train step, in TensorFlow.
+
+Formula for formula the twin of :mod:`reference.optim` (the cross-tests run ten steps of both on
+the same batches and compare)::
+
+    lr_t  = lr (t+1)/warmup                                  t < warmup   (t: 0-based step)
+          = lr                                               "constant"
+          = lr (0.1 + 0.9 * 0.5 (1 + cos(pi u))),  u = min(1, (t - warmup) / max(1, T - warmup))   "cosine"
+    g    <- g * min(1, clip / ||g||)                         global norm over all parameters (optional)
+    m    <- b1 m + (1 - b1) g,   v <- b2 v + (1 - b2) g^2     b1 = 0.9, b2 = 0.999
+    p    <- p - lr_t * m_hat / (sqrt(v_hat) + eps),  m_hat = m / (1 - b1^(t+1)),  v_hat = v / (1 - b2^(t+1))
+
+Adam is written out by hand (Keras's Adam puts epsilon elsewhere). The learning rate is computed
+from the step variable inside the compiled step.
+
+:class:`Trainer` holds the model (:class:`tf_impl.model.LinearTransformer`), the Adam moments and
+the step counter as ``tf.Variable`` s and runs one training step:
+
+* single device (the default strategy): the whole step -- sampling the batch of step ``t`` from
+  the stateless seed ``(seed, t)``, forward, ``tf.GradientTape``, global-norm clipping, Adam --
+  is ONE ``tf.function(jit_compile=True)`` (``mode="xla"``); ``mode="graph"`` is the same function
+  without XLA and ``mode="eager"`` runs the same Python function eagerly (for debugging);
+* several replicas (``tf.distribute.MirroredStrategy`` / ``MultiWorkerMirroredStrategy``): every
+  replica samples the same global batch (same seed) and takes its slice, computes the loss of its
+  systems divided by the GLOBAL batch size and its gradients (XLA-compiled per replica), the
+  losses and gradients are summed across replicas (so they are the global mean's), and the same
+  clip + Adam update is applied to the mirrored variables (the cross-replica sum and this small
+  update run in the enclosing ``tf.function``, outside XLA). The data of a step therefore does not
+  depend on the number of devices (tests/test_tf_distribute.py: two logical CPUs = one device).
+
+A step whose loss or gradient norm is not finite changes nothing (parameters, moments and step
+stay as they were); the caller sees the non-finite loss and stops.
+
+Glossary: B global batch, R replicas, B/R systems per replica, M padded size n_max.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from reference.config import ModelConfig
+from reference.data import check_systems, parse_sizes
+from reference.model import check_params
+from tf_impl.data import sample_systems_tf
+from tf_impl.layers import mse_sum
+from tf_impl.model import LinearTransformer, apply, as_float_dtype, loss_and_grads_tensors
+
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
+SCHEDULES = ("constant", "cosine")
+MODES = ("xla", "graph", "eager")
+
+
+def lr_at(step, lr: float, total_steps: int, warmup: int = 0, schedule: str = "constant") -> tf.Tensor:
+    """Learning rate (float64 scalar tensor) at the 0-based ``step`` (a tensor or int); see the module doc."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be 'constant' or 'cosine', got {schedule!r}")
+    s = tf.cast(step, tf.float64)
+    if schedule == "constant":
+        after = tf.zeros_like(s) + lr
+    else:
+        u = tf.minimum(tf.constant(1.0, tf.float64), (s - warmup) / max(1, total_steps - warmup))
+        after = lr * (0.1 + 0.9 * 0.5 * (1.0 + tf.cos(math.pi * u)))
+    if warmup > 0:
+        return tf.where(s < warmup, lr * (s + 1) / warmup, after)
+    return after
+
+
+def clip_by_global_norm(grads: list, max_norm: float | None):
+    """Scale every gradient by ``min(1, max_norm / ||g||)``, ``||g||`` over all of them; returns ``(grads, ||g||)``."""
+    norm = tf.sqrt(tf.add_n([tf.reduce_sum(g * g) for g in grads]))
+    if max_norm is None:
+        return grads, norm
+    factor = tf.where(norm > max_norm, max_norm / norm, tf.ones_like(norm))
+    return [g * factor for g in grads], norm
+
+
+def adam_update(params: list, grads: list, m: list, v: list, t, lr, beta1=BETA1, beta2=BETA2, eps=EPS):
+    """One Adam step on lists of tensors; ``t`` is the new 1-based step count (float64 scalar), ``lr`` a
+    scalar of the parameters' dtype. Pure: returns ``(new_params, new_m, new_v)``."""
+    dtype = params[0].dtype
+    c1 = tf.cast(1.0 - tf.pow(tf.constant(beta1, tf.float64), t), dtype)  # bias corrections
+    c2 = tf.cast(1.0 - tf.pow(tf.constant(beta2, tf.float64), t), dtype)
+    new_p, new_m, new_v = [], [], []
+    for p, g, m_, v_ in zip(params, grads, m, v, strict=True):
+        m1 = beta1 * m_ + (1 - beta1) * g
+        v1 = beta2 * v_ + (1 - beta2) * g * g
+        m_hat = m1 / c1
+        v_hat = v1 / c2
+        new_p.append(p - lr * m_hat / (tf.sqrt(v_hat) + eps))
+        new_m.append(m1)
+        new_v.append(v1)
+    return new_p, new_m, new_v
+
+
+def _is_default_strategy(strategy) -> bool:
+    return type(strategy).__name__ == "_DefaultDistributionStrategy"
+
+
+class Trainer(tf.Module):
+    """Model + Adam state + compiled train step (see the module docstring).
+
+    Parameters: ``cfg`` the model, ``params`` NumPy start (``None``: ``init_params(cfg, seed)``),
+    ``sizes`` ``n`` or ``(n_min, n_max)``, ``kappa``, ``batch_size`` (global), ``lr``,
+    ``total_steps`` / ``warmup`` / ``schedule`` (the lr schedule), ``clip_norm`` (``None``: off),
+    ``seed`` (initialisation and data: batch ``t`` comes from ``(seed, t)``), ``dtype``, ``mode``
+    ("xla", "graph", "eager") and ``strategy`` (``None``: the current/default one).
+    """
+
+    def __init__(self, cfg: ModelConfig, params: dict | None = None, *, sizes, kappa: float = 10.0,
+                 batch_size: int = 64, lr: float = 1e-3, total_steps: int = 1000, warmup: int = 0,
+                 schedule: str = "constant", clip_norm: float | None = None, seed: int = 0,
+                 dtype=tf.float32, mode: str = "xla", strategy=None):
+        super().__init__(name="trainer")
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        self.cfg = cfg
+        self.n_min, self.n_max = parse_sizes(sizes)
+        if cfg.parametrization == "full" and not self.n_min == self.n_max == cfg.n:
+            raise ValueError(f"the full-encoding model trains on N = {cfg.n} only, got sizes {sizes!r}")
+        self.kappa = float(kappa)
+        self.batch_size = int(batch_size)
+        self.lr, self.total_steps, self.warmup, self.schedule = float(lr), int(total_steps), int(warmup), schedule
+        self.clip_norm = None if clip_norm is None else float(clip_norm)
+        self.seed = int(seed)
+        self.dtype = as_float_dtype(dtype)
+        self.mode = mode
+        self.strategy = tf.distribute.get_strategy() if strategy is None else strategy
+        self.n_replicas = int(self.strategy.num_replicas_in_sync)
+        self.distributed = not _is_default_strategy(self.strategy)
+        if self.batch_size % self.n_replicas:
+            raise ValueError(f"batch_size {self.batch_size} must be a multiple of the {self.n_replicas} replicas")
+        params = None if params is None else check_params(params, cfg)
+        with self.strategy.scope():
+            self.model = LinearTransformer(cfg, params, seed=self.seed, dtype=self.dtype)
+            self.adam_m = {k: tf.Variable(tf.zeros_like(v), name=f"adam_m/{k}") for k, v in self.model.params.items()}
+            self.adam_v = {k: tf.Variable(tf.zeros_like(v), name=f"adam_v/{k}") for k, v in self.model.params.items()}
+            self.step = tf.Variable(0, dtype=tf.int64, name="step")
+        self.names = self.model.names
+        jit = mode == "xla"
+        if not self.distributed:
+            core = self._single_step
+            self._grads_fn = (tf.function(self._local_loss_and_grads, jit_compile=jit)
+                              if mode != "eager" else self._local_loss_and_grads)
+        else:
+            core = self._dist_step
+            self._grads_fn = tf.function(self._local_loss_and_grads, jit_compile=jit)
+        self._step_fn = tf.function(core, jit_compile=jit and not self.distributed) if mode != "eager" else core
+        self._global_grads_fn = (tf.function(self._global_loss_and_grads) if mode != "eager"
+                                 else self._global_loss_and_grads)
+        self._eval_fn = (tf.function(self._eval_loss, jit_compile=jit and not self.distributed)
+                         if mode != "eager" else self._eval_loss)
+
+    # ------------------------------------------------------------------ pieces of a step
+
+    def sample_batch(self, step):
+        """The global batch of ``step``: ``sample_systems_tf((seed, step), ...)`` -> ``(A, b, x, maskf)``."""
+        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])  # (2,)
+        return sample_systems_tf(seed, self.batch_size, self.n_min, self.n_max, self.kappa, self.dtype)
+
+    def _local_loss_and_grads(self, weights: dict, step, replica, batch=None):
+        """This replica's share of the loss, ``sum_{s in slice} (1/N_s)||x_hat_s - x_s||^2 / B``, and its
+        gradients; the slice is rows ``[replica * B/R, (replica + 1) * B/R)`` of the global batch."""
+        if batch is None:
+            batch = self.sample_batch(step)
+        A, b, x, maskf = batch  # (B, M, M), (B, M) x 3
+        if self.n_replicas > 1:
+            n = self.batch_size // self.n_replicas
+            start = tf.cast(replica, tf.int32) * n
+            A = tf.slice(A, tf.stack([start, 0, 0]), [n, self.n_max, self.n_max])  # (B/R, M, M)
+            b, x, maskf = (tf.slice(t, tf.stack([start, 0]), [n, self.n_max]) for t in (b, x, maskf))  # (B/R, M)
+        inv_b = 1.0 / self.batch_size
+
+        def loss_fn(x_hat, x, maskf):
+            return mse_sum(x_hat, x, maskf) * inv_b
+
+        return loss_and_grads_tensors(weights, self.cfg, A, b, x, maskf, tf.zeros_like(b), loss_fn)
+
+    def _global_loss_and_grads(self, step, batch=None):
+        """Loss and gradients of the global batch: one call, or a sum over replicas."""
+        if not self.distributed:
+            weights = {k: v.read_value() for k, v in self.model.params.items()}
+            return self._grads_fn(weights, step, 0, batch)
+
+        def replica_fn(step, batch):
+            rid = tf.distribute.get_replica_context().replica_id_in_sync_group
+            weights = {k: v.read_value() for k, v in self.model.params.items()}  # this replica's copies
+            return self._grads_fn(weights, step, tf.cast(rid, tf.int32), batch)
+
+        loss, grads = self.strategy.run(replica_fn, args=(step, batch))
+        loss = self.strategy.reduce(tf.distribute.ReduceOp.SUM, loss, axis=None)
+        grads = {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, grads[k], axis=None) for k in self.names}
+        return loss, grads
+
+    def _update(self, loss, grads: dict, step) -> dict:
+        """Clip, Adam, assign (only if loss and gradient norm are finite), advance the step."""
+        g, gnorm = clip_by_global_norm([grads[k] for k in self.names], self.clip_norm)
+        ok = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(gnorm))
+        lr = tf.cast(lr_at(step, self.lr, self.total_steps, self.warmup, self.schedule), self.dtype)
+        t = tf.cast(step, tf.float64) + 1.0
+        pv = [self.model.params[k] for k in self.names]
+        mv = [self.adam_m[k] for k in self.names]
+        vv = [self.adam_v[k] for k in self.names]
+        new_p, new_m, new_v = adam_update([p.read_value() for p in pv], g, [m.read_value() for m in mv],
+                                          [v.read_value() for v in vv], t, lr)
+        for var, new in zip(pv + mv + vv, new_p + new_m + new_v, strict=True):
+            var.assign(tf.where(ok, new, var.read_value()))
+        self.step.assign_add(tf.cast(ok, tf.int64))
+        return {"loss": loss, "grad_norm": gnorm, "lr": lr}
+
+    def _single_step(self, batch=None):
+        step = self.step.read_value()
+        weights = {k: v.read_value() for k, v in self.model.params.items()}
+        loss, grads = self._local_loss_and_grads(weights, step, 0, batch)
+        return self._update(loss, grads, step)
+
+    def _dist_step(self, batch=None):
+        step = self.step.read_value()
+        loss, grads = self._global_loss_and_grads(step, batch)
+        return self._update(loss, grads, step)
+
+    def _eval_loss(self, batch):
+        A, b, x, maskf = batch
+        weights = {k: v.read_value() for k, v in self.model.params.items()}
+        x_hat = apply(weights, self.cfg, A, b, maskf, tf.zeros_like(b))  # (B, M)
+        return mse_sum(x_hat, x, maskf) / tf.cast(tf.shape(b)[0], self.dtype)
+
+    # ------------------------------------------------------------------ public
+
+    def prepare_batch(self, A, b, x, mask):
+        """Validate a NumPy batch and convert it to the tensors a step takes ``(A, b, x, maskf)``."""
+        A, b, mask, _, x = check_systems(A, b, mask=mask, x=x)
+        if A.shape[:2] != (self.batch_size, self.n_max):
+            raise ValueError(f"a batch must be (batch_size, n_max) = {(self.batch_size, self.n_max)}, "
+                             f"got {A.shape[:2]}")
+        return tuple(tf.constant(a, dtype=self.dtype) for a in (A, b, x, mask.astype(np.float64)))
+
+    def _as_batch(self, batch):
+        if batch is None:
+            return None
+        if all(isinstance(t, tf.Tensor) for t in batch):
+            return tuple(batch)
+        return self.prepare_batch(*batch)
+
+    def train_step(self, batch=None) -> dict[str, float]:
+        """One step on the batch of the current step (sampled on device), or on ``batch``
+        ``(A, b, x, mask)`` (NumPy, or tensors from :meth:`prepare_batch`). Returns floats
+        ``loss`` (before the update), ``grad_norm`` (before clipping) and ``lr``."""
+        out = self._step_fn(self._as_batch(batch))
+        return {k: float(v.numpy()) for k, v in out.items()}
+
+    def loss_and_grads(self, batch=None):
+        """``(loss, {name: grad})`` (NumPy) of the current step's batch or of ``batch``, without updating."""
+        loss, grads = self._global_grads_fn(self.step.read_value(), self._as_batch(batch))
+        return float(loss.numpy()), {k: grads[k].numpy() for k in self.names}
+
+    def eval_loss(self, batch) -> float:
+        """Mean loss of the current parameters on ``batch`` ``(A, b, x, mask)``."""
+        return float(self._eval_fn(self._as_batch(batch)).numpy())
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return self.model.get_params()
+
+    def get_state(self):
+        """``(params, extra)``: float64 NumPy parameters and what resuming needs
+        (``adam_m/<name>``, ``adam_v/<name>``, ``step``), for :func:`reference.save_checkpoint`."""
+        extra = {f"adam_m/{k}": v.numpy() for k, v in self.adam_m.items()}
+        extra.update({f"adam_v/{k}": v.numpy() for k, v in self.adam_v.items()})
+        extra["step"] = np.asarray(int(self.step.numpy()), dtype=np.int64)
+        return self.get_params(), extra
+
+    def set_state(self, params: dict, extra: dict) -> None:
+        """Restore :meth:`get_state`'s output (e.g. read back from a checkpoint)."""
+        self.model.set_params(params)
+        for k in self.names:
+            for slot, var in (("adam_m", self.adam_m[k]), ("adam_v", self.adam_v[k])):
+                key = f"{slot}/{k}"
+                if key not in extra or tuple(extra[key].shape) != tuple(var.shape):
+                    raise ValueError(f"resume state lacks {key!r} of shape {tuple(var.shape)}")
+                var.assign(tf.constant(extra[key], dtype=self.dtype))
+        if "step" not in extra:
+            raise ValueError("resume state lacks 'step'")
+        self.step.assign(int(extra["step"]))
