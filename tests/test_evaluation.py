@@ -86,6 +86,8 @@ def test_evaluate_cli_end_to_end(tmp_path):
                 assert (kappa, n, m) in methods
             assert ((kappa, n, "full") in methods) == (n == 4)
     assert (out / "eval.md").read_text().count("### MSE at kappa") == 2
+    assert sorted(a["name"] for a in data["layers"]) == ["blk", "blk", "full", "full"]  # N = 4, two kappas
+    assert all(len(a["model"]) == 3 for a in data["layers"] if a["name"] == "full")  # x0 + 2 layers
     for png in ("error_vs_n_kappa10.png", "error_vs_n_kappa100.png", "layers_N4_kappa10.png"):
         assert (out / png).stat().st_size > 1000
     with pytest.raises(SystemExit):

@@ -182,7 +182,7 @@ def main(argv=None) -> dict:
                 if model_can_run(cfg, n):
                     analyses.append((name, layer_analysis(params, cfg, n, kappa, args.n_systems, args.seed)))
     result = {"args": vars(args), "models": metas, "records": records,
-              "layers": [{"model": name, **a} for name, a in analyses]}
+              "layers": [{"name": name, **a} for name, a in analyses]}  # a["model"]: its MSE per layer
     (out / "eval.json").write_text(json.dumps(result, indent=1))
     md = ["# Evaluation", "", f"Checkpoints: {', '.join(f'`{m}`' for m in models)}; {args.n_systems} systems per "
           f"(kappa, N), seed {args.seed}; iterative baselines run as many iterations as the model has layers.", "",
