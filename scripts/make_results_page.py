@@ -123,7 +123,7 @@ def main():
             for name in head:
                 a, c = m(name, n, kappa), cg(name, n, kappa)
                 row.append("—" if a is None else ("CG exact" if c < 1e-20 else
-                                                   (f"**{a / c:.2f}**" if a < c else f"{a / c:.2f}")))
+                                                   (f"**{a / c:.2g}**" if a < c else f"{a / c:.3g}")))
             lines.append(f"| {n} | " + " | ".join(row) + " |")
         lines.append("")
         for name in head:
