@@ -25,13 +25,13 @@ def krylov_basis(A, r0, mask, d_max: int) -> np.ndarray:
     (at most ``N`` dimensions) its further basis vectors are zero."""
     B, M = r0.shape
     V = np.zeros((B, d_max, M))
-    scale = np.linalg.norm(r0, axis=1)  # (B,)
     w = r0.copy()  # (B, M)
     for k in range(d_max):
+        before = np.linalg.norm(w, axis=1)  # (B,): the breakdown test is relative to the new vector itself
         for _ in range(2):  # twice is enough (Kahan-Parlett)
             w -= np.einsum("bk,bkm->bm", np.einsum("bkm,bm->bk", V[:, :k], w), V[:, :k])
         nrm = np.linalg.norm(w, axis=1)  # (B,)
-        alive = nrm > 1e-10 * np.maximum(scale, 1e-300)  # space not yet exhausted
+        alive = (nrm > 1e-10 * before) & (before > 0)  # space not yet exhausted (scale-invariant test)
         V[:, k] = np.where(alive[:, None], w / np.where(alive, nrm, 1.0)[:, None], 0.0)
         w = np.einsum("bij,bj->bi", A, V[:, k]) * mask  # (B, M)
     return V
@@ -65,5 +65,5 @@ def effective_krylov_dimension(model_mse: float, best_mse_by_d: np.ndarray) -> f
         return float("inf")
     d = int(below[0])
     hi, lo = np.log(curve[d - 1]), np.log(max(curve[d], 1e-300))
-    frac = (hi - np.log(model_mse)) / (hi - lo) if hi > lo else 1.0
+    frac = (hi - np.log(max(model_mse, 1e-300))) / (hi - lo) if hi > lo else 1.0  # model_mse = 0: d
     return float(d - 1 + frac)

@@ -38,7 +38,8 @@ def summarize(mse, rel) -> dict:
 
 def eval_systems(n: int, kappa: float, n_systems: int, seed: int = EVAL_SEED):
     """The fixed test set of size ``n`` at ``kappa``: ``(A, b, x, mask)``, the same for every method."""
-    sub = zlib.crc32(f"{n}:{kappa!r}".encode())  # stable across processes, unlike hash()
+    # stable across processes, unlike hash(); float() so that 10, 10.0 and np.float64(10) give the same set
+    sub = zlib.crc32(f"{int(n)}:{float(kappa)!r}".encode())
     return sample_systems(n_systems, n, kappa, seed=[seed, sub])
 
 
@@ -55,6 +56,9 @@ def evaluate(models: dict, sizes, kappas, n_systems=1000, seed=EVAL_SEED, baseli
     ``progress`` is an optional callable invoked once per ``(kappa, N)``.
     """
     baselines = list(BASELINES) if baselines is None else list(baselines)
+    clash = sorted(set(models) & (set(BASELINES) | {"zero"}))
+    if clash:  # records are keyed by (kappa, N, method, iters): a clash would mix a model with a baseline
+        raise ValueError(f"model names {clash} are taken by baselines; rename the models")
     depths = sorted({cfg.n_layers for _, cfg in models.values()})
     records = []
     for kappa in kappas:

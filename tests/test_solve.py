@@ -1,4 +1,10 @@
-"""reference.solve / tf_impl.solve: shipped models, checkpoints, shapes, validation, warnings."""
+"""reference.solve / tf_impl.solve and the registry of shipped models (reference.pretrained).
+
+Most tests run on a small block model trained here (2 layers, N in [2, 5], 150 steps) and on
+hand-set Richardson weights, through checkpoints in ``tmp_path``; the ``"auto"`` choice and the
+missing-weights errors run on a registry pointed at ``tmp_path`` (``PRETRAINED_DIR``
+monkeypatched). The last tests use the real shipped weights, and are skipped where they are absent.
+"""
 
 import warnings
 
@@ -6,10 +12,12 @@ import numpy as np
 import pytest
 
 import reference
+import reference.pretrained as registry_module
 from reference.constructions import richardson_params
 from reference.data import sample_systems
 from reference.evaluation import system_errors
 from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_sizes
+from reference.solve import AUTO_MODELS, auto_model, prepare_inputs, resolve_model
 from tests.helpers import check_tensor
 
 
@@ -18,76 +26,320 @@ def one_size(batch, n, seed=0, kappa=10.0):
     return A, b, x
 
 
+def sizes_meta(n_min, n_max, preset="test"):
+    return {"train_config": {"preset": preset, "n_min": n_min, "n_max": n_max}}
+
+
+@pytest.fixture(scope="module")
+def small():
+    """``(params, cfg)`` of a block model (2 layers, norm "n") trained 150 steps on N in [2, 5]."""
+    cfg = reference.ModelConfig("block", n_layers=2, n_heads=1, attention_norm="n", init_scale=0.05)
+    params, losses = reference.train(cfg, (2, 5), steps=150, batch_size=64, lr=1e-2, seed=0)
+    assert np.mean(losses[-10:]) < 0.5 * losses[0]  # it learned something: not all-zero weights
+    return params, cfg
+
+
+@pytest.fixture
+def small_ckpt(small, tmp_path):
+    path = tmp_path / "small.npz"
+    reference.save_checkpoint(path, *small, meta=sizes_meta(2, 5))
+    return path
+
+
+@pytest.fixture
+def registry(tmp_path, monkeypatch):
+    """An empty registry folder; ``ship(name, eta, n_min, n_max)`` puts a Richardson model in it
+    (one step ``x = eta b`` from ``x0 = 0``, so ``eta`` tells which model ran)."""
+    folder = tmp_path / "registry"
+    folder.mkdir()
+    monkeypatch.setattr(registry_module, "PRETRAINED_DIR", folder)
+
+    def ship(name, eta, n_min=None, n_max=None):
+        params, cfg = richardson_params(eta)
+        meta = sizes_meta(n_min, n_max, name) if n_min is not None else {}
+        reference.save_checkpoint(folder / f"{name}.npz", params, cfg, meta=meta)
+
+    return ship
+
+
+def step_of(x, b):
+    """The Richardson step ``eta`` a model took (x = eta b)."""
+    return float(np.round(np.median(x / b), 12))
+
+
+# ------------------------------------------------------------------------------------------------
+# registry
+
+
+def test_training_sizes_from_metadata():
+    assert training_sizes(sizes_meta(2, 9)) == (2, 9)
+    assert training_sizes(sizes_meta(10.0, 20.0)) == (10, 20)
+    for meta in ({}, None, {"train_config": {"n_min": 2}}, {"train_config": "x"}, sizes_meta(True, 9),
+                 sizes_meta(9, 2), sizes_meta(2.5, 9), {"step": 3}):
+        assert training_sizes(meta) is None, meta
+
+
+def test_unknown_name_lists_the_registry():
+    listing = "the shipped ones are full-n9, block-n9, block-mixed, block-finetune"
+    for name in ("nope", "block-n10", None):
+        with pytest.raises(ValueError, match=f"unknown pretrained model .*; {listing}"):
+            pretrained_path(name)
+    A, b, _ = one_size(2, 4)
+    with pytest.raises(ValueError, match="unknown pretrained model 'block-n10'"):
+        reference.solve(A, b, model="block-n10")
+
+
+def test_missing_weights_say_how_to_train_them(registry):
+    for name in PRETRAINED:
+        with pytest.raises(ValueError, match=f"not shipped in this install.*python -m tf_impl.train --preset {name}"):
+            pretrained_path(name)
+    with pytest.raises(ValueError, match="not shipped"):
+        load_pretrained("block-n9")
+    A, b, _ = one_size(2, 4)
+    with pytest.raises(ValueError, match="not shipped.*--preset full-n9"):
+        reference.solve(A, b, model="full-n9")
+    with pytest.raises(ValueError, match="none of their weights is shipped"):
+        reference.solve(A, b)  # "auto"
+
+
+def test_load_pretrained_from_the_registry(registry):
+    registry("block-n9", 0.25, 9, 9)
+    params, cfg, meta = load_pretrained("block-n9")
+    assert cfg.parametrization == "block" and training_sizes(meta) == (9, 9)
+    assert pretrained_path("block-n9").name == "block-n9.npz"
+    check_tensor("P", params["layers.0.P"], richardson_params(0.25)[0]["layers.0.P"], rtol=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# "auto"
+
+
+def test_auto_picks_the_model_whose_sizes_cover_n(registry):
+    registry("block-mixed", 0.1, 2, 5)
+    registry("block-finetune", 0.2, 6, 8)
+    assert AUTO_MODELS == ("block-mixed", "block-finetune")
+    for n, eta in ((2, 0.1), (5, 0.1), (6, 0.2), (8, 0.2)):
+        assert auto_model(n) == ("block-mixed" if eta == 0.1 else "block-finetune")
+        A, b, _ = one_size(3, n, seed=n)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # in range: no warning
+            x = reference.solve(A, b)
+        assert step_of(x, b) == eta, n
+    A, b, _ = one_size(3, 12)
+    expect = r"N=12 is outside the training sizes \[6, 8\] of shipped model 'block-finetune'"
+    with pytest.warns(UserWarning, match=expect):
+        assert step_of(reference.solve(A, b), b) == 0.2  # beyond every range: the nearest one
+
+
+@pytest.mark.parametrize("shipped, n, expect", [
+    ("block-finetune", 3, r"N=3 is outside the training sizes \[6, 8\]"),
+    ("block-mixed", 7, r"N=7 is outside the training sizes \[2, 5\]"),
+])
+def test_auto_falls_back_to_the_one_shipped_model(registry, shipped, n, expect):
+    registry(shipped, 0.3, *((2, 5) if shipped == "block-mixed" else (6, 8)))
+    A, b, _ = one_size(3, n)
+    with pytest.warns(UserWarning, match=expect):
+        assert step_of(reference.solve(A, b), b) == 0.3
+
+
+def test_auto_takes_a_model_without_recorded_sizes_last(registry):
+    registry("block-mixed", 0.1)  # no train_config in its metadata: no range, no warning
+    A, b, _ = one_size(3, 7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert step_of(reference.solve(A, b), b) == 0.1
+    registry("block-finetune", 0.2, 6, 8)
+    assert auto_model(3) == "block-finetune"  # a known range, even far away, beats an unknown one
+
+
+# ------------------------------------------------------------------------------------------------
+# shapes, model forms, equality with forward
+
+
+def test_batch_and_single_system_equal_forward(small, small_ckpt):
+    params, cfg = small
+    A, b, _ = one_size(5, 4, seed=1)
+    xb = reference.solve(A, b, model=(params, cfg))
+    assert xb.shape == (5, 4) and xb.dtype == np.float64
+    check_tensor("batch vs forward", xb, reference.forward(params, cfg, A, b), rtol=0)
+    check_tensor("by str path", reference.solve(A, b, model=str(small_ckpt)), xb, rtol=0)
+    check_tensor("by Path", reference.solve(A, b, model=small_ckpt), xb, rtol=0)
+    for s in range(5):
+        x1 = reference.solve(A[s], b[s], model=small_ckpt)
+        assert x1.shape == (4,)
+        check_tensor(f"single {s}", x1, xb[s], rtol=1e-13, atol=1e-15)
+    # plain lists and integer matrices are accepted (converted to float64)
+    check_tensor("lists", reference.solve(A[0].tolist(), b[0].tolist(), model=small_ckpt), xb[0], rtol=1e-13)
+    Ai = np.array([[4, 1], [1, 3]])
+    check_tensor("ints", reference.solve(Ai, [1, 2], model=small_ckpt),
+                 reference.forward(params, cfg, Ai[None] * 1.0, np.array([[1.0, 2.0]]))[0], rtol=0)
+
+
+def test_initial_guess(small):
+    params, cfg = small
+    A, b, _ = one_size(4, 5, seed=2)
+    x0 = np.random.default_rng(0).standard_normal(b.shape)
+    check_tensor("x0 batch", reference.solve(A, b, model=(params, cfg), x0=x0),
+                 reference.forward(params, cfg, A, b, x0=x0), rtol=0)
+    check_tensor("x0 single", reference.solve(A[1], b[1], model=(params, cfg), x0=x0[1]),
+                 reference.forward(params, cfg, A, b, x0=x0)[1], rtol=1e-13, atol=1e-15)
+    # hand-set weights: one Richardson step from x0, x = x0 - eta (A x0 - b)
+    rich = richardson_params(0.5)
+    expect = x0 - 0.5 * (np.einsum("bij,bj->bi", A, x0) - b)
+    check_tensor("Richardson from x0", reference.solve(A, b, model=rich, x0=x0), expect, rtol=1e-12, atol=1e-14)
+
+
+def test_tf_solve_equals_reference_solve(small, small_ckpt):
+    import tf_impl
+
+    A, b, _ = one_size(6, 4, seed=2)
+    x0 = np.random.default_rng(1).standard_normal(b.shape)
+    # float64 in both (tf_impl.solve fixes dtype="float64"): only the order of summation differs
+    ref = reference.solve(A, b, model=small_ckpt, x0=x0)
+    check_tensor("tf vs reference, batch", tf_impl.solve(A, b, model=small_ckpt, x0=x0), ref, rtol=1e-10, atol=1e-12)
+    check_tensor("tf vs reference, single", tf_impl.solve(A[3], b[3], model=small, x0=x0[3]), ref[3],
+                 rtol=1e-10, atol=1e-12)
+    with pytest.warns(UserWarning, match=r"outside the training sizes \[2, 5\]"):
+        tf_impl.solve(*one_size(2, 7)[:2], model=small_ckpt)
+    with pytest.raises(ValueError, match=r"not positive definite \(system 0\)"):
+        tf_impl.solve(-A, b, model=small_ckpt)
+
+
+# ------------------------------------------------------------------------------------------------
+# warnings
+
+
+def test_out_of_range_warns_in_range_does_not(small, small_ckpt):
+    A, b, _ = one_size(4, 7)
+    with pytest.warns(UserWarning, match=r"N=7 is outside the training sizes \[2, 5\] of checkpoint") as rec:
+        reference.solve(A, b, model=small_ckpt)
+    assert rec[0].filename == __file__  # stacklevel: the warning points at the caller's line
+    for model in (small_ckpt, small):  # in range; a (params, cfg) tuple has no known range
+        for n in (2, 5, 7 if model is small else 5):
+            A, b, _ = one_size(2, n)
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                reference.solve(A, b, model=model)
+
+
+# ------------------------------------------------------------------------------------------------
+# errors
+
+
+def _indefinite(A, b):
+    A = A.copy()
+    A[1] -= 0.5 * np.eye(A.shape[1])  # eigenvalues of A[1] now span [-0.4, 0.5]: symmetric, indefinite
+    return A, b
+
+
+def _singular(A, b):
+    A = A.copy()
+    A[2] = np.outer(b[2], b[2])  # rank one: positive semi-definite, not definite
+    return A, b
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda A, b: (A[:, :, :-1], b), "square"),
+    (lambda A, b: (A[0, :, :-1], b[0]), "square"),
+    (lambda A, b: (A[0, 0], b[0]), r"one matrix \(N, N\) or a batch \(B, N, N\)"),
+    (lambda A, b: (A[None], b[None]), r"one matrix \(N, N\) or a batch \(B, N, N\)"),
+    (lambda A, b: (A + np.triu(np.ones_like(A), 1), b), "symmetric"),
+    (_indefinite, r"A is not positive definite \(system 1\)"),
+    (_singular, r"A is not positive definite \(system 2\)"),
+    (lambda A, b: (-A[0], b[0]), r"A is not positive definite \(system 0\)"),
+    (lambda A, b: (np.where(A > 0.1, np.nan, A), b), "A contains NaN"),
+    (lambda A, b: (A, np.where(b > 0, np.inf, b)), "b contains NaN or Inf"),
+    (lambda A, b: (A, b[:, :-1]), r"b must have shape \(B, M\)"),
+    (lambda A, b: (A, b[:2]), r"b must have shape \(B, M\)"),
+    (lambda A, b: (A[0], b[0, :-1]), r"b must have shape \(N,\) = \(5,\)"),
+    (lambda A, b: (A[0], b[:1]), r"b must have shape \(N,\)"),
+    (lambda A, b: (A.astype(complex), b), "real numbers"),
+])
+def test_bad_input_raises_a_named_error(small, make, match):
+    A, b, _ = one_size(3, 5)
+    with pytest.raises(ValueError, match=match):
+        reference.solve(*make(A, b), model=small)
+    with pytest.raises(ValueError, match=match):  # the shared validation alone
+        prepare_inputs(*make(A, b))
+
+
+def test_bad_initial_guess(small):
+    A, b, _ = one_size(3, 5)
+    with pytest.raises(ValueError, match=r"x0 must have shape"):
+        reference.solve(A, b, model=small, x0=np.zeros((3, 4)))
+    with pytest.raises(ValueError, match=r"x0 must have shape \(N,\)"):
+        reference.solve(A[0], b[0], model=small, x0=np.zeros(4))
+    with pytest.raises(ValueError, match="x0 must be finite"):
+        reference.solve(A, b, model=small, x0=np.full((3, 5), np.nan))
+
+
+def test_full_model_runs_only_at_its_size(tmp_path):
+    cfg = reference.ModelConfig("full", n_layers=2, n_heads=1, n=4, embed_dim=3, init_scale=0.05)
+    params = reference.init_params(cfg, 0)
+    path = tmp_path / "full.npz"
+    reference.save_checkpoint(path, params, cfg, meta=sizes_meta(4, 4))
+    A, b, _ = one_size(3, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_tensor("full at n=4", reference.solve(A, b, model=path), reference.forward(params, cfg, A, b), rtol=0)
+    A, b, _ = one_size(3, 5)
+    for model in (path, (params, cfg)):
+        with pytest.raises(ValueError, match="full-encoding model: it runs only on systems of size n=4, got N=5"):
+            reference.solve(A, b, model=model)
+
+
+def test_bad_models_raise(small, tmp_path):
+    params, cfg = small
+    A, b, _ = one_size(3, 5)
+    with pytest.raises(ValueError, match="does not exist"):
+        reference.solve(A, b, model=tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="does not exist"):
+        reference.solve(A, b, model=str(tmp_path / "missing"))
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="not a readable .npz"):
+        reference.solve(A, b, model=tmp_path / "junk.npz")
+    with pytest.raises(ValueError, match="params do not match the config"):
+        reference.solve(A, b, model=({"layers.0.P": params["layers.0.P"]}, cfg))
+    for bad in (42, (params,), (params, cfg, None), [params, cfg], (cfg, params)):
+        with pytest.raises(ValueError, match="model must be 'auto', a shipped name"):
+            reference.solve(A, b, model=bad)
+    resolved = resolve_model((params, cfg), 5)
+    assert resolved.train_sizes is None and resolved.cfg is cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# the real shipped weights (skipped where they are not in this install)
+
+
+def shipped(name):
+    try:
+        pretrained_path(name)
+        return True
+    except ValueError:
+        return False
+
+
 @pytest.mark.parametrize("name", PRETRAINED)
 def test_shipped_models_load_and_beat_the_zero_predictor(name):
+    if not shipped(name):
+        pytest.skip(f"{name} weights not shipped")
     params, cfg, meta = load_pretrained(name)
-    n = cfg.n if cfg.parametrization == "full" else training_sizes(meta)[1]
+    lo, hi = training_sizes(meta)
+    n = cfg.n if cfg.parametrization == "full" else hi
+    assert lo <= n <= hi
     A, b, x = one_size(64, n, seed=3)
     mse = system_errors(reference.solve(A, b, model=name), x, np.ones_like(x, dtype=bool))[0].mean()
     assert mse < 0.05, f"{name} at N={n}: MSE {mse}"
 
 
-def test_auto_picks_by_size_and_matches_the_named_model():
-    A, b, _ = one_size(8, 6)
-    check_tensor("auto N=6", reference.solve(A, b), reference.solve(A, b, model="block-mixed"), rtol=0, atol=0)
-    A, b, _ = one_size(8, 15)
-    check_tensor("auto N=15", reference.solve(A, b), reference.solve(A, b, model="block-finetune"), rtol=0, atol=0)
-
-
-def test_single_system_and_batch_shapes_agree_with_forward(tmp_path):
-    params, cfg = richardson_params(0.5)
-    path = tmp_path / "rich.npz"
-    reference.save_checkpoint(path, params, cfg)
-    A, b, _ = one_size(5, 7, seed=1)
-    xb = reference.solve(A, b, model=(params, cfg))
-    assert xb.shape == (5, 7)
-    check_tensor("batch vs forward", xb, reference.forward(params, cfg, A, b), rtol=0, atol=0)
-    check_tensor("by path", reference.solve(A, b, model=str(path)), xb, rtol=0, atol=0)
-    x1 = reference.solve(A[2], b[2], model=(params, cfg))
-    assert x1.shape == (7,)
-    check_tensor("single", x1, xb[2], rtol=1e-14, atol=1e-15)
-    check_tensor("Richardson step", x1, 0.5 * b[2], rtol=1e-12, atol=1e-14)  # x0 = 0: x = eta b
-
-
-def test_tf_solve_equals_reference_solve():
-    import tf_impl
-
-    A, b, _ = one_size(6, 12, seed=2)
-    check_tensor("tf vs reference", tf_impl.solve(A, b), reference.solve(A, b), rtol=1e-10, atol=1e-12)
-
-
-def test_out_of_range_warns_and_in_range_does_not():
-    A, b, _ = one_size(4, 25)
-    with pytest.warns(UserWarning, match=r"outside the model's training sizes \[10, 20\]"):
-        reference.solve(A, b)
-    A, b, _ = one_size(4, 7)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        reference.solve(A, b)
-
-
-@pytest.mark.parametrize("make, match", [
-    (lambda A, b: (A[:, :, :-1], b), "square"),
-    (lambda A, b: (A + np.triu(np.ones_like(A), 1), b), "symmetric"),
-    (lambda A, b: (A - 2 * np.eye(A.shape[1]), b), "not positive definite"),
-    (lambda A, b: (np.where(A > 0.1, np.nan, A), b), "NaN"),
-    (lambda A, b: (A, b[:, :-1]), "b must have shape"),
-])
-def test_bad_input_raises_a_named_error(make, match):
-    A, b, _ = one_size(3, 5)
-    with pytest.raises(ValueError, match=match):
-        reference.solve(*make(A, b))
-
-
-def test_bad_models_raise():
-    A, b, _ = one_size(3, 5)
-    with pytest.raises(ValueError, match="full-encoding model runs only on systems of size n=9"):
-        reference.solve(A, b, model="full-n9")
-    with pytest.raises(ValueError, match="unknown pretrained model 'block-n10'"):
-        reference.solve(A, b, model="block-n10")
-    with pytest.raises(ValueError, match="does not exist"):
-        reference.solve(A, b, model="/nonexistent/model.npz")
-    with pytest.raises(ValueError, match="model must be"):
-        reference.solve(A, b, model=42)
-    with pytest.raises(ValueError, match="unknown pretrained model"):
-        pretrained_path("nope")
+@pytest.mark.skipif(not all(shipped(n) for n in AUTO_MODELS), reason="block-mixed/block-finetune not shipped")
+def test_shipped_auto_choice():
+    for n, name in ((2, "block-mixed"), (9, "block-mixed"), (10, "block-finetune"), (20, "block-finetune")):
+        assert auto_model(n) == name
+        A, b, _ = one_size(4, n)
+        check_tensor(f"auto N={n}", reference.solve(A, b), reference.solve(A, b, model=name), rtol=0)
+    with pytest.warns(UserWarning, match=r"outside the training sizes \[10, 20\] of shipped model 'block-finetune'"):
+        reference.solve(*one_size(2, 25)[:2])
+    if shipped("full-n9"):
+        with pytest.raises(ValueError, match="runs only on systems of size n=9"):
+            reference.solve(*one_size(2, 5)[:2], model="full-n9")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reference.baselines import BASELINES
 from reference.checkpoint import load_checkpoint, load_checkpoint_extra
 from reference.evaluation import EVAL_SEED, evaluate, layer_analysis, model_can_run
 
@@ -57,6 +58,11 @@ def parse_args(argv=None):
         p.error("--n-systems must be >= 2")
     if any(not math.isfinite(k) or k < 1 for k in args.kappa):
         p.error(f"--kappa values must be finite and >= 1, got {args.kappa}")
+    if args.layer_sizes is not None and any(n < 2 for n in args.layer_sizes):
+        p.error(f"--layer-sizes must be >= 2, got {args.layer_sizes}")
+    unknown = sorted(set(args.baselines or ()) - set(BASELINES))
+    if unknown:
+        p.error(f"unknown --baselines {unknown}; choose from {', '.join(BASELINES)}")
     return args
 
 
@@ -166,7 +172,8 @@ def main(argv=None) -> dict:
     for path in args.checkpoints:
         params, cfg = load_checkpoint(path)  # raises ValueError naming the problem
         meta, _ = load_checkpoint_extra(path)
-        name = model_name(path, meta, set(models))
+        # a model may not take a baseline's name: records are keyed by (kappa, N, method, iters)
+        name = model_name(path, meta, set(models) | set(BASELINES) | {"zero"})
         models[name], metas[name] = (params, cfg), {"path": os.fspath(path), "config": json.loads(cfg.to_json()),
                                                     "meta": meta}
     sizes = list(range(args.n_min, args.n_max + 1))

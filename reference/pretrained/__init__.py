@@ -1,7 +1,12 @@
-"""The shipped models: the paper's four experiments trained by ``python -m tf_impl.train``.
+"""The shipped models: the paper's four experiments (SPEC section 6) trained by ``python -m tf_impl.train``.
 
-``load_pretrained(name)`` returns ``(params, cfg, meta)``; the numbers they reach are on the
-documentation's results page.
+    from reference.pretrained import PRETRAINED, load_pretrained, training_sizes
+    params, cfg, meta = load_pretrained("block-mixed")
+    training_sizes(meta)                  # (2, 9): the sizes N it was trained on
+
+Each model is one checkpoint ``reference/pretrained/<name>.npz`` (package data, the format of
+:mod:`reference.checkpoint`). An install without a file raises a ``ValueError`` that says how to
+train it. The numbers the models reach are on the documentation's results page.
 """
 
 from __future__ import annotations
@@ -9,21 +14,31 @@ from __future__ import annotations
 from pathlib import Path
 
 PRETRAINED = ("full-n9", "block-n9", "block-mixed", "block-finetune")
+"""Names of the shipped models, also the ``--preset`` names of ``python -m tf_impl.train``."""
+
+PRETRAINED_DIR = Path(__file__).resolve().parent
+"""Folder of the ``.npz`` files (a module attribute, so that tests can point it elsewhere)."""
 
 
 def pretrained_path(name: str) -> Path:
-    """Path of a shipped model's ``.npz``; ``ValueError`` for an unknown name or a missing file."""
-    if name not in PRETRAINED:
+    """Path of a shipped model's ``.npz``.
+
+    Raises ``ValueError`` for a name not in :data:`PRETRAINED` (listing the valid names) and for a
+    registered model whose file is not in this install (saying how to train it).
+    """
+    if not isinstance(name, str) or name not in PRETRAINED:
         raise ValueError(f"unknown pretrained model {name!r}; the shipped ones are {', '.join(PRETRAINED)}")
-    path = Path(__file__).resolve().parent / f"{name}.npz"
+    path = Path(PRETRAINED_DIR) / f"{name}.npz"
     if not path.is_file():
-        raise ValueError(f"the weights of {name!r} are not in this install ({path}); "
-                         f"train them with `python -m tf_impl.train --preset {name}`")
+        raise ValueError(f"the weights of the pretrained model {name!r} are not shipped in this install "
+                         f"(no file {path}); train them with `python -m tf_impl.train --preset {name}` "
+                         "and pass the checkpoint it writes as model=PATH")
     return path
 
 
 def load_pretrained(name: str):
-    """``(params, cfg, meta)`` of a shipped model."""
+    """``(params, cfg, meta)`` of a shipped model: weights, :class:`~reference.config.ModelConfig`
+    and the checkpoint's metadata (training config, step, metrics)."""
     from reference.checkpoint import load_checkpoint, load_checkpoint_extra
 
     path = pretrained_path(name)
@@ -32,9 +47,15 @@ def load_pretrained(name: str):
     return params, cfg, meta
 
 
-def training_sizes(meta: dict):
-    """``(n_min, n_max)`` a model was trained on, from its checkpoint metadata, or ``None``."""
+def training_sizes(meta) -> tuple[int, int] | None:
+    """``(n_min, n_max)``: the sizes ``N`` a model was trained on, read from its checkpoint metadata
+    (``meta["train_config"]["n_min"]`` and ``["n_max"]``, as ``tf_impl.train`` writes them);
+    ``None`` if the metadata does not say."""
     tc = meta.get("train_config") if isinstance(meta, dict) else None
-    if not isinstance(tc, dict) or "n_min" not in tc or "n_max" not in tc:
+    if not isinstance(tc, dict):
         return None
-    return int(tc["n_min"]), int(tc["n_max"])
+    lo, hi = tc.get("n_min"), tc.get("n_max")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in (lo, hi)):
+        return None
+    lo, hi = int(lo), int(hi)
+    return (lo, hi) if 1 <= lo <= hi else None
