@@ -143,6 +143,127 @@ def attention_readout(Z, P, Q, scale, colmask) -> tf.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------
+# structured fast path of the block parametrization (no D x D matrix is formed)
+#
+# The fast path holds a token in the INTERLEAVED layout ``[(a_m, h^1_m, ..., h^K_m) for m < M] + [b]``:
+# the W = K + 1 wide groups side by side per coordinate, the b coordinate last. A block matrix then
+# acts on a token as one small (W+1) x W matrix on the rows of ``X = [w_m (W) | s]`` (M, W+1) plus a
+# group sum for the b output, and every product of the layer is a plain (batched) matrix product with
+# no transposition of a large tensor. The layout is a fixed permutation of the token coordinates, so
+# the layer computes exactly the numbers of the dense path (tests/test_cross.py).
+
+
+def block_matrices(p: tf.Tensor):
+    """The block scalars ``p`` (H, G, G), groups ``[a, b, h^1..h^K]``, as the two small matrices that
+    apply ``P_h`` in the interleaved layout: with ``w_v`` (M,) the wide groups of a token and ``s`` its b
+    coordinate,
+
+        (P e)_u = sum_v p_uv w_v + p_ub s 1_M        -> rows: [w_m | s] @ Wide_h,   Wide_h (W+1, W)
+        (P e)_b = sum_v p_bv (1^T w_v) + p_bb s      -> [1^T w | s] @ Narrow,       Narrow (W+1, H)
+
+    Returns ``(Wide (H, W+1, W), Narrow (W+1, H))``.
+    """
+    G = int(p.shape[-1])
+    order = list(range(2, G)) + [1]  # [h^1..h^K, b] after a: wide groups first, b last
+    order = [0] + order
+    pp = tf.gather(tf.gather(p, order, axis=1), order, axis=2)  # (H, G, G) rows/cols [a, h^1..h^K, b]
+    W = G - 1
+    wide = tf.transpose(pp[:, :W, :], [0, 2, 1])  # (H, W+1, W): column u of head h is row u of p_h
+    narrow = tf.transpose(pp[:, W, :])  # (W+1, H)
+    return wide, narrow
+
+
+def encode_interleaved(A, b, x0, maskf, n_identity: int) -> tf.Tensor:
+    """The block encoding of :func:`encode` in the interleaved layout: ``Z`` (B, T, M W + 1), W = K + 1.
+
+    Coordinate ``m`` of equation token ``i`` is ``(A_im, u_i[m], ..., u_i[m])``, of the query
+    ``(x0_m, mask_m, ..., mask_m)``; the b coordinate (``b_i``, 1 for the query) is last.
+    """
+    B = tf.shape(A)[0]
+    M = int(A.shape[1])
+    eye = tf.eye(M, dtype=A.dtype)[None] * maskf[:, :, None]  # (B, M, M): u_i on real rows
+    eq = tf.stack([A] + [eye] * n_identity, axis=3)  # (B, M, M, W)
+    q = tf.stack([x0] + [maskf] * n_identity, axis=2)[:, None]  # (B, 1, M, W)
+    Zw = tf.reshape(tf.concat([eq, q], axis=1), tf.stack([B, M + 1, M * (n_identity + 1)]))  # (B, T, M W)
+    s = tf.concat([b, tf.ones_like(b[:, :1])], axis=1)[:, :, None]  # (B, T, 1)
+    return tf.concat([Zw, s], axis=2)  # (B, T, M W + 1)
+
+
+def interleaved_colmask(maskf: tf.Tensor, n_wide: int) -> tf.Tensor:
+    """Mask of real coordinates in the interleaved layout, (B, M W + 1): ``mask_m`` on each wide slot, 1 on b."""
+    B = tf.shape(maskf)[0]
+    M = int(maskf.shape[1])
+    wide = tf.reshape(tf.tile(maskf[:, :, None], [1, 1, n_wide]), tf.stack([B, M * n_wide]))  # (B, M W)
+    return tf.concat([wide, tf.ones_like(maskf[:, :1])], axis=1)  # (B, M W + 1)
+
+
+def interleaved_readout(Z, n_wide: int) -> tf.Tensor:
+    """The x-slot of the query token (coordinates ``a_m``) in the interleaved layout: (B, M)."""
+    return Z[:, -1, 0:-1:n_wide]  # (B, M)
+
+
+def _block_rows(Zkv, n_wide: int):
+    """The rows the small block matrices act on, for the M equation tokens ``Zkv`` (B, M, D):
+    ``X`` (B M M, W+1), row ``(j, m)`` = ``[w_m | s]`` of token ``j``, and ``Xsum`` (B M, W+1) = ``[1^T w | s]``."""
+    B = tf.shape(Zkv)[0]
+    M = int(Zkv.shape[1])
+    s = Zkv[:, :, -1:]  # (B, M, 1)
+    Xw = tf.reshape(Zkv[:, :, :-1], tf.stack([B, M, M, n_wide]))  # (B, M, M, W): rows w_m
+    X = tf.concat([Xw, tf.tile(s[:, :, None, :], [1, 1, M, 1])], axis=3)  # (B, M, M, W+1)
+    Xsum = tf.concat([tf.reduce_sum(Xw, axis=2), s], axis=2)  # (B, M, W+1)
+    return tf.reshape(X, [-1, n_wide + 1]), tf.reshape(Xsum, [-1, n_wide + 1])
+
+
+def _block_kv(X, Xsum, wide, narrow, B, M: int, n_wide: int):
+    """``P_h e_j`` for every equation token and head, all heads in one product per part:
+    the wide part (B, M H, M W) (rows ordered (j, h), as the scores' columns) and the b coordinates (B, M H, 1)."""
+    H = int(wide.shape[0])
+    all_heads = tf.reshape(tf.transpose(wide, [1, 0, 2]), [n_wide + 1, H * n_wide])  # (W+1, H W)
+    Vw = tf.reshape(tf.matmul(X, all_heads), tf.stack([B, M, M, H, n_wide]))  # (B, j, m, h, u)
+    Vw = tf.reshape(tf.transpose(Vw, [0, 1, 3, 2, 4]), tf.stack([B, M * H, M * n_wide]))  # (B, (j, h), (m, u))
+    Vb = tf.reshape(tf.matmul(Xsum, narrow), tf.stack([B, M * H, 1]))  # (B, (j, h), 1)
+    return Vw, Vb
+
+
+def block_attention(Z, p, q, scale, colmask) -> tf.Tensor:
+    """:func:`attention` of the block parametrization from its scalars ``p``, ``q`` (H, G, G), on tokens in
+    the interleaved layout (:func:`encode_interleaved`): the same update, never forming a D x D matrix.
+
+    Keys ``Q_h^T e_j`` and values ``P_h e_j`` cost ``O(G^2 M)`` per token (:func:`block_matrices`); the
+    scores ``Z K^T`` (T x M H) and the update ``S V`` are two batched products of ``T M H D``
+    multiply-adds each, all heads stacked. ``colmask`` is :func:`interleaved_colmask`.
+    """
+    B = tf.shape(Z)[0]
+    M = int(Z.shape[1]) - 1
+    W = int(p.shape[-1]) - 1
+    X, Xsum = _block_rows(Z[:, :M], W)  # (B M M, W+1), (B M, W+1)
+    Kw, Kb = _block_kv(X, Xsum, *block_matrices(tf.transpose(q, [0, 2, 1])), B, M, W)  # keys: Q_h^T e_j
+    Vw, Vb = _block_kv(X, Xsum, *block_matrices(p), B, M, W)  # values: P_h e_j
+    Sc = tf.matmul(Z[:, :, :-1], Kw, transpose_b=True) + Z[:, :, -1:] * tf.transpose(Kb, [0, 2, 1])  # (B, T, M H)
+    delta = tf.concat([tf.matmul(Sc, Vw), tf.matmul(Sc, Vb)], axis=2)  # (B, T, D): sum over keys and heads
+    gate = scale[:, None, None] * colmask[:, None, :]  # (B, 1, D)
+    return Z + gate * delta  # (B, T, D)
+
+
+def block_attention_readout(Z, p, q, scale, colmask) -> tf.Tensor:
+    """:func:`block_attention` followed by :func:`interleaved_readout`, computing only the query row's
+    x-slot (the values' a-group): (B, M)."""
+    B = tf.shape(Z)[0]
+    M = int(Z.shape[1]) - 1
+    W = int(p.shape[-1]) - 1
+    H = int(p.shape[0])
+    X, Xsum = _block_rows(Z[:, :M], W)  # (B M M, W+1), (B M, W+1)
+    Kw, Kb = _block_kv(X, Xsum, *block_matrices(tf.transpose(q, [0, 2, 1])), B, M, W)  # (B, M H, M W), (B, M H, 1)
+    wide, _ = block_matrices(p)  # (H, W+1, W)
+    Vx = tf.reshape(tf.matmul(X, tf.transpose(wide[:, :, 0])), tf.stack([B, M, M, H]))  # (B, j, m, h): a-group
+    Vx = tf.reshape(tf.transpose(Vx, [0, 1, 3, 2]), tf.stack([B, M * H, M]))  # (B, (j, h), m)
+    zq = Z[:, M:, :]  # (B, 1, D): the query
+    sc = tf.matmul(zq[:, :, :-1], Kw, transpose_b=True) + zq[:, :, -1:] * tf.transpose(Kb, [0, 2, 1])  # (B, 1, M H)
+    delta = tf.matmul(sc, Vx)[:, 0, :]  # (B, M)
+    return interleaved_readout(Z, W) + (scale[:, None] * colmask[:, 0:-1:W]) * delta  # (B, M)
+
+
+# ----------------------------------------------------------------------------------------------
 # read-out and loss
 
 

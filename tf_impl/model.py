@@ -31,7 +31,20 @@ import tensorflow as tf
 from reference.config import ModelConfig
 from reference.data import check_systems
 from reference.model import check_params, init_params, param_shapes
-from tf_impl.layers import attention, attention_readout, block_expand, coordinate_mask, encode, mse, readout
+from tf_impl.layers import (
+    attention,
+    attention_readout,
+    block_attention,
+    block_attention_readout,
+    block_expand,
+    coordinate_mask,
+    encode,
+    encode_interleaved,
+    interleaved_colmask,
+    interleaved_readout,
+    mse,
+    readout,
+)
 
 __all__ = [
     "LinearTransformer", "apply", "apply_layers", "loss_and_grads_tensors", "forward", "forward_layers",
@@ -54,15 +67,30 @@ def as_float_dtype(dtype) -> tf.DType:
 # pure tensor functions (used by the module, the public API and the trainer)
 
 
-def apply_layers(weights: dict, cfg: ModelConfig, A, b, maskf, x0) -> list:
+def apply_layers(weights: dict, cfg: ModelConfig, A, b, maskf, x0, structured: bool = True) -> list:
     """The query's x-slot after every layer: a list of L+1 tensors (B, M), entry 0 is ``x0``.
 
     ``weights``: name -> tensor (or variable) of the reference's shapes; ``A`` (B, M, M), ``b``,
-    ``maskf``, ``x0`` (B, M), all of one float dtype.
+    ``maskf``, ``x0`` (B, M), all of one float dtype. A block model runs the structured fast path
+    (:func:`tf_impl.layers.block_attention`, no D x D matrix) unless ``structured=False``, which expands
+    ``P_h = (S p_h S^T) * C`` and runs the dense layer, the readable definition (same numbers).
     """
     M = int(A.shape[1])
     n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
     scale = 1.0 / n_s if cfg.attention_norm == "n" else tf.ones_like(n_s)  # (B,): c
+    if cfg.parametrization == "block" and structured:  # the fast path, tokens in the interleaved layout
+        W = cfg.n_identity + 1
+        Z = encode_interleaved(A, b, x0, maskf, cfg.n_identity)  # (B, T, D)
+        colmask = interleaved_colmask(maskf, W)  # (B, D)
+        iterates = [interleaved_readout(Z, W)]
+        for layer in range(cfg.n_layers):
+            p, q = weights[f"layers.{layer}.P"], weights[f"layers.{layer}.Q"]  # (H, G, G) scalars
+            if layer < cfg.n_layers - 1:
+                Z = block_attention(Z, p, q, scale, colmask)  # (B, T, D)
+                iterates.append(interleaved_readout(Z, W))  # (B, M)
+            else:  # the last layer: only the query's x-slot is read
+                iterates.append(block_attention_readout(Z, p, q, scale, colmask))  # (B, M)
+        return iterates
     Z = encode(A, b, x0, maskf, cfg.parametrization, cfg.n_identity, weights.get("embedding"))  # (B, T, D)
     if cfg.parametrization == "block":
         colmask = coordinate_mask(maskf, cfg.n_groups)  # (B, D)
@@ -81,17 +109,18 @@ def apply_layers(weights: dict, cfg: ModelConfig, A, b, maskf, x0) -> list:
     return iterates
 
 
-def apply(weights: dict, cfg: ModelConfig, A, b, maskf, x0) -> tf.Tensor:
+def apply(weights: dict, cfg: ModelConfig, A, b, maskf, x0, structured: bool = True) -> tf.Tensor:
     """``x_hat`` (B, M): the query's x-slot after the last layer (zero on padded coordinates)."""
-    return apply_layers(weights, cfg, A, b, maskf, x0)[-1]
+    return apply_layers(weights, cfg, A, b, maskf, x0, structured)[-1]
 
 
-def loss_and_grads_tensors(weights: dict, cfg: ModelConfig, A, b, x, maskf, x0, loss_fn=mse):
+def loss_and_grads_tensors(weights: dict, cfg: ModelConfig, A, b, x, maskf, x0, loss_fn=mse,
+                           structured: bool = True):
     """``(L, {name: dL/dweight})`` by ``tf.GradientTape``; ``loss_fn(x_hat, x, maskf)`` defaults to the mean MSE."""
     names = list(weights)
     with tf.GradientTape() as tape:
         tape.watch([weights[k] for k in names])
-        loss = loss_fn(apply(weights, cfg, A, b, maskf, x0), x, maskf)
+        loss = loss_fn(apply(weights, cfg, A, b, maskf, x0, structured), x, maskf)
     grads = tape.gradient(loss, [weights[k] for k in names])
     return loss, dict(zip(names, grads, strict=True))
 
@@ -147,17 +176,17 @@ class LinearTransformer(tf.Module):
 _COMPILED: dict = {}
 
 
-def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool):
-    """One ``tf.function`` per (kind, cfg, dtype, jit): traced once per input shape, then reused."""
-    key = (kind, cfg, dtype, bool(jit_compile))
+def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool, structured: bool = True):
+    """One ``tf.function`` per (kind, cfg, dtype, jit, path): traced once per input shape, then reused."""
+    key = (kind, cfg, dtype, bool(jit_compile), bool(structured))
     fn = _COMPILED.get(key)
     if fn is None:
         if kind == "forward":
             def body(weights, A, b, maskf, x0):
-                return tf.stack(apply_layers(weights, cfg, A, b, maskf, x0), axis=1)  # (B, L+1, M)
+                return tf.stack(apply_layers(weights, cfg, A, b, maskf, x0, structured), axis=1)  # (B, L+1, M)
         else:
             def body(weights, A, b, x, maskf, x0):
-                return loss_and_grads_tensors(weights, cfg, A, b, x, maskf, x0)
+                return loss_and_grads_tensors(weights, cfg, A, b, x, maskf, x0, structured=structured)
         fn = _COMPILED[key] = tf.function(body, jit_compile=bool(jit_compile))
     return fn
 
@@ -175,25 +204,28 @@ def _prepare(params, cfg, A, b, mask, x0, x, dtype):
 
 
 def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=tf.float64,
-                   jit_compile: bool = True) -> np.ndarray:
-    """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``."""
+                   jit_compile: bool = True, structured: bool = True) -> np.ndarray:
+    """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``.
+
+    ``structured=False`` runs a block model through the dense D x D matrices (same numbers, slower)."""
     dtype, w, A, b, maskf, x0, _ = _prepare(params, cfg, A, b, mask, x0, None, dtype)
-    return _compiled("forward", cfg, dtype, jit_compile)(w, A, b, maskf, x0).numpy()
+    return _compiled("forward", cfg, dtype, jit_compile, structured)(w, A, b, maskf, x0).numpy()
 
 
 def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=tf.float64,
-            jit_compile: bool = True) -> np.ndarray:
+            jit_compile: bool = True, structured: bool = True) -> np.ndarray:
     """Solve a batch: ``x_hat`` (B, M) as a NumPy array of ``dtype``, zero on padded coordinates.
 
     ``x0`` is the initial guess (default zeros); ``mask`` (B, M) marks real coordinates.
     """
-    return forward_layers(params, cfg, A, b, mask, x0, dtype=dtype, jit_compile=jit_compile)[:, -1]
+    return forward_layers(params, cfg, A, b, mask, x0, dtype=dtype, jit_compile=jit_compile,
+                          structured=structured)[:, -1]
 
 
 def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, dtype=tf.float64,
-                   jit_compile: bool = True):
+                   jit_compile: bool = True, structured: bool = True):
     """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2``; grads have the params' keys
     and shapes (NumPy arrays of ``dtype``), the loss is a Python float."""
     dtype, w, A, b, maskf, x0, x = _prepare(params, cfg, A, b, mask, x0, x, dtype)
-    loss, grads = _compiled("loss_and_grads", cfg, dtype, jit_compile)(w, A, b, x, maskf, x0)
+    loss, grads = _compiled("loss_and_grads", cfg, dtype, jit_compile, structured)(w, A, b, x, maskf, x0)
     return float(loss.numpy()), {k: grads[k].numpy() for k in param_shapes(cfg)}
