@@ -106,13 +106,14 @@ class Trainer(tf.Module):
     ``sizes`` ``n`` or ``(n_min, n_max)``, ``kappa``, ``batch_size`` (global), ``lr``,
     ``total_steps`` / ``warmup`` / ``schedule`` (the lr schedule), ``clip_norm`` (``None``: off),
     ``seed`` (initialisation and data: batch ``t`` comes from ``(seed, t)``), ``dtype``, ``mode``
-    ("xla", "graph", "eager") and ``strategy`` (``None``: the current/default one).
+    ("xla", "graph", "eager"), ``strategy`` (``None``: the current/default one) and ``structured`` (block
+    models: the structured fast path, default; ``False``: the dense D x D path, same numbers).
     """
 
     def __init__(self, cfg: ModelConfig, params: dict | None = None, *, sizes, kappa: float = 10.0,
                  batch_size: int = 64, lr: float = 1e-3, total_steps: int = 1000, warmup: int = 0,
                  schedule: str = "constant", clip_norm: float | None = None, seed: int = 0,
-                 dtype=tf.float32, mode: str = "xla", strategy=None):
+                 dtype=tf.float32, mode: str = "xla", strategy=None, structured: bool = True):
         super().__init__(name="trainer")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -129,6 +130,7 @@ class Trainer(tf.Module):
         self.seed = int(seed)
         self.dtype = as_float_dtype(dtype)
         self.mode = mode
+        self.structured = bool(structured)  # block models: the fast path (tf_impl.layers.block_attention)
         self.strategy = tf.distribute.get_strategy() if strategy is None else strategy
         self.n_replicas = int(self.strategy.num_replicas_in_sync)
         self.distributed = not _is_default_strategy(self.strategy)
@@ -178,7 +180,8 @@ class Trainer(tf.Module):
         def loss_fn(x_hat, x, maskf):
             return mse_sum(x_hat, x, maskf) * inv_b
 
-        return loss_and_grads_tensors(weights, self.cfg, A, b, x, maskf, tf.zeros_like(b), loss_fn)
+        return loss_and_grads_tensors(weights, self.cfg, A, b, x, maskf, tf.zeros_like(b), loss_fn,
+                                      structured=self.structured)
 
     def _global_loss_and_grads(self, step, batch=None):
         """Loss and gradients of the global batch: one call, or a sum over replicas."""
@@ -226,7 +229,7 @@ class Trainer(tf.Module):
     def _eval_loss(self, batch):
         A, b, x, maskf = batch
         weights = {k: v.read_value() for k, v in self.model.params.items()}
-        x_hat = apply(weights, self.cfg, A, b, maskf, tf.zeros_like(b))  # (B, M)
+        x_hat = apply(weights, self.cfg, A, b, maskf, tf.zeros_like(b), self.structured)  # (B, M)
         return mse_sum(x_hat, x, maskf) / tf.cast(tf.shape(b)[0], self.dtype)
 
     # ------------------------------------------------------------------ public
