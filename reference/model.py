@@ -11,6 +11,8 @@ Parameters are a flat ``dict[str, np.ndarray]``:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from reference.config import ModelConfig
@@ -57,6 +59,28 @@ def init_params(cfg: ModelConfig, seed=0) -> dict[str, np.ndarray]:
         std = 1.0 / np.sqrt(max(cfg.embed_dim, 1)) if name == "embedding" else cfg.init_scale
         params[name] = std * rng.standard_normal(shape)
     return params
+
+
+def grow_params(params, cfg: ModelConfig, n_layers: int, seed=0) -> tuple[dict[str, np.ndarray], ModelConfig]:
+    """A deeper model that starts as ``params``: layers ``0..L-1`` copied, then layers ``L..n_layers-1``
+    with ``P = 0`` and ``Q ~ N(0, init_scale^2)``.
+
+    A new layer adds ``c sum_j (e_j^T Q e_i) P e_j = 0`` to every token, so the grown model computes
+    exactly what ``params`` did; its gradient in ``P`` is ``c sum (e_j^T Q e_i) dDelta_i e_j^T != 0``, so
+    training moves it (``P = Q = 0`` would be a stationary point: each gradient is proportional to the
+    other matrix). Returns ``(params, cfg)`` with ``cfg.n_layers = n_layers``.
+    """
+    params = check_params(params, cfg)
+    if not isinstance(n_layers, int) or isinstance(n_layers, bool) or n_layers < cfg.n_layers:
+        raise ValueError(f"n_layers must be an int >= the model's {cfg.n_layers} layers, got {n_layers!r}")
+    big = dataclasses.replace(cfg, n_layers=n_layers)
+    rng = np.random.default_rng(seed)
+    shape = param_shapes(cfg)["layers.0.P"]
+    grown = dict(params)
+    for layer in range(cfg.n_layers, n_layers):
+        grown[f"layers.{layer}.P"] = np.zeros(shape)
+        grown[f"layers.{layer}.Q"] = cfg.init_scale * rng.standard_normal(shape)
+    return {name: grown[name] for name in param_shapes(big)}, big
 
 
 def check_params(params, cfg: ModelConfig) -> dict[str, np.ndarray]:

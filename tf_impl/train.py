@@ -91,7 +91,8 @@ class TrainConfig:
     ckpt_every: int = _f(500, "steps between checkpoints OUT/ckpt.npz (0: only at the end)", "bookkeeping")
     eval_systems: int = _f(1000, "fresh systems per N in the final table", "bookkeeping")
     out: str | None = _f(None, "output folder (default runs/<preset>)", "bookkeeping")
-    init_from: str | None = _f(None, "checkpoint to start from (block-finetune: required)", "bookkeeping")
+    init_from: str | None = _f(None, "checkpoint to start from (block-finetune: required); one with fewer "
+                                     "layers is grown: its layers first, then no-op layers (P = 0)", "bookkeeping")
     resume: bool = _f(False, "continue the run in OUT/ckpt.npz if there is one", "bookkeeping")
 
     def __post_init__(self) -> None:
@@ -307,13 +308,22 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
         print(f"--resume: no checkpoint in {ckpt_path}; starting a fresh run")
     if tcfg.init_from is not None:
         params, cfg = load_checkpoint(tcfg.init_from)
-        fields = ("parametrization", "n_layers", "n_heads", "n_identity", "embed_dim", "n", "attention_norm")
+        fields = ("parametrization", "n_heads", "n_identity", "embed_dim", "n", "attention_norm")
         diff = [f"{k}: {getattr(cfg, k)!r} (checkpoint) vs {getattr(mcfg, k)!r}" for k in fields
                 if getattr(cfg, k) != getattr(mcfg, k)]
+        if cfg.n_layers > mcfg.n_layers:
+            diff.append(f"n_layers: {cfg.n_layers} (checkpoint) > {mcfg.n_layers}")
         if diff:
             raise ValueError(f"--init-from {tcfg.init_from}: the checkpoint's model differs from this run's: "
                              + "; ".join(diff))
-        print(f"starting from {tcfg.init_from}")
+        if cfg.n_layers < mcfg.n_layers:  # layer growth: new layers start as no-ops (P = 0)
+            from reference.model import grow_params
+
+            params, _ = grow_params(params, cfg, mcfg.n_layers, seed=tcfg.seed)
+            print(f"starting from {tcfg.init_from}, grown from {cfg.n_layers} to {mcfg.n_layers} layers "
+                  "(new layers: P = 0, Q random; the grown model starts as the checkpoint's)")
+        else:
+            print(f"starting from {tcfg.init_from}")
         return params, None, 0
     return init_params(mcfg, tcfg.seed), None, 0
 
