@@ -146,6 +146,109 @@ def attention_backward(dout, cache):
 
 
 # ----------------------------------------------------------------------------------------------
+# structured block attention: the same layer from the (G, G) scalars, no D x D matrix
+
+
+def _groups(Z, G):
+    """Token view ``w`` (B, R, W, M): the W = G - 1 wide groups ``[a, h^1..h^K]``, and ``s`` (B, R) the b coordinate."""
+    B, R, D = Z.shape
+    M = (D - 1) // (G - 1)
+    w = np.concatenate([Z[:, :, None, :M], Z[:, :, M + 1:].reshape(B, R, G - 2, M)], axis=2)  # (B, R, W, M)
+    return w, Z[:, :, M]
+
+
+def _ungroup(out_w, out_b):
+    """Inverse of :func:`_groups` with a head axis: (B, R, H, W, M) and (B, R, H) -> (B, R, H, D)."""
+    B, R, H, W, M = out_w.shape
+    return np.concatenate([out_w[:, :, :, 0], out_b[..., None], out_w[:, :, :, 1:].reshape(B, R, H, (W - 1) * M)],
+                          axis=3)
+
+
+def _wide(G):
+    return [0] + list(range(2, G))  # indices of the wide groups among [a, b, h^1..h^K]
+
+
+def block_apply_forward(p, Z):
+    """``P_h e`` for every token ``e`` (row of ``Z`` (B, R, D)) and head, from the scalars ``p`` (H, G, G):
+    (B, R, H, D). With ``w_v`` the wide groups of ``e`` and ``s`` its b coordinate::
+
+        (P e)_u = sum_v p_uv w_v + p_ub s 1_M      (u wide: scalar * I and scalar * 1 blocks)
+        (P e)_b = sum_v p_bv (1^T w_v) + p_bb s    (scalar * 1^T blocks: group sums)
+
+    ``O(G^2 M)`` per token, against ``O(D^2)`` for the expanded ``P``; equal to ``Z @ block_expand(p)^T``.
+    """
+    G = p.shape[-1]
+    wi = _wide(G)
+    w, s = _groups(Z, G)  # (B, R, W, M), (B, R)
+    wsum = w.sum(axis=3)  # (B, R, W)
+    out_w = np.einsum("huv,brvm->brhum", p[:, wi][:, :, wi], w, optimize=True)  # (B, R, H, W, M)
+    out_w += np.einsum("hu,br->brhu", p[:, wi, 1], s)[..., None]  # p_ub s 1_M
+    out_b = np.einsum("hv,brv->brh", p[:, 1, wi], wsum) + p[:, 1, 1] * s[..., None]  # (B, R, H)
+    return _ungroup(out_w, out_b), (p, w, s, wsum)
+
+
+def block_apply_backward(dout, cache):
+    """Backward of :func:`block_apply_forward`: ``(dZ, dp)``.
+
+    The forward is linear in ``p`` and in ``(w, s)`` separately, so each gradient is the forward's
+    contraction with the other factor: ``dp_uv = sum dout_u w_v`` (wide-wide), ``dp_ub = sum dout_u s``
+    (summed over the M coordinates too: the block is ``1_M``), ``dp_bv = sum dout_b 1^T w_v``,
+    ``dp_bb = sum dout_b s``; and ``dw_v = sum_u p_uv dout_u + p_bv dout_b 1_M``,
+    ``ds = sum_u p_ub 1^T dout_u + p_bb dout_b``.
+    """
+    p, w, s, wsum = cache
+    G = p.shape[-1]
+    wi = _wide(G)
+    dw_out, db_out = _groups(dout.reshape(-1, *dout.shape[2:]), G)  # heads folded into rows
+    B, R, H = dout.shape[:3]
+    dw_out = dw_out.reshape(B, R, H, G - 1, -1)  # (B, R, H, W, M)
+    db_out = db_out.reshape(B, R, H)  # (B, R, H)
+    dp = np.zeros_like(p)  # (H, G, G)
+    dp[np.ix_(range(H), wi, wi)] = np.einsum("brhum,brvm->huv", dw_out, w, optimize=True)
+    dp[:, wi, 1] = np.einsum("brhum,br->hu", dw_out, s, optimize=True)
+    dp[:, 1, wi] = np.einsum("brh,brv->hv", db_out, wsum, optimize=True)
+    dp[:, 1, 1] = np.einsum("brh,br->h", db_out, s)
+    dw = np.einsum("huv,brhum->brvm", p[:, wi][:, :, wi], dw_out, optimize=True)  # (B, R, W, M)
+    dw += np.einsum("hv,brh->brv", p[:, 1, wi], db_out)[..., None]  # through 1^T w_v
+    ds = np.einsum("hu,brhum->br", p[:, wi, 1], dw_out, optimize=True) + db_out @ p[:, 1, 1]  # (B, R)
+    M = w.shape[-1]
+    dZ = np.concatenate([dw[:, :, 0], ds[..., None], dw[:, :, 1:].reshape(B, R, (G - 2) * M)], axis=2)  # (B, R, D)
+    return dZ, dp
+
+
+def block_attention_forward(Z, p, q, scale, colmask):
+    """:func:`attention_forward` of the block parametrization from its scalars ``p``, ``q`` (H, G, G): keys
+    ``Q_h^T e_j`` and values ``P_h e_j`` by :func:`block_apply_forward` (``Q_h^T`` is the block matrix of
+    ``q_h^T``), then the same scores and update. Same numbers as expanding ``P``, ``Q``, fewer operations."""
+    M = Z.shape[1] - 1
+    Zkv = Z[:, :M]  # (B, M, D)
+    K, k_cache = block_apply_forward(np.swapaxes(q, 1, 2), Zkv)  # (B, M, H, D): rows Q_h^T e_j
+    V, v_cache = block_apply_forward(p, Zkv)  # (B, M, H, D): rows P_h e_j
+    Sc = np.einsum("btd,bjhd->bhtj", Z, K, optimize=True)  # (B, H, T, M): e_j^T Q_h e_i
+    delta = np.einsum("bhtj,bjhd->btd", Sc, V, optimize=True)  # (B, T, D)
+    gate = scale[:, None, None] * colmask[:, None, :]  # (B, 1, D)
+    return Z + gate * delta, (Z, K, V, Sc, gate, k_cache, v_cache)
+
+
+def block_attention_backward(dout, cache):
+    """Backward of :func:`block_attention_forward`: ``(dZ, dp, dq)``. The forward was
+    ``out = Z + gate * (Sc V)`` with ``Sc = Z K^T``, ``K = B(q^T) Z_kv``, ``V = B(p) Z_kv``, so ``Z`` receives
+    the residual, its use as queries (``dSc K``), and, as keys and values, what :func:`block_apply_backward`
+    sends back from ``dK`` and ``dV``; ``dq`` is the transpose of the keys' ``d(q^T)``."""
+    Z, K, V, Sc, gate, k_cache, v_cache = cache
+    M = Z.shape[1] - 1
+    ddelta = dout * gate  # (B, T, D)
+    dSc = np.einsum("btd,bjhd->bhtj", ddelta, V, optimize=True)  # (B, H, T, M)
+    dV = np.einsum("bhtj,btd->bjhd", Sc, ddelta, optimize=True)  # (B, M, H, D)
+    dK = np.einsum("bhtj,btd->bjhd", dSc, Z, optimize=True)  # (B, M, H, D)
+    dZ = dout + np.einsum("bhtj,bjhd->btd", dSc, K, optimize=True)  # residual + Z as queries
+    dZkv_k, dqT = block_apply_backward(dK, k_cache)
+    dZkv_v, dp = block_apply_backward(dV, v_cache)
+    dZ[:, :M] += dZkv_k + dZkv_v
+    return dZ, dp, np.swapaxes(dqT, 1, 2)
+
+
+# ----------------------------------------------------------------------------------------------
 # read-out and loss
 
 

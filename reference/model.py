@@ -20,6 +20,8 @@ from reference.data import check_systems
 from reference.layers import (
     attention_backward,
     attention_forward,
+    block_attention_backward,
+    block_attention_forward,
     block_expand_backward,
     block_expand_forward,
     coordinate_mask,
@@ -110,9 +112,11 @@ def check_params(params, cfg: ModelConfig) -> dict[str, np.ndarray]:
 # model forward / backward on validated arrays
 
 
-def model_forward(params, cfg: ModelConfig, A, b, mask, x0, keep_layers=False):
+def model_forward(params, cfg: ModelConfig, A, b, mask, x0, keep_layers=False, structured=False):
     """Encode, apply the L layers, read the query's x-slot. Returns ``(x_hat, cache)``;
-    with ``keep_layers`` the cache also holds the estimate after every layer (B, L+1, M)."""
+    with ``keep_layers`` the cache also holds the estimate after every layer (B, L+1, M).
+    ``structured`` runs a block model's layers from the block scalars (:func:`block_attention_forward`)
+    instead of expanding them to D x D matrices: the same numbers, fewer operations."""
     M = A.shape[1]
     n_s = mask.sum(axis=1)  # (B,)
     scale = 1.0 / n_s if cfg.attention_norm == "n" else np.ones(A.shape[0])  # (B,)
@@ -126,10 +130,14 @@ def model_forward(params, cfg: ModelConfig, A, b, mask, x0, keep_layers=False):
     for layer in range(cfg.n_layers):
         P, Q = params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"]
         exp_caches = None
-        if cfg.parametrization == "block":
-            (P, cp), (Q, cq) = block_expand_forward(P, M), block_expand_forward(Q, M)  # (H, D, D)
-            exp_caches = (cp, cq)
-        Z, att_cache = attention_forward(Z, P, Q, scale, colmask)  # (B, T, D)
+        if cfg.parametrization == "block" and structured:
+            Z, att_cache = block_attention_forward(Z, P, Q, scale, colmask)  # (B, T, D), from (H, G, G)
+            exp_caches = "structured"
+        else:
+            if cfg.parametrization == "block":
+                (P, cp), (Q, cq) = block_expand_forward(P, M), block_expand_forward(Q, M)  # (H, D, D)
+                exp_caches = (cp, cq)
+            Z, att_cache = attention_forward(Z, P, Q, scale, colmask)  # (B, T, D)
         layer_caches.append((exp_caches, att_cache))
         if keep_layers:
             iterates.append(Z[:, M, :M].copy())
@@ -145,8 +153,11 @@ def model_backward(dx_hat, cache, cfg: ModelConfig) -> dict[str, np.ndarray]:
     dZ = readout_backward(dx_hat, out_cache)  # (B, T, D)
     for layer in reversed(range(cfg.n_layers)):
         exp_caches, att_cache = layer_caches[layer]
-        dZ, dP, dQ = attention_backward(dZ, att_cache)  # dP, dQ: (H, D, D)
-        if exp_caches is not None:
+        if exp_caches == "structured":
+            dZ, dP, dQ = block_attention_backward(dZ, att_cache)  # dP, dQ: (H, G, G)
+        else:
+            dZ, dP, dQ = attention_backward(dZ, att_cache)  # dP, dQ: (H, D, D)
+        if exp_caches not in (None, "structured"):
             dP = block_expand_backward(dP, exp_caches[0])  # (H, G, G)
             dQ = block_expand_backward(dQ, exp_caches[1])
         grads[f"layers.{layer}.P"] = dP
@@ -169,22 +180,23 @@ def _check(params, cfg, A, b, mask, x0, x=None):
     return check_params(params, cfg), A, b, mask, x0, x
 
 
-def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None) -> np.ndarray:
-    """Solve a batch: ``x_hat`` (B, M), zero on padded coordinates. ``x0`` is the initial guess."""
+def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured=False) -> np.ndarray:
+    """Solve a batch: ``x_hat`` (B, M), zero on padded coordinates. ``x0`` is the initial guess.
+    ``structured``: a block model's layers from the block scalars (same numbers; see :func:`model_forward`)."""
     params, A, b, mask, x0, _ = _check(params, cfg, A, b, mask, x0)
-    return model_forward(params, cfg, A, b, mask, x0)[0]
+    return model_forward(params, cfg, A, b, mask, x0, structured=structured)[0]
 
 
-def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None) -> np.ndarray:
+def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured=False) -> np.ndarray:
     """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``."""
     params, A, b, mask, x0, _ = _check(params, cfg, A, b, mask, x0)
-    return model_forward(params, cfg, A, b, mask, x0, keep_layers=True)[1][3]
+    return model_forward(params, cfg, A, b, mask, x0, keep_layers=True, structured=structured)[1][3]
 
 
-def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None):
+def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False):
     """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2``; grads have the params' keys."""
     params, A, b, mask, x0, x = _check(params, cfg, A, b, mask, x0, x)
-    x_hat, cache = model_forward(params, cfg, A, b, mask, x0)
+    x_hat, cache = model_forward(params, cfg, A, b, mask, x0, structured=structured)
     loss, loss_cache = mse_forward(x_hat, x, mask)
     dx_hat = mse_backward(loss_cache)  # the seed: dL/dx_hat
     return loss, model_backward(dx_hat, cache, cfg)

@@ -16,6 +16,9 @@ from reference import ModelConfig, sample_systems
 from reference.layers import (
     attention_backward,
     attention_forward,
+    block_apply_forward,
+    block_attention_backward,
+    block_attention_forward,
     block_expand_backward,
     block_expand_forward,
     block_layout,
@@ -236,3 +239,45 @@ def test_mse_value_and_gradient():
     (num,) = fd_vjp(lambda xh: mse_forward(xh, x, mask)[0], [x_hat], 1.0)
     check_grad("mse dx_hat", ana, num, TOL)
     check_tensor("mse grad on padding", ana[~mask], np.zeros(int((~mask).sum())), rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# structured block attention: from the (G, G) scalars, no D x D matrix
+
+
+def block_attention_inputs(seed):
+    rng = np.random.default_rng(seed)
+    cfg = ModelConfig(n_identity=K)
+    A, b, _, mask = sample_systems(B, (2, M), seed=seed)
+    Z, _ = encode_forward(A, b, 0.4 * rng.standard_normal(b.shape) * mask, mask, cfg)  # (B, T, D), padded
+    Z[:, :M] += 0.1 * rng.standard_normal((B, M, D)) * coordinate_mask(mask, G)[:, None] * mask[:, :, None]
+    p, q = 0.3 * rng.standard_normal((2, H, G, G))
+    return Z, p, q, 1.0 / mask.sum(axis=1), coordinate_mask(mask, G)
+
+
+def test_block_apply_is_the_expanded_matrix():
+    Z, p, _, _, _ = block_attention_inputs(21)
+    out, _ = block_apply_forward(p, Z)  # (B, T, H, D)
+    want = np.einsum("hed,btd->bthe", np.stack([explicit_block_matrix(p[h], M) for h in range(H)]), Z)
+    check_tensor("P_h e, structured vs explicit blocks", out, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", [22, 23])
+def test_block_attention_forward_backward(seed):
+    """Equal to the dense pair on the expanded matrices, and its hand-written backward equals finite differences."""
+    Z, p, q, scale, colmask = block_attention_inputs(seed)
+    out, cache = block_attention_forward(Z, p, q, scale, colmask)
+    P, cp = block_expand_forward(p, M)
+    Q, cq = block_expand_forward(q, M)
+    dense, dcache = attention_forward(Z, P, Q, scale, colmask)
+    check_tensor("structured vs dense layer", out, dense, rtol=1e-12, atol=1e-12)
+    dout = np.random.default_rng(seed + 100).standard_normal((B, T, D))
+    dZ, dp, dq = block_attention_backward(dout, cache)
+    dZ_d, dP, dQ = attention_backward(dout, dcache)
+    check_tensor("dZ structured vs dense", dZ, dZ_d, rtol=1e-10, atol=1e-12)
+    check_tensor("dp structured vs dense", dp, block_expand_backward(dP, cp), rtol=1e-10, atol=1e-12)
+    check_tensor("dq structured vs dense", dq, block_expand_backward(dQ, cq), rtol=1e-10, atol=1e-12)
+    num_Z, num_p, num_q = fd_vjp(lambda z, a, c: block_attention_forward(z, a, c, scale, colmask)[0], [Z, p, q], dout)
+    check_grad("structured dZ", dZ, num_Z, TOL)
+    check_grad("structured dp", dp, num_p, TOL)
+    check_grad("structured dq", dq, num_q, TOL)
