@@ -19,8 +19,58 @@ are exactly zero, so a padded system computes exactly what it would alone.
 from __future__ import annotations
 
 from functools import cache
+from typing import NamedTuple
 
 import numpy as np
+
+# ----------------------------------------------------------------------------------------------
+# caches: what each forward keeps for its backward
+
+
+class BlockExpandCache(NamedTuple):
+    S: np.ndarray  # (D, G) one-hot group matrix
+    C: np.ndarray  # (D, D) 0/1 pattern
+
+
+class EncodeCache(NamedTuple):
+    M: int  # padded size
+    parametrization: str  # "block" or "full"
+
+
+class AttentionCache(NamedTuple):
+    Z: np.ndarray  # (B, T, D) tokens in
+    Zq: np.ndarray  # (B, H, T, D) rows Q_h e_i
+    Sc: np.ndarray  # (B, H, T, M) scores e_j^T Q_h e_i
+    V: np.ndarray  # (B, H, M, D) values P_h e_j
+    P: np.ndarray  # (H, D, D)
+    Q: np.ndarray  # (H, D, D)
+    gate: np.ndarray  # (B, 1, D) c * colmask
+
+
+class BlockApplyCache(NamedTuple):
+    p: np.ndarray  # (H, G, G) block scalars
+    w: np.ndarray  # (B, R, W, M) wide groups of the tokens
+    s: np.ndarray  # (B, R) b coordinates
+    wsum: np.ndarray  # (B, R, W) group sums 1^T w_v
+
+
+class BlockAttentionCache(NamedTuple):
+    Z: np.ndarray  # (B, T, D) tokens in
+    K: np.ndarray  # (B, M, H, D) keys Q_h^T e_j
+    V: np.ndarray  # (B, M, H, D) values P_h e_j
+    Sc: np.ndarray  # (B, H, T, M) scores
+    gate: np.ndarray  # (B, 1, D) c * colmask
+    keys: BlockApplyCache  # of K = B(q^T) Z_kv
+    values: BlockApplyCache  # of V = B(p) Z_kv
+
+
+class ReadoutCache(NamedTuple):
+    shape: tuple  # (B, T, D) of the tokens read
+
+
+class MseCache(NamedTuple):
+    r: np.ndarray  # (B, M) masked residual x_hat - x
+    n_s: np.ndarray  # (B,) system sizes
 
 # ----------------------------------------------------------------------------------------------
 # token layout
@@ -62,11 +112,15 @@ def block_expand_forward(p: np.ndarray, m: int):
     ``1_m^T`` or ``1``. ``p`` (H, G, G) -> ``P`` (H, D, D)."""
     S, C = block_layout(p.shape[-1], m)
     P = (S @ p @ S.T) * C  # (H, D, D)
-    return P, (S, C)
+    return P, BlockExpandCache(S, C)
 
 
 def block_expand_backward(dP: np.ndarray, cache):
-    """Adjoint of the expansion: ``dp[u, v] = sum over the (u, v) block of dP * C``."""
+    """Adjoint of the expansion: ``dp[u, v] = sum over the (u, v) block of dP * C``.
+
+    The forward was ``P = (S p S^T) * C``, linear in ``p``: entry ``P[r, c] = C[r, c] p[g(r), g(c)]``, so
+    ``dp[u, v]`` collects ``dP[r, c] C[r, c]`` over the coordinates of block ``(u, v)``: ``S^T (dP * C) S``.
+    """
     S, C = cache
     return S.T @ (dP * C) @ S  # (H, G, G)
 
@@ -93,14 +147,18 @@ def encode_forward(A, b, x0, mask, cfg, embedding=None):
     eq = np.concatenate([A, b[:, :, None]] + h_eq, axis=2)  # (B, M, D)
     query = np.concatenate([x0, np.ones((B, 1))] + h_q, axis=1)  # (B, D)
     Z = np.concatenate([eq, query[:, None, :]], axis=1)  # (B, T, D)
-    return Z, (M, cfg.parametrization)
+    return Z, EncodeCache(M, cfg.parametrization)
 
 
 def encode_backward(dZ, cache):
-    """Gradient of the learned embedding (full encoding), ``None`` for the block encoding."""
-    M, parametrization = cache
-    if parametrization == "block":
+    """Gradient of the learned embedding (full encoding), ``None`` for the block encoding.
+
+    The forward copied ``embedding[i]`` into the h-slot of equation token ``i`` of every system, so its
+    gradient is that slot of ``dZ`` summed over the batch (the query's ``1_E`` and ``A``, ``b`` are inputs).
+    """
+    if cache.parametrization == "block":
         return None
+    M = cache.M
     return dZ[:, :M, M + 1:].sum(axis=0)  # (n, E): the embedding is shared by every system
 
 
@@ -124,11 +182,19 @@ def attention_forward(Z, P, Q, scale, colmask):
     gate = scale[:, None, None] * colmask[:, None, :]  # (B, 1, D)
     delta = np.einsum("bhtj,bhje->bte", Sc, V, optimize=True)  # (B, T, D), heads summed
     out = Z + gate * delta  # (B, T, D)
-    return out, (Z, Zq, Sc, V, P, Q, gate)
+    return out, AttentionCache(Z, Zq, Sc, V, P, Q, gate)
 
 
 def attention_backward(dout, cache):
-    """Backward of :func:`attention_forward`: returns ``(dZ, dP, dQ)``."""
+    """Backward of :func:`attention_forward`: returns ``(dZ, dP, dQ)``.
+
+    The forward was ``out = Z + gate * delta`` with ``delta = sum_h Sc_h V_h``, ``Sc_h = (Z Q_h^T) Z_kv^T``
+    and ``V_h = Z_kv P_h^T``. Read in reverse: ``delta`` receives ``dout * gate``; a product ``Sc V``
+    sends ``ddelta V^T`` to ``Sc`` and ``Sc^T ddelta`` to ``V``; ``Sc = Zq Z_kv^T`` sends ``dSc Z_kv`` to
+    ``Zq`` and ``dSc^T Zq`` to ``Z_kv``; ``Zq = Z Q^T`` and ``V = Z_kv P^T`` send ``dZq Q`` and ``dV P`` to
+    their inputs and ``dZq^T Z``, ``dV^T Z_kv`` to the weights. ``Z`` is used three times -- the residual,
+    the queries, and (its M equation rows) the keys and values -- so its gradient is the sum of the three.
+    """
     Z, Zq, Sc, V, P, Q, gate = cache
     M = Z.shape[1] - 1
     Zkv = Z[:, :M]  # (B, M, D)
@@ -184,7 +250,7 @@ def block_apply_forward(p, Z):
     out_w = np.einsum("huv,brvm->brhum", p[:, wi][:, :, wi], w, optimize=True)  # (B, R, H, W, M)
     out_w += np.einsum("hu,br->brhu", p[:, wi, 1], s)[..., None]  # p_ub s 1_M
     out_b = np.einsum("hv,brv->brh", p[:, 1, wi], wsum) + p[:, 1, 1] * s[..., None]  # (B, R, H)
-    return _ungroup(out_w, out_b), (p, w, s, wsum)
+    return _ungroup(out_w, out_b), BlockApplyCache(p, w, s, wsum)
 
 
 def block_apply_backward(dout, cache):
@@ -227,7 +293,7 @@ def block_attention_forward(Z, p, q, scale, colmask):
     Sc = np.einsum("btd,bjhd->bhtj", Z, K, optimize=True)  # (B, H, T, M): e_j^T Q_h e_i
     delta = np.einsum("bhtj,bjhd->btd", Sc, V, optimize=True)  # (B, T, D)
     gate = scale[:, None, None] * colmask[:, None, :]  # (B, 1, D)
-    return Z + gate * delta, (Z, K, V, Sc, gate, k_cache, v_cache)
+    return Z + gate * delta, BlockAttentionCache(Z, K, V, Sc, gate, k_cache, v_cache)
 
 
 def block_attention_backward(dout, cache):
@@ -255,12 +321,14 @@ def block_attention_backward(dout, cache):
 def readout_forward(Z):
     """The prediction is the x-slot (first M coordinates) of the query token: (B, M)."""
     M = Z.shape[1] - 1
-    return Z[:, M, :M].copy(), Z.shape
+    return Z[:, M, :M].copy(), ReadoutCache(Z.shape)
 
 
 def readout_backward(dx, cache):
-    dZ = np.zeros(cache)  # (B, T, D)
-    M = cache[1] - 1
+    """Backward of :func:`readout_forward`: the forward copied the query's x-slot, so ``dZ`` is ``dx`` there
+    and zero everywhere else (no other coordinate of the last tokens reaches the prediction)."""
+    dZ = np.zeros(cache.shape)  # (B, T, D)
+    M = cache.shape[1] - 1  # the query is the last of the T = M + 1 rows
     dZ[:, M, :M] = dx
     return dZ
 
@@ -271,10 +339,14 @@ def mse_forward(x_hat, x, mask):
     n_s = maskf.sum(axis=1)  # (B,)
     r = (x_hat - x) * maskf  # (B, M)
     loss = float(np.mean((r**2).sum(axis=1) / n_s))
-    return loss, (r, n_s)
+    return loss, MseCache(r, n_s)
 
 
 def mse_backward(cache):
-    """Seed of the backward pass: ``dL/dx_hat = 2 r / (B N_s)`` (zero on padded coordinates)."""
+    """Seed of the backward pass: ``dL/dx_hat = 2 r / (B N_s)`` (zero on padded coordinates).
+
+    The forward was ``L = (1/B) sum_s (1/N_s) sum_m r_sm^2`` with ``r = (x_hat - x) * mask``; the derivative
+    of ``r_sm^2`` is ``2 r_sm``, weighted like its term. Padded coordinates have ``r = 0``, hence no gradient.
+    """
     r, n_s = cache
     return 2.0 * r / (n_s[:, None] * r.shape[0])  # (B, M)

@@ -12,12 +12,14 @@ Parameters are a flat ``dict[str, np.ndarray]``:
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 
 from reference.config import ModelConfig
 from reference.data import check_systems
 from reference.layers import (
+    BlockAttentionCache,
     attention_backward,
     attention_forward,
     block_attention_backward,
@@ -112,8 +114,21 @@ def check_params(params, cfg: ModelConfig) -> dict[str, np.ndarray]:
 # model forward / backward on validated arrays
 
 
+class LayerCache(NamedTuple):
+    attention: object  # AttentionCache (dense) or BlockAttentionCache (structured)
+    expand_P: object  # BlockExpandCache of P and Q (dense block layer), else None
+    expand_Q: object
+
+
+class ModelCache(NamedTuple):
+    encode: object  # EncodeCache
+    layers: list  # one LayerCache per layer
+    readout: object  # ReadoutCache
+    iterates: np.ndarray | None  # (B, L+1, M) the estimate after every layer (keep_layers), else None
+
+
 def model_forward(params, cfg: ModelConfig, A, b, mask, x0, keep_layers=False, structured=False):
-    """Encode, apply the L layers, read the query's x-slot. Returns ``(x_hat, cache)``;
+    """Encode, apply the L layers, read the query's x-slot. Returns ``(x_hat, ModelCache)``;
     with ``keep_layers`` the cache also holds the estimate after every layer (B, L+1, M).
     ``structured`` runs a block model's layers from the block scalars (:func:`block_attention_forward`)
     instead of expanding them to D x D matrices: the same numbers, fewer operations."""
@@ -129,40 +144,42 @@ def model_forward(params, cfg: ModelConfig, A, b, mask, x0, keep_layers=False, s
     iterates = [Z[:, M, :M].copy()] if keep_layers else None
     for layer in range(cfg.n_layers):
         P, Q = params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"]
-        exp_caches = None
+        cp = cq = None
         if cfg.parametrization == "block" and structured:
             Z, att_cache = block_attention_forward(Z, P, Q, scale, colmask)  # (B, T, D), from (H, G, G)
-            exp_caches = "structured"
         else:
             if cfg.parametrization == "block":
                 (P, cp), (Q, cq) = block_expand_forward(P, M), block_expand_forward(Q, M)  # (H, D, D)
-                exp_caches = (cp, cq)
             Z, att_cache = attention_forward(Z, P, Q, scale, colmask)  # (B, T, D)
-        layer_caches.append((exp_caches, att_cache))
+        layer_caches.append(LayerCache(att_cache, cp, cq))
         if keep_layers:
             iterates.append(Z[:, M, :M].copy())
     x_hat, out_cache = readout_forward(Z)  # (B, M)
-    cache = (enc_cache, layer_caches, out_cache, None if iterates is None else np.stack(iterates, axis=1))
-    return x_hat, cache
+    return x_hat, ModelCache(enc_cache, layer_caches, out_cache,
+                             None if iterates is None else np.stack(iterates, axis=1))
 
 
-def model_backward(dx_hat, cache, cfg: ModelConfig) -> dict[str, np.ndarray]:
-    """The forward read in reverse: read-out, layers L..1 (attention, then block expansion), encoding."""
-    enc_cache, layer_caches, out_cache, _ = cache
+def model_backward(dx_hat, cache: ModelCache, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """The forward read in reverse: read-out, layers L..1 (attention, then block expansion), encoding.
+
+    ``dx_hat`` is the seed (``mse_backward``'s ``dL/dx_hat``). Each layer maps ``dZ`` of its output to
+    ``dZ`` of its input (the next layer down) and the gradients of its own ``P``, ``Q``; a dense block
+    layer's ``dP`` (H, D, D) goes back through the expansion to the (H, G, G) scalars.
+    """
     grads = {}
-    dZ = readout_backward(dx_hat, out_cache)  # (B, T, D)
+    dZ = readout_backward(dx_hat, cache.readout)  # (B, T, D)
     for layer in reversed(range(cfg.n_layers)):
-        exp_caches, att_cache = layer_caches[layer]
-        if exp_caches == "structured":
-            dZ, dP, dQ = block_attention_backward(dZ, att_cache)  # dP, dQ: (H, G, G)
+        lc = cache.layers[layer]
+        if isinstance(lc.attention, BlockAttentionCache):
+            dZ, dP, dQ = block_attention_backward(dZ, lc.attention)  # dP, dQ: (H, G, G)
         else:
-            dZ, dP, dQ = attention_backward(dZ, att_cache)  # dP, dQ: (H, D, D)
-        if exp_caches not in (None, "structured"):
-            dP = block_expand_backward(dP, exp_caches[0])  # (H, G, G)
-            dQ = block_expand_backward(dQ, exp_caches[1])
+            dZ, dP, dQ = attention_backward(dZ, lc.attention)  # dP, dQ: (H, D, D)
+        if lc.expand_P is not None:
+            dP = block_expand_backward(dP, lc.expand_P)  # (H, G, G)
+            dQ = block_expand_backward(dQ, lc.expand_Q)
         grads[f"layers.{layer}.P"] = dP
         grads[f"layers.{layer}.Q"] = dQ
-    d_emb = encode_backward(dZ, enc_cache)
+    d_emb = encode_backward(dZ, cache.encode)
     if d_emb is not None:
         grads["embedding"] = d_emb
     return {name: grads[name] for name in param_shapes(cfg)}  # the params' own order
@@ -190,7 +207,7 @@ def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured=Fa
 def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured=False) -> np.ndarray:
     """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``."""
     params, A, b, mask, x0, _ = _check(params, cfg, A, b, mask, x0)
-    return model_forward(params, cfg, A, b, mask, x0, keep_layers=True, structured=structured)[1][3]
+    return model_forward(params, cfg, A, b, mask, x0, keep_layers=True, structured=structured)[1].iterates
 
 
 def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False):
