@@ -122,9 +122,9 @@ def test_structured_layer_is_the_dense_layer_permuted():
     maskf, M, W = t(mask.astype(np.float64)), A.shape[1], cfg.n_identity + 1
     p, q = t(params["layers.0.P"]), t(params["layers.0.Q"])
     scale = tf.ones([A.shape[0]], tf.float64)
-    Zd = L.encode(t(A), t(b), t(x0), maskf, "block", cfg.n_identity)  # (B, T, D) layout [a, b, h^1, h^2]
+    Zd = L.encode(t(A), t(b), t(x0), maskf, cfg)  # (B, T, D) layout [a, b, h^1, h^2]
     dense = L.attention(Zd, L.block_expand(p, M), L.block_expand(q, M), scale, L.coordinate_mask(maskf, cfg.n_groups))
-    Zi = L.encode_interleaved(t(A), t(b), t(x0), maskf, cfg.n_identity)  # (B, T, D) interleaved
+    Zi = L.encode_interleaved(t(A), t(b), t(x0), maskf, cfg)  # (B, T, D) interleaved
     fast = L.block_attention(Zi, p, q, scale, L.interleaved_colmask(maskf, W))
     # interleaved coordinate (m, g) <- dense coordinate of group g (a, h^1, ...) at m; b last
     dense_index = [(0 if g == 0 else M + 1 + (g - 1) * M) + m for m in range(M) for g in range(W)] + [M]

@@ -1,9 +1,15 @@
 """The model's operations in TensorFlow: pure functions of tensors, differentiated by ``tf.GradientTape``.
 
-Each function is the twin of the ``*_forward`` of the same name in :mod:`reference.layers`
-(same equations, same token layout, same masking rule); the backward passes are TensorFlow's
-automatic differentiation instead of the reference's hand-written ones, and the cross-tests
-(``tests/test_cross.py``) check that both agree to 1e-10 in float64.
+Read it beside :mod:`reference.layers`: each ``op`` here is the twin of the reference's ``op_forward``
+(same name without the suffix, same arguments, same equations, same order in the file). Where TensorFlow
+differs, it differs in one way: there is no ``op_backward`` -- automatic differentiation replaces the
+reference's hand-written backward passes, and the cross-tests (``tests/test_cross.py``) check that both
+agree to 1e-10 in float64. ``tests/test_twins.py`` keeps the two lists of names in step.
+
+TensorFlow-only fast paths, marked as such below: :func:`attention_readout` (the last layer computes only
+the query's x-slot), :func:`mse_sum` (the loss summed, for the distributed step), and the structured block
+path (:func:`block_attention` and its helpers: the block layer from the (G, G) scalars in the interleaved
+token layout; the reference's readable version is ``reference.layers.block_attention_forward``).
 
 Glossary of dimensions:
     B  systems in a batch
@@ -11,6 +17,7 @@ Glossary of dimensions:
     T  tokens = M equations + 1 query, so T = M + 1; the query is the last row
     D  token width: block M + 1 + K*M, full n + 1 + d_h
     G  token groups of the block parametrization, [a, b, h^1..h^K], G = K + 2
+    W  wide groups [a, h^1..h^K] (width M each), W = K + 1
     K  copies of the identity in the block encoding (n_identity)
     H  attention heads
     E  learned embedding width d_h (full encoding)
@@ -20,14 +27,15 @@ padding) of the computation's dtype. Invariant kept by every op (as in the refer
 coordinates of padded unknowns and the padded equation rows are exactly zero, so a padded system
 computes exactly what it would alone.
 
-Performance notes (2-core CPU, block model, 4 layers, batch 1024; ``scripts/bench_train_step.py``).
-A train step is dominated by matrix products (~90% of the XLA profile), which XLA and plain
-TensorFlow both hand to library kernels, so XLA's fusion has little left to gain on CPU. What
-helped, in both modes: transforming the M keys instead of the T queries, stacking the heads into
-one product, and computing only the query's x-slot in the last layer (:func:`attention_readout`).
-What did not, under XLA:CPU: exploiting the block structure of P, Q (per-group products with
-contractions of size K+1 = 4, which cost more in layout changes than they save in FLOPs), batched
-products rewritten as fused multiply-reduce, and the oneDNN / XNNPACK dot flags of ``XLA_FLAGS``.
+Performance notes (2-core CPU; ``scripts/bench_train_step.py``). The dense path's (B M, D) x (D, H D)
+products for keys and values run near the CPU's matmul peak; the structured path replaces them with
+(B M M, W+1) x (W+1, H W) products (3-5x fewer multiply-adds), but the keys and values it writes are
+as large as the dense path's, so on CPU the step stays memory-bound and gains ~1.1x at N <= 9 and ~1.4x
+at N = 20-30 (train step). What helped: transforming the M keys instead of the T queries, stacking the
+heads into one product, one plain 2-D product per block matrix (not B M tiny ones), the interleaved layout
+(no transposition of the tokens per layer), and computing only the query's x-slot in the last layer.
+What did not: per-group elementwise contractions (slower than the dense products under XLA:CPU), one
+product per head, fused multiply-reduce, the oneDNN / XNNPACK dot flags of ``XLA_FLAGS``.
 """
 
 from __future__ import annotations
@@ -68,7 +76,7 @@ def block_expand(p: tf.Tensor, m: int) -> tf.Tensor:
 # token encoding
 
 
-def encode(A, b, x0, maskf, parametrization: str, n_identity: int, embedding=None) -> tf.Tensor:
+def encode(A, b, x0, maskf, cfg, embedding=None) -> tf.Tensor:
     """Equation tokens ``e_i = (a_i, b_i, h_i)`` then the query ``(x0, 1, 1...)``; ``Z`` (B, T, D).
 
     Block: ``h_i = (u_i, ..., u_i)`` (K copies), the query's h-slots are the mask (ones on real
@@ -77,10 +85,10 @@ def encode(A, b, x0, maskf, parametrization: str, n_identity: int, embedding=Non
     """
     B = tf.shape(A)[0]
     M = int(A.shape[1])
-    if parametrization == "block":
+    if cfg.parametrization == "block":
         eye = tf.eye(M, dtype=A.dtype)  # (M, M)
-        h_eq = [eye[None] * maskf[:, :, None]] * n_identity  # K x (B, M, M): u_i on real rows
-        h_q = [maskf] * n_identity  # K x (B, M)
+        h_eq = [eye[None] * maskf[:, :, None]] * cfg.n_identity  # K x (B, M, M): u_i on real rows
+        h_q = [maskf] * cfg.n_identity  # K x (B, M)
     else:
         E = int(embedding.shape[1])
         h_eq = [tf.broadcast_to(embedding[None], tf.stack([B, M, E]))]  # (B, n, E)
@@ -173,7 +181,7 @@ def block_matrices(p: tf.Tensor):
     return wide, narrow
 
 
-def encode_interleaved(A, b, x0, maskf, n_identity: int) -> tf.Tensor:
+def encode_interleaved(A, b, x0, maskf, cfg) -> tf.Tensor:
     """The block encoding of :func:`encode` in the interleaved layout: ``Z`` (B, T, M W + 1), W = K + 1.
 
     Coordinate ``m`` of equation token ``i`` is ``(A_im, u_i[m], ..., u_i[m])``, of the query
@@ -182,9 +190,9 @@ def encode_interleaved(A, b, x0, maskf, n_identity: int) -> tf.Tensor:
     B = tf.shape(A)[0]
     M = int(A.shape[1])
     eye = tf.eye(M, dtype=A.dtype)[None] * maskf[:, :, None]  # (B, M, M): u_i on real rows
-    eq = tf.stack([A] + [eye] * n_identity, axis=3)  # (B, M, M, W)
-    q = tf.stack([x0] + [maskf] * n_identity, axis=2)[:, None]  # (B, 1, M, W)
-    Zw = tf.reshape(tf.concat([eq, q], axis=1), tf.stack([B, M + 1, M * (n_identity + 1)]))  # (B, T, M W)
+    eq = tf.stack([A] + [eye] * cfg.n_identity, axis=3)  # (B, M, M, W)
+    q = tf.stack([x0] + [maskf] * cfg.n_identity, axis=2)[:, None]  # (B, 1, M, W)
+    Zw = tf.reshape(tf.concat([eq, q], axis=1), tf.stack([B, M + 1, M * (cfg.n_identity + 1)]))  # (B, T, M W)
     s = tf.concat([b, tf.ones_like(b[:, :1])], axis=1)[:, :, None]  # (B, T, 1)
     return tf.concat([Zw, s], axis=2)  # (B, T, M W + 1)
 

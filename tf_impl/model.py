@@ -47,7 +47,7 @@ from tf_impl.layers import (
 )
 
 __all__ = [
-    "LinearTransformer", "apply", "apply_layers", "loss_and_grads_tensors", "forward", "forward_layers",
+    "LinearTransformer", "model_forward", "loss_and_grads_tensors", "forward", "forward_layers",
     "loss_and_grads", "init_params", "param_shapes", "as_float_dtype",
 ]
 
@@ -67,10 +67,12 @@ def as_float_dtype(dtype) -> tf.DType:
 # pure tensor functions (used by the module, the public API and the trainer)
 
 
-def apply_layers(weights: dict, cfg: ModelConfig, A, b, maskf, x0, structured: bool = True) -> list:
-    """The query's x-slot after every layer: a list of L+1 tensors (B, M), entry 0 is ``x0``.
+def model_forward(params: dict, cfg: ModelConfig, A, b, maskf, x0, keep_layers: bool = False,
+                  structured: bool = True) -> tf.Tensor:
+    """Encode, apply the L layers, read the query's x-slot: ``x_hat`` (B, M); with ``keep_layers`` the
+    estimate after every layer (B, L+1, M), entry 0 is ``x0`` (the reference's ``ModelCache.iterates``).
 
-    ``weights``: name -> tensor (or variable) of the reference's shapes; ``A`` (B, M, M), ``b``,
+    ``params``: name -> tensor (or variable) of the reference's shapes; ``A`` (B, M, M), ``b``,
     ``maskf``, ``x0`` (B, M), all of one float dtype. A block model runs the structured fast path
     (:func:`tf_impl.layers.block_attention`, no D x D matrix) unless ``structured=False``, which expands
     ``P_h = (S p_h S^T) * C`` and runs the dense layer, the readable definition (same numbers).
@@ -80,25 +82,25 @@ def apply_layers(weights: dict, cfg: ModelConfig, A, b, maskf, x0, structured: b
     scale = 1.0 / n_s if cfg.attention_norm == "n" else tf.ones_like(n_s)  # (B,): c
     if cfg.parametrization == "block" and structured:  # the fast path, tokens in the interleaved layout
         W = cfg.n_identity + 1
-        Z = encode_interleaved(A, b, x0, maskf, cfg.n_identity)  # (B, T, D)
+        Z = encode_interleaved(A, b, x0, maskf, cfg)  # (B, T, D)
         colmask = interleaved_colmask(maskf, W)  # (B, D)
         iterates = [interleaved_readout(Z, W)]
         for layer in range(cfg.n_layers):
-            p, q = weights[f"layers.{layer}.P"], weights[f"layers.{layer}.Q"]  # (H, G, G) scalars
+            p, q = params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"]  # (H, G, G) scalars
             if layer < cfg.n_layers - 1:
                 Z = block_attention(Z, p, q, scale, colmask)  # (B, T, D)
                 iterates.append(interleaved_readout(Z, W))  # (B, M)
             else:  # the last layer: only the query's x-slot is read
                 iterates.append(block_attention_readout(Z, p, q, scale, colmask))  # (B, M)
-        return iterates
-    Z = encode(A, b, x0, maskf, cfg.parametrization, cfg.n_identity, weights.get("embedding"))  # (B, T, D)
+        return tf.stack(iterates, axis=1) if keep_layers else iterates[-1]
+    Z = encode(A, b, x0, maskf, cfg, params.get("embedding"))  # (B, T, D)
     if cfg.parametrization == "block":
         colmask = coordinate_mask(maskf, cfg.n_groups)  # (B, D)
     else:
         colmask = tf.ones_like(Z[:, 0, :])  # (B, D): no padding in the full model
     iterates = [readout(Z)]
     for layer in range(cfg.n_layers):
-        P, Q = weights[f"layers.{layer}.P"], weights[f"layers.{layer}.Q"]
+        P, Q = params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"]
         if cfg.parametrization == "block":
             P, Q = block_expand(P, M), block_expand(Q, M)  # (H, D, D)
         if layer < cfg.n_layers - 1:
@@ -106,12 +108,7 @@ def apply_layers(weights: dict, cfg: ModelConfig, A, b, maskf, x0, structured: b
             iterates.append(readout(Z))  # (B, M)
         else:  # the last layer: only the query's x-slot is read
             iterates.append(attention_readout(Z, P, Q, scale, colmask))  # (B, M)
-    return iterates
-
-
-def apply(weights: dict, cfg: ModelConfig, A, b, maskf, x0, structured: bool = True) -> tf.Tensor:
-    """``x_hat`` (B, M): the query's x-slot after the last layer (zero on padded coordinates)."""
-    return apply_layers(weights, cfg, A, b, maskf, x0, structured)[-1]
+    return tf.stack(iterates, axis=1) if keep_layers else iterates[-1]
 
 
 def loss_and_grads_tensors(weights: dict, cfg: ModelConfig, A, b, x, maskf, x0, loss_fn=mse,
@@ -120,7 +117,7 @@ def loss_and_grads_tensors(weights: dict, cfg: ModelConfig, A, b, x, maskf, x0, 
     names = list(weights)
     with tf.GradientTape() as tape:
         tape.watch([weights[k] for k in names])
-        loss = loss_fn(apply(weights, cfg, A, b, maskf, x0, structured), x, maskf)
+        loss = loss_fn(model_forward(weights, cfg, A, b, maskf, x0, structured=structured), x, maskf)
     grads = tape.gradient(loss, [weights[k] for k in names])
     return loss, dict(zip(names, grads, strict=True))
 
@@ -152,12 +149,8 @@ class LinearTransformer(tf.Module):
         """Parameter names in the reference's order."""
         return list(self.params)
 
-    def weights(self) -> dict:
-        """name -> variable (usable wherever a tensor is)."""
-        return dict(self.params)
-
     def __call__(self, A, b, maskf, x0):
-        return apply(self.params, self.cfg, A, b, maskf, x0)
+        return model_forward(self.params, self.cfg, A, b, maskf, x0)
 
     def get_params(self) -> dict[str, np.ndarray]:
         """The parameters as float64 NumPy arrays (the reference's format)."""
@@ -183,7 +176,7 @@ def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool, s
     if fn is None:
         if kind == "forward":
             def body(weights, A, b, maskf, x0):
-                return tf.stack(apply_layers(weights, cfg, A, b, maskf, x0, structured), axis=1)  # (B, L+1, M)
+                return model_forward(weights, cfg, A, b, maskf, x0, keep_layers=True, structured=structured)
         else:
             def body(weights, A, b, x, maskf, x0):
                 return loss_and_grads_tensors(weights, cfg, A, b, x, maskf, x0, structured=structured)
@@ -203,15 +196,6 @@ def _prepare(params, cfg, A, b, mask, x0, x, dtype):
     return dtype, weights, t(A), t(b), t(mask.astype(np.float64)), t(x0), None if x is None else t(x)
 
 
-def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=tf.float64,
-                   jit_compile: bool = True, structured: bool = True) -> np.ndarray:
-    """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``.
-
-    ``structured=False`` runs a block model through the dense D x D matrices (same numbers, slower)."""
-    dtype, w, A, b, maskf, x0, _ = _prepare(params, cfg, A, b, mask, x0, None, dtype)
-    return _compiled("forward", cfg, dtype, jit_compile, structured)(w, A, b, maskf, x0).numpy()
-
-
 def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=tf.float64,
             jit_compile: bool = True, structured: bool = True) -> np.ndarray:
     """Solve a batch: ``x_hat`` (B, M) as a NumPy array of ``dtype``, zero on padded coordinates.
@@ -220,6 +204,15 @@ def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=tf.floa
     """
     return forward_layers(params, cfg, A, b, mask, x0, dtype=dtype, jit_compile=jit_compile,
                           structured=structured)[:, -1]
+
+
+def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=tf.float64,
+                   jit_compile: bool = True, structured: bool = True) -> np.ndarray:
+    """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``.
+
+    ``structured=False`` runs a block model through the dense D x D matrices (same numbers, slower)."""
+    dtype, w, A, b, maskf, x0, _ = _prepare(params, cfg, A, b, mask, x0, None, dtype)
+    return _compiled("forward", cfg, dtype, jit_compile, structured)(w, A, b, maskf, x0).numpy()
 
 
 def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, dtype=tf.float64,

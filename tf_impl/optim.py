@@ -46,7 +46,7 @@ from reference.data import check_systems, parse_sizes
 from reference.model import check_params
 from tf_impl.data import sample_systems_tf
 from tf_impl.layers import mse_sum
-from tf_impl.model import LinearTransformer, apply, as_float_dtype, loss_and_grads_tensors
+from tf_impl.model import LinearTransformer, as_float_dtype, loss_and_grads_tensors, model_forward
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 SCHEDULES = ("constant", "cosine")
@@ -229,7 +229,7 @@ class Trainer(tf.Module):
     def _eval_loss(self, batch):
         A, b, x, maskf = batch
         weights = {k: v.read_value() for k, v in self.model.params.items()}
-        x_hat = apply(weights, self.cfg, A, b, maskf, tf.zeros_like(b), self.structured)  # (B, M)
+        x_hat = model_forward(weights, self.cfg, A, b, maskf, tf.zeros_like(b), structured=self.structured)  # (B, M)
         return mse_sum(x_hat, x, maskf) / tf.cast(tf.shape(b)[0], self.dtype)
 
     # ------------------------------------------------------------------ public
