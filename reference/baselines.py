@@ -334,28 +334,16 @@ def cholesky_solve(A, b, mask=None):
 # ----------------------------------------------------------------------------- registry
 
 
-def _cg(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False):
-    return conjugate_gradient(A, b, n_iter, mask=mask, x0=x0, return_history=return_history)
+def _uniform(solver, uses_kappa: bool = False):
+    """``solver`` in the registry's uniform signature (``kappa`` passed on only where it sets the bounds)."""
 
+    def run(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False):
+        extra = {"kappa": kappa} if uses_kappa else {}
+        return solver(A, b, n_iter, mask=mask, x0=x0, return_history=return_history, **extra)
 
-def _sd(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False):
-    return steepest_descent(A, b, n_iter, mask=mask, x0=x0, return_history=return_history)
-
-
-def _richardson(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False):
-    return richardson(A, b, n_iter, mask=mask, x0=x0, return_history=return_history, kappa=kappa)
-
-
-def _chebyshev(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False):
-    return chebyshev(A, b, n_iter, mask=mask, x0=x0, return_history=return_history, kappa=kappa)
-
-
-def _jacobi(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False):
-    return jacobi(A, b, n_iter, mask=mask, x0=x0, return_history=return_history)
-
-
-def _gauss_seidel(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False):
-    return gauss_seidel(A, b, n_iter, mask=mask, x0=x0, return_history=return_history)
+    run.__name__ = f"uniform_{solver.__name__}"
+    run.__doc__ = f":func:`{solver.__name__}` in the registry's uniform signature."
+    return run
 
 
 def _cholesky(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False):
@@ -370,12 +358,12 @@ def _cholesky(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False
 
 
 BASELINES = {
-    "cg": _cg,
-    "steepest_descent": _sd,
-    "richardson": _richardson,
-    "chebyshev": _chebyshev,
-    "jacobi": _jacobi,
-    "gauss_seidel": _gauss_seidel,
+    "cg": _uniform(conjugate_gradient),
+    "steepest_descent": _uniform(steepest_descent),
+    "richardson": _uniform(richardson, uses_kappa=True),
+    "chebyshev": _uniform(chebyshev, uses_kappa=True),
+    "jacobi": _uniform(jacobi),
+    "gauss_seidel": _uniform(gauss_seidel),
     "cholesky": _cholesky,
 }
 """name -> solver with the uniform signature ``(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False)``.

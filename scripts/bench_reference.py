@@ -14,13 +14,10 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reference import ModelConfig, forward, init_params, loss_and_grads, sample_systems  # noqa: E402
 

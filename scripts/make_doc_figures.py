@@ -23,8 +23,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 from reference import ModelConfig, sample_systems  # noqa: E402
 from reference.layers import block_expand_forward, encode_forward  # noqa: E402
 
