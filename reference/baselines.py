@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference.config import is_int
 from reference.data import check_systems
 
 __all__ = [
@@ -66,7 +67,7 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def _check_n_iter(n_iter) -> int:
-    if isinstance(n_iter, bool) or not isinstance(n_iter, (int, np.integer)) or n_iter < 0:
+    if not is_int(n_iter) or n_iter < 0:
         raise ValueError(f"n_iter must be an int >= 0, got {n_iter!r}")
     return int(n_iter)
 

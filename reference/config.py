@@ -11,6 +11,21 @@ import json
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
+
+def is_int(v, allow_numpy: bool = True) -> bool:
+    """An integer (Python, or NumPy unless ``allow_numpy=False``), not a bool: ``True`` is an ``int`` in
+    Python, never a size here."""
+    kinds = (int, np.integer) if allow_numpy else int
+    return isinstance(v, kinds) and not isinstance(v, (bool, np.bool_))
+
+
+def is_real(v) -> bool:
+    """A real number (Python or NumPy int/float), not a bool."""
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
 PARAMETRIZATIONS = ("block", "full")
 ATTENTION_NORMS = ("none", "n")
 
@@ -41,17 +56,17 @@ class ModelConfig:
              f"parametrization must be one of {PARAMETRIZATIONS}, got {self.parametrization!r}")
         for name in ("n_layers", "n_heads"):
             v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 1, f"{name} must be an int >= 1, got {v!r}")
+            need(is_int(v, allow_numpy=False) and v >= 1, f"{name} must be an int >= 1, got {v!r}")
         for name in ("n_identity", "embed_dim"):
             v = getattr(self, name)
-            need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{name} must be an int >= 0, got {v!r}")
+            need(is_int(v, allow_numpy=False) and v >= 0, f"{name} must be an int >= 0, got {v!r}")
         need(self.attention_norm in ATTENTION_NORMS,
              f"attention_norm must be one of {ATTENTION_NORMS}, got {self.attention_norm!r}")
         need(isinstance(self.init_scale, (int, float)) and not isinstance(self.init_scale, bool)
              and math.isfinite(self.init_scale) and self.init_scale > 0,
              f"init_scale must be a positive number, got {self.init_scale!r}")
         if self.parametrization == "full":
-            need(isinstance(self.n, int) and not isinstance(self.n, bool) and self.n >= 1,
+            need(is_int(self.n, allow_numpy=False) and self.n >= 1,
                  f"the full parametrization needs the system size n (an int >= 1), got {self.n!r}")
         else:
             need(self.n is None, f"the block parametrization runs on any size; n must be None, got {self.n!r}")

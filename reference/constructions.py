@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference.config import ModelConfig
+from reference.config import ModelConfig, is_int
 
 # group indices of the block parametrization: [a, b, h^1, ..., h^K]
 _A, _B, _H1 = 0, 1, 2
@@ -41,10 +41,10 @@ def richardson_params(eta: float, n_identity: int = 3, attention_norm: str = "no
     eta = float(eta)
     if not np.isfinite(eta):
         raise ValueError(f"eta must be a finite number, got {eta!r}")
-    if not isinstance(n_identity, int) or isinstance(n_identity, bool) or n_identity < 1:
+    if not is_int(n_identity) or n_identity < 1:
         raise ValueError(f"n_identity must be an int >= 1 (the construction reads h^1), got {n_identity!r}")
     if attention_norm == "n":
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        if not is_int(n) or n < 1:
             raise ValueError(f'attention_norm="n" needs the system size n (an int >= 1), got {n!r}')
         p_scale = eta * n
     else:

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from reference.config import ModelConfig
+from reference.config import ModelConfig, is_int
 from reference.data import check_systems
 from reference.layers import (
     BlockAttentionCache,
@@ -75,7 +75,7 @@ def grow_params(params, cfg: ModelConfig, n_layers: int, seed=0) -> tuple[dict[s
     other matrix). Returns ``(params, cfg)`` with ``cfg.n_layers = n_layers``.
     """
     params = check_params(params, cfg)
-    if not isinstance(n_layers, int) or isinstance(n_layers, bool) or n_layers < cfg.n_layers:
+    if not is_int(n_layers) or n_layers < cfg.n_layers:
         raise ValueError(f"n_layers must be an int >= the model's {cfg.n_layers} layers, got {n_layers!r}")
     big = dataclasses.replace(cfg, n_layers=n_layers)
     rng = np.random.default_rng(seed)

@@ -51,11 +51,13 @@ def training_sizes(meta) -> tuple[int, int] | None:
     """``(n_min, n_max)``: the sizes ``N`` a model was trained on, read from its checkpoint metadata
     (``meta["train_config"]["n_min"]`` and ``["n_max"]``, as ``tf_impl.train`` writes them);
     ``None`` if the metadata does not say."""
+    from reference.config import is_real
+
     tc = meta.get("train_config") if isinstance(meta, dict) else None
     if not isinstance(tc, dict):
         return None
     lo, hi = tc.get("n_min"), tc.get("n_max")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and float(v).is_integer() for v in (lo, hi)):
+    if not all(is_real(v) and float(v).is_integer() for v in (lo, hi)):
         return None
     lo, hi = int(lo), int(hi)
     return (lo, hi) if 1 <= lo <= hi else None
