@@ -1,4 +1,4 @@
-"""Random SPD systems with an exact condition number, and validation of user input.
+"""Random SPD systems with an exact condition number (system families), and validation of user input.
 
 Glossary of dimensions:
     B  systems in a batch
@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from reference.config import is_int, is_real
+
 
 def parse_sizes(sizes) -> tuple[int, int]:
     """``sizes`` is an int ``n`` or a pair ``(n_min, n_max)``; returns ``(n_min, n_max)``."""
-    def is_int(v) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
     if is_int(sizes):
         lo = hi = int(sizes)
     else:
@@ -43,44 +42,149 @@ def haar_orthogonal(rng: np.random.Generator, batch: int, n: int) -> np.ndarray:
     return q * signs[:, None, :]
 
 
-def spd_spectrum(rng: np.random.Generator, batch: int, n: int, kappa: float) -> np.ndarray:
-    """Eigenvalues ``(batch, n)``: uniform on ``[1/kappa, 1]``, smallest pinned to ``1/kappa``, largest to 1."""
-    lam = rng.uniform(1.0 / kappa, 1.0, size=(batch, n))
-    lam[:, 0] = 1.0 / kappa
+SPECTRA = ("uniform", "loguniform", "clustered", "mix")
+"""Eigenvalue laws on ``[1/kappa, 1]`` (``docs/conventions.md``, "System families"); "mix": one of the
+three others per system, with equal probability."""
+RHS_LAWS = ("solution", "normal", "mix")
+"""Right-hand-side laws: "solution": ``x ~ N(0, I)``, ``b = A x`` (the paper's); "normal": ``b ~ N(0, I)``,
+``x = A^{-1} b``; "mix": one of the two per system, with equal probability."""
+CLUSTER_WIDTH = 0.05  # relative width of each of the two clusters of the "clustered" spectrum
+
+
+def parse_kappa(kappa) -> tuple[float, float]:
+    """``kappa`` is a number ``k`` or a pair ``(k_min, k_max)`` (log-uniform per system); returns the pair."""
+    if is_real(kappa):
+        lo = hi = float(kappa)
+    else:
+        try:
+            pair = tuple(kappa)
+        except TypeError:
+            pair = ()
+        if len(pair) != 2 or not all(is_real(v) for v in pair):
+            raise ValueError(f"kappa must be a number >= 1 or a pair (kappa_min, kappa_max), got {kappa!r}")
+        lo, hi = float(pair[0]), float(pair[1])
+    if not (np.isfinite(lo) and np.isfinite(hi) and 1 <= lo <= hi):
+        raise ValueError(f"kappa must be finite with 1 <= kappa_min <= kappa_max, got {kappa!r}")
+    return lo, hi
+
+
+def check_law(kappa, spectrum: str, rhs: str, normalize_rhs: bool) -> tuple[float, float]:
+    """Validate a system law (both samplers call this); returns ``parse_kappa(kappa)``."""
+    if spectrum not in SPECTRA:
+        raise ValueError(f"spectrum must be one of {SPECTRA}, got {spectrum!r}")
+    if rhs not in RHS_LAWS:
+        raise ValueError(f"rhs must be one of {RHS_LAWS}, got {rhs!r}")
+    if not isinstance(normalize_rhs, (bool, np.bool_)):
+        raise ValueError(f"normalize_rhs must be a bool, got {normalize_rhs!r}")
+    return parse_kappa(kappa)
+
+
+def spectrum_from_uniforms(u, c, family, lo):
+    """Eigenvalues from uniforms, the one formula both samplers use (NumPy here; the TF sampler mirrors it).
+
+    ``u`` (B, N) and ``c`` (B, N) uniforms on [0, 1); ``family`` (B,) 0 uniform, 1 log-uniform,
+    2 clustered; ``lo = 1/kappa`` (B,). Before pinning (done by the caller):
+
+        uniform      lam = lo + (1 - lo) u
+        loguniform   lam = lo ** u                      (log lam uniform on [log lo, 0])
+        clustered    lam = min(lo (1 + w u), 1)         if c < 1/2 (cluster at the bottom)
+                     lam = 1 - w (1 - lo) u             otherwise  (cluster at the top),  w = CLUSTER_WIDTH
+    """
+    lo = lo[:, None]  # (B, 1)
+    uni = lo + (1.0 - lo) * u  # (B, N)
+    log = lo**u  # (B, N)
+    clu = np.where(c < 0.5, np.minimum(lo * (1.0 + CLUSTER_WIDTH * u), 1.0), 1.0 - CLUSTER_WIDTH * (1.0 - lo) * u)
+    f = family[:, None]  # (B, 1)
+    return np.where(f == 0, uni, np.where(f == 1, log, clu))  # (B, N)
+
+
+def spd_spectrum(rng: np.random.Generator, batch: int, n: int, kappa, spectrum="uniform") -> np.ndarray:
+    """Eigenvalues ``(batch, n)`` on ``[1/kappa, 1]``, smallest pinned to ``1/kappa``, largest to 1.
+
+    ``kappa``: a number or one per system (batch,); ``spectrum``: a name of :data:`SPECTRA` other than
+    "mix", or one family index per system (batch,) as in :func:`spectrum_from_uniforms`.
+    """
+    lo = 1.0 / np.broadcast_to(np.asarray(kappa, dtype=np.float64), (batch,))  # (B,)
+    family = np.broadcast_to(np.asarray(SPECTRA.index(spectrum) if isinstance(spectrum, str) else spectrum), (batch,))
+    u = rng.random((batch, n))  # (B, n)
+    c = rng.random((batch, n)) if np.any(family == 2) else np.zeros((batch, n))  # cluster choice
+    lam = spectrum_from_uniforms(u, c, family, lo)  # (B, n)
+    lam[:, 0] = lo
     lam[:, -1] = 1.0
     return lam
 
 
-def sample_systems(batch: int, sizes, kappa: float = 10.0, seed=0):
-    """Sample ``batch`` systems ``A x = b`` with ``A = U diag(lam) U^T``, ``x ~ N(0, I)``, ``b = A x``.
+def sample_systems(batch: int, sizes, kappa=10.0, seed=0, *, spectrum: str = "uniform", rhs: str = "solution",
+                   normalize_rhs: bool = False):
+    """Sample ``batch`` systems ``A x = b`` with ``A = U diag(lam) U^T``, ``U`` Haar-random.
 
-    Every system draws its own ``N`` uniformly from ``sizes`` (an int, or ``(n_min, n_max)``),
-    and is padded with zeros to ``n_max``. ``cond(A) = kappa`` and ``||A||_2 = 1`` exactly
-    (up to rounding).
+    Every system draws its own ``N`` uniformly from ``sizes`` (an int, or ``(n_min, n_max)``), and
+    is padded with zeros to ``n_max``. ``||A||_2 = 1`` and ``cond(A) = kappa`` exactly (up to
+    rounding); ``kappa`` is a number, or a pair ``(k_min, k_max)``: one ``kappa`` per system,
+    log-uniform. ``spectrum`` (:data:`SPECTRA`) is the law of the other eigenvalues, ``rhs``
+    (:data:`RHS_LAWS`) that of ``b``; ``normalize_rhs`` rescales ``b`` and ``x`` so that
+    ``||b|| = sqrt(N)`` (rms 1: what :func:`reference.solve.solve` feeds a model). The defaults are
+    the paper's law, drawn as before these options existed (same stream).
 
     Returns ``(A, b, x, mask)``: ``(B, M, M)``, ``(B, M)``, ``(B, M)`` float64 and a boolean
     ``(B, M)`` mask, True on the real coordinates of each system.
     """
-    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
+    if not is_int(batch) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
-    if isinstance(kappa, bool) or not isinstance(kappa, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(kappa) or kappa < 1:
-        raise ValueError(f"kappa must be a finite number >= 1, got {kappa!r}")
+    k_lo, k_hi = check_law(kappa, spectrum, rhs, normalize_rhs)
     lo, hi = parse_sizes(sizes)
     rng = np.random.default_rng(seed)
     n_s = rng.integers(lo, hi + 1, size=batch)  # (B,)
+    # extra draws only for the non-default options, so that the paper's law keeps its stream
+    kap = np.full(batch, k_lo) if k_lo == k_hi else np.exp(rng.uniform(np.log(k_lo), np.log(k_hi), size=batch))
+    family = (rng.integers(0, 3, size=batch) if spectrum == "mix" else np.full(batch, SPECTRA.index(spectrum)))
+    normal_rhs = (rng.random(batch) < 0.5) if rhs == "mix" else np.full(batch, rhs == "normal")  # (B,)
     A = np.zeros((batch, hi, hi))
     x = np.zeros((batch, hi))
+    b = np.zeros((batch, hi))
     mask = np.arange(hi)[None, :] < n_s[:, None]  # (B, M)
     for n in np.unique(n_s):  # one batched QR per distinct size
         idx = np.flatnonzero(n_s == n)
         U = haar_orthogonal(rng, len(idx), n)  # (b, n, n)
-        lam = spd_spectrum(rng, len(idx), n, kappa)  # (b, n)
+        lam = spd_spectrum(rng, len(idx), n, kap[idx], family[idx])  # (b, n)
         An = (U * lam[:, None, :]) @ U.transpose(0, 2, 1)  # (b, n, n)
         A[idx, :n, :n] = 0.5 * (An + An.transpose(0, 2, 1))  # exactly symmetric
-        x[idx, :n] = rng.standard_normal((len(idx), n))
-    b = np.einsum("bij,bj->bi", A, x)  # (B, M)
+        z = rng.standard_normal((len(idx), n))  # (b, n): x, or b for the "normal" law
+        # x = A^{-1} z through the eigendecomposition (exact to rounding: cond(A) <= kappa)
+        x_of_z = np.einsum("bij,bj->bi", U / lam[:, None, :], np.einsum("bji,bj->bi", U, z))  # (b, n)
+        x[idx, :n] = np.where(normal_rhs[idx, None], x_of_z, z)
+        b[idx, :n] = np.where(normal_rhs[idx, None], z, 0.0)
+    solution_rhs = ~normal_rhs
+    b[solution_rhs] = np.einsum("bij,bj->bi", A[solution_rhs], x[solution_rhs])  # (B', M): b = A x
+    if normalize_rhs:
+        scale = np.sqrt(n_s) / np.linalg.norm(b, axis=1)  # (B,): ||b|| = sqrt(N)
+        b *= scale[:, None]
+        x *= scale[:, None]
     return A, b, x, mask
+
+
+def rhs_rms(n: int, kappa=10.0, spectrum: str = "uniform", rhs: str = "solution", normalize_rhs: bool = False):
+    """Root mean square ``sqrt(E ||b||^2 / N)`` of the right-hand sides of size ``n`` under a law.
+
+    ``solve`` scales every right-hand side to this rms before calling a model trained on the law.
+    Exact: 1 for ``normalize_rhs`` and ``rhs="normal"``; for ``b = A x`` with ``x ~ N(0, I)``,
+    ``E ||b||^2 = sum_i E lam_i^2 = (1/kappa^2 + 1 + (N - 2) m2) / N`` with ``m2 = E lam^2`` of the
+    spectrum (uniform: ``(lo^2 + lo + 1)/3``; log-uniform: ``(1 - lo^2) / (2 log kappa)``), fixed
+    ``kappa``. Other laws raise ``ValueError`` (train them with ``normalize_rhs``).
+    """
+    k_lo, k_hi = check_law(kappa, spectrum, rhs, normalize_rhs)
+    if normalize_rhs or rhs == "normal":
+        return 1.0
+    if rhs != "solution" or spectrum not in ("uniform", "loguniform") or k_lo != k_hi:
+        raise ValueError("the rms of b is known for normalize_rhs, rhs='normal', or b = A x with a fixed kappa and "
+                         f"a uniform or log-uniform spectrum; got spectrum={spectrum!r}, rhs={rhs!r}, kappa={kappa!r}")
+    lo = 1.0 / k_lo
+    if k_lo == 1.0:
+        return 1.0
+    m2 = (lo * lo + lo + 1.0) / 3.0 if spectrum == "uniform" else (1.0 - lo * lo) / (2.0 * np.log(k_lo))
+    if n == 1:
+        return 1.0
+    return float(np.sqrt((lo * lo + 1.0 + (n - 2) * m2) / n))
 
 
 def check_systems(A, b, mask=None, x0=None, x=None, n_fixed: int | None = None):

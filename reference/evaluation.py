@@ -17,7 +17,7 @@ import numpy as np
 from reference.analysis import effective_krylov_dimension, krylov_best_errors
 from reference.baselines import BASELINES
 from reference.config import ModelConfig
-from reference.data import sample_systems
+from reference.data import parse_kappa, sample_systems
 from reference.model import forward_layers
 
 EVAL_SEED = 20240721  # distinct from every training seed used by the presets
@@ -36,11 +36,20 @@ def summarize(mse, rel) -> dict:
             "rel": float(np.mean(rel))}
 
 
-def eval_systems(n: int, kappa: float, n_systems: int, seed: int = EVAL_SEED):
-    """The fixed test set of size ``n`` at ``kappa``: ``(A, b, x, mask)``, the same for every method."""
-    # stable across processes, unlike hash(); float() so that 10, 10.0 and np.float64(10) give the same set
-    sub = zlib.crc32(f"{int(n)}:{float(kappa)!r}".encode())
-    return sample_systems(n_systems, n, kappa, seed=[seed, sub])
+def eval_systems(n: int, kappa, n_systems: int, seed: int = EVAL_SEED, **law):
+    """The fixed test set of size ``n`` at ``kappa`` (a number or ``(k_min, k_max)``) under ``law``
+    (``spectrum``, ``rhs``, ``normalize_rhs`` of :func:`reference.data.sample_systems`):
+    ``(A, b, x, mask)``, the same for every method."""
+    k_lo, k_hi = parse_kappa(kappa)
+    # stable across processes, unlike hash(); float() so that 10, 10.0 and np.float64(10) give the same set;
+    # the paper's law keeps the key it had before the other laws existed
+    key = f"{int(n)}:{k_lo!r}" + ("" if k_lo == k_hi else f":{k_hi!r}")
+    key += "".join(f":{k}={law[k]!r}" for k in sorted(law) if law[k] != _LAW_DEFAULTS.get(k))
+    return sample_systems(n_systems, n, kappa if k_lo == k_hi else (k_lo, k_hi), seed=[seed, zlib.crc32(key.encode())],
+                          **law)
+
+
+_LAW_DEFAULTS = {"spectrum": "uniform", "rhs": "solution", "normalize_rhs": False}
 
 
 def model_can_run(cfg: ModelConfig, n: int) -> bool:

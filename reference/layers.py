@@ -70,7 +70,7 @@ class ReadoutCache(NamedTuple):
 
 class MseCache(NamedTuple):
     r: np.ndarray  # (B, M) masked residual x_hat - x
-    n_s: np.ndarray  # (B,) system sizes
+    d: np.ndarray  # (B,) per-system denominators: sizes N_s, or ||x_s||^2 for the relative loss
 
 # ----------------------------------------------------------------------------------------------
 # token layout
@@ -333,20 +333,23 @@ def readout_backward(dx, cache):
     return dZ
 
 
-def mse_forward(x_hat, x, mask):
-    """``L = mean_s (1/N_s) ||x_hat_s - x_s||^2`` over real coordinates: every system weighs the same."""
+def mse_forward(x_hat, x, mask, relative: bool = False):
+    """``L = mean_s ||x_hat_s - x_s||^2 / d_s`` over real coordinates, ``d_s = N_s`` (the MSE: every system
+    weighs the same) or, ``relative``, ``d_s = ||x_s||^2`` (mean squared relative error: systems whose
+    solution is large, e.g. ``b ~ N(0, I)`` with a large ``kappa``, do not dominate the loss)."""
     maskf = mask.astype(np.float64)  # (B, M)
-    n_s = maskf.sum(axis=1)  # (B,)
+    d = (x * x * maskf).sum(axis=1) if relative else maskf.sum(axis=1)  # (B,)
     r = (x_hat - x) * maskf  # (B, M)
-    loss = float(np.mean((r**2).sum(axis=1) / n_s))
-    return loss, MseCache(r, n_s)
+    loss = float(np.mean((r**2).sum(axis=1) / d))
+    return loss, MseCache(r, d)
 
 
 def mse_backward(cache):
-    """Seed of the backward pass: ``dL/dx_hat = 2 r / (B N_s)`` (zero on padded coordinates).
+    """Seed of the backward pass: ``dL/dx_hat = 2 r / (B d_s)`` (zero on padded coordinates).
 
-    The forward was ``L = (1/B) sum_s (1/N_s) sum_m r_sm^2`` with ``r = (x_hat - x) * mask``; the derivative
-    of ``r_sm^2`` is ``2 r_sm``, weighted like its term. Padded coordinates have ``r = 0``, hence no gradient.
+    The forward was ``L = (1/B) sum_s (1/d_s) sum_m r_sm^2`` with ``r = (x_hat - x) * mask`` and ``d_s``
+    independent of the parameters; the derivative of ``r_sm^2`` is ``2 r_sm``, weighted like its term.
+    Padded coordinates have ``r = 0``, hence no gradient.
     """
-    r, n_s = cache
-    return 2.0 * r / (n_s[:, None] * r.shape[0])  # (B, M)
+    r, d = cache
+    return 2.0 * r / (d[:, None] * r.shape[0])  # (B, M)

@@ -210,10 +210,11 @@ def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, struct
     return model_forward(params, cfg, A, b, mask, x0, keep_layers=True, structured=structured)[1].iterates
 
 
-def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False):
-    """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2``; grads have the params' keys."""
+def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False, relative=False):
+    """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2`` (``relative``: ``/ ||x_s||^2``
+    instead of ``/ N_s``, see :func:`reference.layers.mse_forward`); grads have the params' keys."""
     params, A, b, mask, x0, x = _check(params, cfg, A, b, mask, x0, x)
     x_hat, cache = model_forward(params, cfg, A, b, mask, x0, structured=structured)
-    loss, loss_cache = mse_forward(x_hat, x, mask)
+    loss, loss_cache = mse_forward(x_hat, x, mask, relative)
     dx_hat = mse_backward(loss_cache)  # the seed: dL/dx_hat
     return loss, model_backward(dx_hat, cache, cfg)

@@ -64,8 +64,12 @@ def batch_seed(seed: int, step: int) -> list[int]:
 
 
 def train(cfg: ModelConfig, sizes, steps=300, batch_size=64, lr=1e-3, kappa=10.0, seed=0,
-          params=None, clip_norm=None, warmup=0, schedule="constant", log_every=0):
+          params=None, clip_norm=None, warmup=0, schedule="constant", log_every=0, relative=False, **law):
     """Train with Adam on fresh batches from :func:`sample_systems`; returns ``(params, losses)``.
+
+    ``kappa`` and ``law`` (``spectrum``, ``rhs``, ``normalize_rhs``) are the data law of
+    :func:`reference.data.sample_systems`; ``relative`` selects the relative loss
+    (:func:`reference.layers.mse_forward`).
 
     ``params=None`` starts from :func:`init_params` ``(cfg, seed)``. ``losses[i]`` is the loss of
     the batch of step ``i`` before its update. Stops with ``FloatingPointError`` on a non-finite loss.
@@ -74,8 +78,8 @@ def train(cfg: ModelConfig, sizes, steps=300, batch_size=64, lr=1e-3, kappa=10.0
     state = adam_init(params)
     losses = []
     for step in range(steps):
-        A, b, x, mask = sample_systems(batch_size, sizes, kappa, seed=batch_seed(seed, step))
-        loss, grads = loss_and_grads(params, cfg, A, b, x, mask)
+        A, b, x, mask = sample_systems(batch_size, sizes, kappa, seed=batch_seed(seed, step), **law)
+        loss, grads = loss_and_grads(params, cfg, A, b, x, mask, relative=relative)
         if not np.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss} at step {step}")
         grads, _ = clip_by_global_norm(grads, clip_norm)

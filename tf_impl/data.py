@@ -10,6 +10,10 @@ different random stream. For a batch padded to ``M = n_max``:
     A = U diag(lam) U^T,  A <- (A + A^T)/2 * (m m^T)
     x ~ N(0, I) * m,  b = A x
 
+The other system families (``kappa`` log-uniform per system, log-uniform / clustered / mixed
+spectra, ``b ~ N(0, I)``, ``normalize_rhs``) follow :func:`reference.data.sample_systems`; their
+extra random draws come from a stream folded off the seed, so the paper's law keeps its stream.
+
 One batched QR handles every size at once: the QR of a block-diagonal matrix is block-diagonal,
 so the real block is the QR of a Gaussian ``G_N`` (Haar after the sign fix) and ``cond(A) = kappa``
 exactly on it, while padded rows and columns are exactly zero.
@@ -36,7 +40,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from reference.data import parse_sizes
+from reference.data import CLUSTER_WIDTH, SPECTRA, check_law, parse_sizes
 from tf_impl.model import as_float_dtype
 
 _ALG = "philox"
@@ -87,14 +91,29 @@ def _sizes(batch: int, n_min: int, n_max: int, seed) -> tf.Tensor:
     return tf.cast(r, tf.int32) + n_min  # (B,)
 
 
-def sample_systems_tf(seed, batch: int, n_min: int, n_max: int, kappa, dtype=tf.float32):
+def _spectrum(u, c, family, lo) -> tf.Tensor:
+    """:func:`reference.data.spectrum_from_uniforms` in TF ops: ``u``, ``c`` (B, M), ``family`` (B,) int32, ``lo`` (B,)."""
+    lo = lo[:, None]  # (B, 1)
+    uni = lo + (1.0 - lo) * u  # (B, M)
+    log = tf.exp(u * tf.math.log(lo))  # (B, M): lo ** u
+    w = CLUSTER_WIDTH
+    clu = tf.where(c < 0.5, tf.minimum(lo * (1.0 + w * u), 1.0), 1.0 - w * (1.0 - lo) * u)  # (B, M)
+    f = family[:, None]  # (B, 1)
+    return tf.where(tf.equal(f, 0), uni, tf.where(tf.equal(f, 1), log, clu))
+
+
+def sample_systems_tf(seed, batch: int, n_min: int, n_max: int, kappa, dtype=tf.float32, *,
+                      spectrum: str = "uniform", rhs: str = "solution", normalize_rhs: bool = False):
     """Sample ``batch`` systems inside a TF graph: returns ``(A, b, x, maskf)`` tensors of ``dtype``:
     (B, M, M), (B, M), (B, M), (B, M) with ``maskf`` 1.0 on real coordinates.
 
-    ``seed``: int64 tensor (2,) (stateless); ``kappa``: Python float or scalar tensor.
-    ``batch``, ``n_min``, ``n_max`` are static Python ints (they fix the shapes).
+    ``seed``: int64 tensor (2,) (stateless); ``kappa``: a number or a pair ``(k_min, k_max)``
+    (log-uniform per system); ``spectrum``, ``rhs``, ``normalize_rhs``: the law options of
+    :func:`reference.data.sample_systems` (same law, other stream). ``batch``, ``n_min``, ``n_max``
+    and the law options are static Python values (they fix the graph).
     """
     dtype = as_float_dtype(dtype)
+    k_lo, k_hi = check_law(kappa, spectrum, rhs, normalize_rhs)
     seed = tf.cast(seed, tf.int64)
     s = tf.random.experimental.stateless_split(seed, 4, alg=_ALG)
     B, M = batch, n_max
@@ -104,16 +123,38 @@ def sample_systems_tf(seed, batch: int, n_min: int, n_max: int, kappa, dtype=tf.
     mask2 = maskf[:, :, None] * maskf[:, None, :]  # (B, M, M)
     G = _normal([B, M, M], s[1], dtype) * mask2 + tf.linalg.diag(1.0 - maskf)  # (B, M, M): [G_N, 0; 0, I]
     U = haar_q(G)  # (B, M, M): Haar on the real block
-    kappa = tf.cast(kappa, dtype)
-    lo = 1.0 / kappa
-    lam = lo + (1.0 - lo) * _uniform([B, M], s[2], dtype)  # (B, M): uniform on [1/kappa, 1]
-    lam = tf.where(tf.equal(idx, 0), lo, lam)  # smallest pinned to 1/kappa
+    u = _uniform([B, M], s[2], dtype)  # (B, M)
+    if (k_lo, k_hi, spectrum, rhs) == (k_hi, k_hi, "uniform", "solution"):  # the paper's law: its stream as before
+        lo = tf.fill([B], tf.constant(1.0 / k_lo, dtype))  # (B,)
+        lam = lo[:, None] + (1.0 - lo[:, None]) * u  # (B, M)
+        normal_rhs = tf.zeros([B], tf.bool)
+    else:  # extra draws from a stream folded off the seed
+        e = tf.random.experimental.stateless_split(
+            tf.random.experimental.stateless_fold_in(seed, 1, alg=_ALG), 4, alg=_ALG)
+        log_k = math.log(k_lo) + (math.log(k_hi) - math.log(k_lo)) * _uniform([B], e[0], dtype)  # (B,)
+        lo = tf.exp(-log_k)  # (B,): 1/kappa per system
+        if spectrum == "mix":
+            family = tf.minimum(tf.cast(3.0 * _uniform([B], e[1], dtype), tf.int32), 2)  # (B,) in {0, 1, 2}
+        else:
+            family = tf.fill([B], SPECTRA.index(spectrum))
+        lam = _spectrum(u, _uniform([B, M], e[2], dtype), family, lo)  # (B, M)
+        if rhs == "mix":
+            normal_rhs = _uniform([B], e[3], dtype) < 0.5
+        else:
+            normal_rhs = tf.fill([B], rhs == "normal")  # (B,)
+    lam = tf.where(tf.equal(idx, 0), lo[:, None], lam)  # smallest pinned to 1/kappa
     lam = tf.where(tf.equal(idx, n_s[:, None] - 1), tf.ones_like(lam), lam)  # largest pinned to 1
     lam = lam * maskf  # (B, M): 0 on padding
     A = tf.matmul(U * lam[:, None, :], U, transpose_b=True)  # (B, M, M)
     A = 0.5 * (A + tf.transpose(A, [0, 2, 1])) * mask2  # exactly symmetric, exactly 0 on padding
-    x = _normal([B, M], s[3], dtype) * maskf  # (B, M)
-    b = tf.linalg.matvec(A, x)  # (B, M)
+    z = _normal([B, M], s[3], dtype) * maskf  # (B, M): x, or b for the "normal" law
+    inv = tf.math.divide_no_nan(maskf, lam)  # (B, M): 1/lam, 0 on padding
+    x_of_z = tf.linalg.matvec(U * inv[:, None, :], tf.linalg.matvec(U, z, transpose_a=True))  # (B, M): A^{-1} z
+    x = tf.where(normal_rhs[:, None], x_of_z * maskf, z)  # (B, M)
+    b = tf.where(normal_rhs[:, None], z, tf.linalg.matvec(A, x))  # (B, M)
+    if normalize_rhs:
+        scale = tf.sqrt(tf.reduce_sum(maskf, axis=1, keepdims=True)) / tf.norm(b, axis=1, keepdims=True)  # (B, 1)
+        b, x = b * scale, x * scale
     return A, b, x, maskf
 
 
@@ -136,25 +177,28 @@ def as_seed(seed) -> tuple[int, int]:
 _SAMPLERS: dict = {}
 
 
-def sample_systems(batch: int, sizes, kappa: float = 10.0, seed=0, *, dtype=tf.float64, jit_compile: bool = True):
+def sample_systems(batch: int, sizes, kappa=10.0, seed=0, *, spectrum: str = "uniform", rhs: str = "solution",
+                   normalize_rhs: bool = False, dtype=tf.float64, jit_compile: bool = True):
     """Sample ``batch`` systems ``A x = b`` with the TF sampler; NumPy out, like the reference's.
 
-    ``sizes`` is ``n`` or ``(n_min, n_max)``; ``seed`` an int or a pair ``(seed, stream)``: the
-    trainer's batch of step ``t`` is ``sample_systems(batch_size, sizes, kappa, (seed, t),
-    dtype=<training dtype>)``. Returns ``(A, b, x, mask)``: ``(B, M, M)``, ``(B, M)``, ``(B, M)``
-    arrays of ``dtype`` and a boolean ``(B, M)`` mask.
+    ``sizes`` is ``n`` or ``(n_min, n_max)``; ``kappa`` a number or ``(k_min, k_max)``; ``spectrum``,
+    ``rhs``, ``normalize_rhs`` as in :func:`reference.data.sample_systems` (same law, other stream);
+    ``seed`` an int or a pair ``(seed, stream)``: the trainer's batch of step ``t`` is
+    ``sample_systems(batch_size, sizes, kappa, (seed, t), <law options>, dtype=<training dtype>)``.
+    Returns ``(A, b, x, mask)``: ``(B, M, M)``, ``(B, M)``, ``(B, M)`` arrays of ``dtype`` and a
+    boolean ``(B, M)`` mask.
     """
     if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
         raise ValueError(f"batch must be an int >= 1, got {batch!r}")
-    if not np.isfinite(kappa) or kappa < 1:
-        raise ValueError(f"kappa must be a finite number >= 1, got {kappa!r}")
+    k_lo, k_hi = check_law(kappa, spectrum, rhs, normalize_rhs)
     lo, hi = parse_sizes(sizes)
     dtype = as_float_dtype(dtype)
-    key = (int(batch), lo, hi, dtype, bool(jit_compile))
+    key = (int(batch), lo, hi, k_lo, k_hi, spectrum, rhs, bool(normalize_rhs), dtype, bool(jit_compile))
     fn = _SAMPLERS.get(key)
     if fn is None:
-        def body(seed, kappa):
-            return sample_systems_tf(seed, int(batch), lo, hi, kappa, dtype)
+        def body(seed):
+            return sample_systems_tf(seed, int(batch), lo, hi, (k_lo, k_hi), dtype, spectrum=spectrum, rhs=rhs,
+                                     normalize_rhs=bool(normalize_rhs))
         fn = _SAMPLERS[key] = tf.function(body, jit_compile=bool(jit_compile))
-    A, b, x, maskf = fn(tf.constant(as_seed(seed), tf.int64), tf.constant(float(kappa), tf.float64))
+    A, b, x, maskf = fn(tf.constant(as_seed(seed), tf.int64))
     return A.numpy(), b.numpy(), x.numpy(), maskf.numpy() > 0.5

@@ -281,18 +281,18 @@ def readout(Z) -> tf.Tensor:
     return Z[:, M, :M]  # (B, M)
 
 
-def mse_sum(x_hat, x, maskf) -> tf.Tensor:
-    """``sum_s (1/N_s) ||x_hat_s - x_s||^2`` over the batch (real coordinates only): a scalar.
+def mse_sum(x_hat, x, maskf, relative: bool = False) -> tf.Tensor:
+    """``sum_s ||x_hat_s - x_s||^2 / d_s`` over the batch (real coordinates only): a scalar; ``d_s = N_s``,
+    or ``||x_s||^2`` when ``relative`` (as :func:`reference.layers.mse_forward`).
 
-    Divided by the (global) number of systems it is the loss ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2``.
+    Divided by the (global) number of systems it is the loss ``L = mean_s ||x_hat_s - x_s||^2 / d_s``.
     """
-    n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
+    d = tf.reduce_sum(x * x * maskf, axis=1) if relative else tf.reduce_sum(maskf, axis=1)  # (B,)
     r = (x_hat - x) * maskf  # (B, M)
-    return tf.reduce_sum(tf.reduce_sum(r * r, axis=1) / n_s)
+    return tf.reduce_sum(tf.reduce_sum(r * r, axis=1) / d)
 
 
-def mse(x_hat, x, maskf) -> tf.Tensor:
-    """``L = mean_s (1/N_s) ||x_hat_s - x_s||^2``: every system weighs the same, whatever its size."""
-    n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
-    r = (x_hat - x) * maskf  # (B, M)
-    return tf.reduce_mean(tf.reduce_sum(r * r, axis=1) / n_s)
+def mse(x_hat, x, maskf, relative: bool = False) -> tf.Tensor:
+    """``L = mean_s ||x_hat_s - x_s||^2 / d_s``, ``d_s = N_s`` (every system weighs the same, whatever its
+    size) or ``||x_s||^2`` when ``relative``: :func:`reference.layers.mse_forward`."""
+    return mse_sum(x_hat, x, maskf, relative) / tf.cast(tf.shape(x)[0], x.dtype)

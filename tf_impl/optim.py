@@ -42,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from reference.config import ModelConfig
-from reference.data import check_systems, parse_sizes
+from reference.data import check_law, check_systems, parse_sizes
 from reference.model import check_params
 from tf_impl.data import sample_systems_tf
 from tf_impl.layers import mse_sum
@@ -103,15 +103,18 @@ class Trainer(tf.Module):
     """Model + Adam state + compiled train step (see the module docstring).
 
     Parameters: ``cfg`` the model, ``params`` NumPy start (``None``: ``init_params(cfg, seed)``),
-    ``sizes`` ``n`` or ``(n_min, n_max)``, ``kappa``, ``batch_size`` (global), ``lr``,
+    ``sizes`` ``n`` or ``(n_min, n_max)``, the data law (``kappa`` a number or ``(k_min, k_max)``,
+    ``spectrum``, ``rhs``, ``normalize_rhs``: see :func:`reference.data.sample_systems`), ``relative_loss``
+    (the loss divides each system's squared error by ``||x_s||^2`` instead of ``N_s``), ``batch_size`` (global), ``lr``,
     ``total_steps`` / ``warmup`` / ``schedule`` (the lr schedule), ``clip_norm`` (``None``: off),
     ``seed`` (initialisation and data: batch ``t`` comes from ``(seed, t)``), ``dtype``, ``mode``
     ("xla", "graph", "eager"), ``strategy`` (``None``: the current/default one) and ``structured`` (block
     models: the structured fast path, default; ``False``: the dense D x D path, same numbers).
     """
 
-    def __init__(self, cfg: ModelConfig, params: dict | None = None, *, sizes, kappa: float = 10.0,
-                 batch_size: int = 64, lr: float = 1e-3, total_steps: int = 1000, warmup: int = 0,
+    def __init__(self, cfg: ModelConfig, params: dict | None = None, *, sizes, kappa=10.0,
+                 spectrum: str = "uniform", rhs: str = "solution", normalize_rhs: bool = False,
+                 relative_loss: bool = False, batch_size: int = 64, lr: float = 1e-3, total_steps: int = 1000, warmup: int = 0,
                  schedule: str = "constant", clip_norm: float | None = None, seed: int = 0,
                  dtype=tf.float32, mode: str = "xla", strategy=None, structured: bool = True):
         super().__init__(name="trainer")
@@ -123,7 +126,9 @@ class Trainer(tf.Module):
         self.n_min, self.n_max = parse_sizes(sizes)
         if cfg.parametrization == "full" and not self.n_min == self.n_max == cfg.n:
             raise ValueError(f"the full-encoding model trains on N = {cfg.n} only, got sizes {sizes!r}")
-        self.kappa = float(kappa)
+        self.kappa = check_law(kappa, spectrum, rhs, normalize_rhs)  # (k_min, k_max)
+        self.law = dict(spectrum=spectrum, rhs=rhs, normalize_rhs=bool(normalize_rhs))
+        self.relative_loss = bool(relative_loss)  # reference.layers.mse_forward(relative=...)
         self.batch_size = int(batch_size)
         self.lr, self.total_steps, self.warmup, self.schedule = float(lr), int(total_steps), int(warmup), schedule
         self.clip_norm = None if clip_norm is None else float(clip_norm)
@@ -162,7 +167,7 @@ class Trainer(tf.Module):
     def sample_batch(self, step):
         """The global batch of ``step``: ``sample_systems_tf((seed, step), ...)`` -> ``(A, b, x, maskf)``."""
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])  # (2,)
-        return sample_systems_tf(seed, self.batch_size, self.n_min, self.n_max, self.kappa, self.dtype)
+        return sample_systems_tf(seed, self.batch_size, self.n_min, self.n_max, self.kappa, self.dtype, **self.law)
 
     def _local_loss_and_grads(self, weights: dict, step, replica, batch=None):
         """This replica's share of the loss, ``sum_{s in slice} (1/N_s)||x_hat_s - x_s||^2 / B``, and its
@@ -178,7 +183,7 @@ class Trainer(tf.Module):
         inv_b = 1.0 / self.batch_size
 
         def loss_fn(x_hat, x, maskf):
-            return mse_sum(x_hat, x, maskf) * inv_b
+            return mse_sum(x_hat, x, maskf, self.relative_loss) * inv_b
 
         return loss_and_grads_tensors(weights, self.cfg, A, b, x, maskf, tf.zeros_like(b), loss_fn,
                                       structured=self.structured)
@@ -230,7 +235,7 @@ class Trainer(tf.Module):
         A, b, x, maskf = batch
         weights = {k: v.read_value() for k, v in self.model.params.items()}
         x_hat = model_forward(weights, self.cfg, A, b, maskf, tf.zeros_like(b), structured=self.structured)  # (B, M)
-        return mse_sum(x_hat, x, maskf) / tf.cast(tf.shape(b)[0], self.dtype)
+        return mse_sum(x_hat, x, maskf, self.relative_loss) / tf.cast(tf.shape(b)[0], self.dtype)
 
     # ------------------------------------------------------------------ public
 

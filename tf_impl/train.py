@@ -72,7 +72,17 @@ class TrainConfig:
     # data
     n_min: int = _f(2, "smallest system size N (each system draws N uniformly in [n_min, n_max])", "data")
     n_max: int = _f(6, "largest system size N (the padded size); full: n_min = n_max = n", "data")
-    kappa: float = _f(10.0, "condition number of every training system", "data")
+    kappa: float = _f(10.0, "condition number of every training system (the smallest one with --kappa-max)", "data")
+    kappa_max: float | None = _f(None, "largest condition number: kappa log-uniform in [kappa, kappa_max] per "
+                                       "system ('none': every system has kappa)", "data")
+    spectrum: str = _f("uniform", "eigenvalues on [1/kappa, 1]: 'uniform', 'loguniform', 'clustered' (two clusters "
+                                  "at the ends) or 'mix' (one of the three per system)", "data",
+                       ("uniform", "loguniform", "clustered", "mix"))
+    rhs: str = _f("solution", "right-hand side: 'solution' (x ~ N(0, I), b = A x), 'normal' (b ~ N(0, I)) or "
+                              "'mix' (one of the two per system)", "data", ("solution", "normal", "mix"))
+    normalize_rhs: bool = _f(False, "scale b (and x) to ||b|| = sqrt(N), as solve() feeds a model", "data")
+    loss: str = _f("mse", "'mse': mean of ||x_hat - x||^2 / N; 'relative': mean of ||x_hat - x||^2 / ||x||^2",
+                   "optimisation", ("mse", "relative"))
     # optimisation
     batch_size: int = _f(256, "systems per step (global, over all replicas)", "optimisation")
     steps: int = _f(3000, "training steps", "optimisation")
@@ -116,6 +126,11 @@ class TrainConfig:
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(2 <= self.n_min <= self.n_max, f"sizes must satisfy 2 <= n_min <= n_max, got ({self.n_min}, {self.n_max})")
         need(math.isfinite(self.kappa) and self.kappa >= 1, f"kappa must be a finite number >= 1, got {self.kappa}")
+        need(self.kappa_max is None or (math.isfinite(self.kappa_max) and self.kappa_max >= self.kappa),
+             f"kappa_max must be a finite number >= kappa ({self.kappa}) or none, got {self.kappa_max}")
+        for name, allowed in (("spectrum", ("uniform", "loguniform", "clustered", "mix")),
+                              ("rhs", ("solution", "normal", "mix")), ("loss", ("mse", "relative"))):
+            need(getattr(self, name) in allowed, f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.init_scale > 0, f"init_scale must be > 0, got {self.init_scale}")
         need(self.clip_norm is None or self.clip_norm > 0, f"clip_norm must be > 0 or none, got {self.clip_norm}")
@@ -141,6 +156,16 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def kappa_range(self):
+        """``kappa`` as the samplers take it: a number, or ``(kappa, kappa_max)`` (log-uniform)."""
+        return self.kappa if self.kappa_max is None else (self.kappa, self.kappa_max)
+
+    @property
+    def law(self) -> dict:
+        """The data options of :func:`reference.data.sample_systems` other than ``kappa``."""
+        return dict(spectrum=self.spectrum, rhs=self.rhs, normalize_rhs=self.normalize_rhs)
+
 
 # The presets: first guesses, all in one place (SPEC section 6; SPEC section 8 for the optimiser).
 # Each lists every field it sets; fields it does not list keep the TrainConfig defaults above.
@@ -163,6 +188,12 @@ PRESETS: dict[str, dict] = {
                         init_scale=0.05, n_min=2, n_max=9, kappa=10.0, batch_size=512, steps=8000, lr=3e-3,
                         warmup=300, schedule="cosine", clip_norm=10.0, eval_every=1000, ckpt_every=1000),
     # fine-tunes block-mixed (same architecture) on larger systems: --init-from runs/block-mixed/final.npz
+    # issue "a solver for the systems users bring": every family, sizes to 30, kappa log-uniform in [2, 1000],
+    # right-hand sides normalised as solve() feeds them, relative loss (no system family dominates)
+    "broad": dict(parametrization="block", n_layers=4, n_heads=4, n_identity=3, attention_norm="n",
+                  init_scale=0.05, n_min=2, n_max=30, kappa=2.0, kappa_max=1000.0, spectrum="mix", rhs="mix",
+                  normalize_rhs=True, loss="relative", batch_size=512, steps=8000, lr=3e-3, warmup=300,
+                  schedule="cosine", clip_norm=10.0, eval_every=500, ckpt_every=500),
     "block-finetune": dict(parametrization="block", n_layers=4, n_heads=4, n_identity=3, attention_norm="n",
                            init_scale=0.05, n_min=10, n_max=20, kappa=10.0, batch_size=256, steps=1200, lr=1e-3,
                            warmup=50, schedule="cosine", clip_norm=10.0, eval_every=200, ckpt_every=200),
@@ -336,7 +367,7 @@ def evaluation_table(params, mcfg, tcfg: TrainConfig) -> list[dict]:
 
     rows = []
     for n in range(tcfg.n_min, tcfg.n_max + 1):
-        A, b, x, mask = eval_systems(n, tcfg.kappa, tcfg.eval_systems)
+        A, b, x, mask = eval_systems(n, tcfg.kappa_range, tcfg.eval_systems, **tcfg.law)
         x_model = forward(params, mcfg, A, b, mask, jit_compile=False)  # float64
         x_cg = conjugate_gradient(A, b, mcfg.n_layers, mask=mask)
         row = {"n": n}
@@ -347,15 +378,19 @@ def evaluation_table(params, mcfg, tcfg: TrainConfig) -> list[dict]:
     return rows
 
 
-def format_table(rows: list[dict], n_layers: int, kappa: float, n_systems: int) -> str:
-    lines = [f"final evaluation: {n_systems} fresh systems per N, kappa {kappa:g}, x0 = 0; "
-             f"MSE = mean over systems of (1/N)||x_hat - x||^2",
+def format_table(rows: list[dict], n_layers: int, kappa, n_systems: int, metric: str = "mse") -> str:
+    """The final table; ``metric`` "mse" (mean of (1/N)||x_hat - x||^2) or "rel" (mean of ||x_hat - x|| / ||x||)."""
+    kappa = f"{kappa:g}" if isinstance(kappa, (int, float)) else f"log-uniform in [{kappa[0]:g}, {kappa[1]:g}]"
+    what = "MSE = mean over systems of (1/N)||x_hat - x||^2" if metric == "mse" else \
+        "relative error = mean over systems of ||x_hat - x|| / ||x||"
+    lines = [f"final evaluation: {n_systems} fresh systems per N, kappa {kappa}, x0 = 0; {what}",
              f"{'N':>4s}  {f'model ({n_layers} layers)':>18s}  {f'CG-{n_layers}':>12s}  {'zero':>12s}  model/CG"]
     for r in rows:
-        ratio = f"{r['mse_model'] / r['mse_cg']:8.3g}" if r["mse_cg"] > 1e-20 else "  (CG exact: N <= L)"
-        lines.append(f"{r['n']:4d}  {r['mse_model']:18.3e}  {r['mse_cg']:12.3e}  {r['mse_zero']:12.3e}  {ratio}")
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("mse_model", "mse_cg", "mse_zero")}
-    lines.append(f"{'mean':>4s}  {mean['mse_model']:18.3e}  {mean['mse_cg']:12.3e}  {mean['mse_zero']:12.3e}")
+        m, c, z = (r[f"{metric}_{k}"] for k in ("model", "cg", "zero"))
+        ratio = f"{m / c:8.3g}" if r["mse_cg"] > 1e-20 else "  (CG exact: N <= L)"
+        lines.append(f"{r['n']:4d}  {m:18.3e}  {c:12.3e}  {z:12.3e}  {ratio}")
+    mean = {k: float(np.mean([r[f"{metric}_{k}"] for r in rows])) for k in ("model", "cg", "zero")}
+    lines.append(f"{'mean':>4s}  {mean['model']:18.3e}  {mean['cg']:12.3e}  {mean['zero']:12.3e}")
     return "\n".join(lines)
 
 
@@ -389,14 +424,16 @@ def run(tcfg: TrainConfig) -> int:
     out = tcfg.out_dir
     ckpt_path, final_path = os.path.join(out, "ckpt.npz"), os.path.join(out, "final.npz")
     params, extra, step = _load_start(tcfg, mcfg, ckpt_path)
-    trainer = Trainer(mcfg, params, sizes=(tcfg.n_min, tcfg.n_max), kappa=tcfg.kappa, batch_size=tcfg.batch_size,
+    trainer = Trainer(mcfg, params, sizes=(tcfg.n_min, tcfg.n_max), kappa=tcfg.kappa_range, **tcfg.law,
+                      relative_loss=tcfg.loss == "relative", batch_size=tcfg.batch_size,
                       lr=tcfg.lr, total_steps=tcfg.steps, warmup=tcfg.warmup, schedule=tcfg.schedule,
                       clip_norm=tcfg.clip_norm, seed=tcfg.seed, dtype=tcfg.dtype, mode=tcfg.mode,
                       strategy=strategy)
     if extra is not None:
         trainer.set_state(params, extra)
-    eval_batch = trainer.prepare_batch(*sample_systems(tcfg.batch_size, (tcfg.n_min, tcfg.n_max), tcfg.kappa,
-                                                       (tcfg.seed, -1), dtype=tcfg.dtype, jit_compile=False))
+    eval_batch = trainer.prepare_batch(*sample_systems(tcfg.batch_size, (tcfg.n_min, tcfg.n_max), tcfg.kappa_range,
+                                                       (tcfg.seed, -1), **tcfg.law, dtype=tcfg.dtype,
+                                                       jit_compile=False))
     if chief:
         os.makedirs(out, exist_ok=True)
         writer = tf.summary.create_file_writer(os.path.join(out, "tb"))
@@ -451,7 +488,8 @@ def run(tcfg: TrainConfig) -> int:
     save(ckpt_path, with_state=True)
     p = trainer.get_params()
     rows = evaluation_table(p, mcfg, tcfg)
-    print(format_table(rows, mcfg.n_layers, tcfg.kappa, tcfg.eval_systems))
+    print(format_table(rows, mcfg.n_layers, tcfg.kappa_range, tcfg.eval_systems,
+                       "rel" if tcfg.loss == "relative" else "mse"))
     save(final_path, with_state=False, extra_meta={"evaluation": rows})
     if chief:
         print(f"final checkpoint: {final_path}  (resume state: {ckpt_path}; TensorBoard: {os.path.join(out, 'tb')})")
