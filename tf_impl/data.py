@@ -92,7 +92,9 @@ def _sizes(batch: int, n_min: int, n_max: int, seed) -> tf.Tensor:
 
 
 def _spectrum(u, c, family, lo) -> tf.Tensor:
-    """:func:`reference.data.spectrum_from_uniforms` in TF ops: ``u``, ``c`` (B, M), ``family`` (B,) int32, ``lo`` (B,)."""
+    """:func:`reference.data.spectrum_from_uniforms` in TF ops.
+
+    ``u``, ``c`` (B, M) uniforms, ``family`` (B,) int32, ``lo`` (B,) = 1/kappa."""
     lo = lo[:, None]  # (B, 1)
     uni = lo + (1.0 - lo) * u  # (B, M)
     log = tf.exp(u * tf.math.log(lo))  # (B, M): lo ** u

@@ -114,7 +114,8 @@ class Trainer(tf.Module):
 
     def __init__(self, cfg: ModelConfig, params: dict | None = None, *, sizes, kappa=10.0,
                  spectrum: str = "uniform", rhs: str = "solution", normalize_rhs: bool = False,
-                 relative_loss: bool = False, batch_size: int = 64, lr: float = 1e-3, total_steps: int = 1000, warmup: int = 0,
+                 relative_loss: bool = False, batch_size: int = 64, lr: float = 1e-3, total_steps: int = 1000,
+                 warmup: int = 0,
                  schedule: str = "constant", clip_norm: float | None = None, seed: int = 0,
                  dtype=tf.float32, mode: str = "xla", strategy=None, structured: bool = True):
         super().__init__(name="trainer")
