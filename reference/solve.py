@@ -1,15 +1,30 @@
 """``solve(A, b)``: solve SPD systems with a trained linear Transformer (a shipped one by default).
 
     x = reference.solve(A, b)                       # A (N, N) or (B, N, N), b (N,) or (B, N)
+    x = reference.solve(A, b, tol=1e-8)             # passes of the model on the residual until met
+    res = reference.solve(A, b, tol=1e-8, return_info=True)   # SolveResult: x, converged, passes, history
     x = reference.solve(A, b, model="block-n9")     # a shipped model by name
     x = reference.solve(A, b, model="run/final.npz")
     x = reference.solve(A, b, model=(params, cfg))
 
+What a pass is (``docs/conventions.md``, "Solving user systems"): with ``x`` the current answer
+(``x0``, zeros by default) and ``r = b - A x`` its residual, the model is run on the system brought
+to the scale it was trained on, ``A / a`` with ``a`` the largest eigenvalue of ``A`` and ``r``
+scaled to the rms ``rho`` of the model's training right-hand sides, and its answer is scaled back:
+
+    d = (||r|| / (rho sqrt(N) a)) * (f(A/a, r_hat) - f(A/a, -r_hat)) / 2,   r_hat = rho sqrt(N) r / ||r||
+    x <- x + d      if it lowers ||b - A x||, else the pass is rejected (x is kept) and the system stops
+
+so ``solve(c A, s b) = (s/c) solve(A, b)`` and ``solve(A, -b) = -solve(A, b)`` (to rounding), an
+exact ``x0`` is returned unchanged and a good one is improved. Without ``tol`` one pass is made;
+with ``tol``, passes until ``||b - A x|| <= tol ||b||`` or ``max_passes``, each system on its own,
+with a ``UserWarning`` (``strict=True``: :class:`NotConvergedError`) for those that did not get there.
+
 All systems of one call have the same size ``N`` (mixed sizes: pad them yourself and call
-:func:`reference.forward` with a mask). The model gives an approximation whose accuracy depends on
-``N`` and ``cond(A)``: see the results page. ``tf_impl.solve`` is the same function running the
+:func:`reference.forward` with a mask). ``tf_impl.solve`` is the same function running the
 TensorFlow model; both are :func:`solve_with` given a ``forward`` function, and share
-:func:`prepare_inputs` (validation) and :func:`resolve_model` (which model, and its training sizes).
+:func:`prepare_inputs` (validation) and :func:`resolve_model` (which model, its training sizes and
+right-hand-side scale).
 """
 
 from __future__ import annotations
@@ -22,11 +37,11 @@ from typing import NamedTuple
 import numpy as np
 
 from reference.checkpoint import load_checkpoint, load_checkpoint_extra
-from reference.config import ModelConfig
-from reference.data import check_systems
+from reference.config import ModelConfig, is_int, is_real
+from reference.data import check_systems, rhs_rms
 from reference.evaluation import model_can_run
 from reference.model import check_params, forward
-from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_sizes
+from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_law, training_sizes
 
 AUTO_MODELS = ("block-mixed", "block-finetune")
 """The shipped models ``model="auto"`` chooses from, by their training sizes."""
@@ -37,6 +52,7 @@ class ResolvedModel(NamedTuple):
     cfg: ModelConfig
     train_sizes: tuple[int, int] | None  # (n_min, n_max) from the checkpoint's metadata, None if unknown
     label: str  # how error messages name the model
+    law: dict  # the training data law (reference.pretrained.training_law): sets the rhs scale rho
 
 
 def first_not_positive_definite(A) -> int | None:
@@ -108,15 +124,15 @@ def resolve_model(model, n: int) -> ResolvedModel:
 
     ``model``: ``"auto"`` (:func:`auto_model`), a name of :data:`~reference.pretrained.PRETRAINED`,
     a checkpoint path (``str`` or ``os.PathLike``) or a ``(params, cfg)`` tuple (training sizes
-    unknown). Raises ``ValueError`` for an unknown name, a missing or unreadable file, parameters
-    that do not match ``cfg``, and a model that cannot run size ``n`` (a full-encoding model runs
-    only at its own ``n``).
+    unknown, data law assumed the paper's). Raises ``ValueError`` for an unknown name, a missing or
+    unreadable file, parameters that do not match ``cfg``, and a model that cannot run size ``n``
+    (a full-encoding model runs only at its own ``n``).
     """
     if isinstance(model, str) and model == "auto":
         model = auto_model(n)
     if isinstance(model, str) and model in PRETRAINED:
         params, cfg, meta = load_pretrained(model)
-        out = ResolvedModel(params, cfg, training_sizes(meta), f"shipped model {model!r}")
+        out = ResolvedModel(params, cfg, training_sizes(meta), f"shipped model {model!r}", training_law(meta))
     elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if isinstance(model, str) and not os.path.exists(path) and not path.endswith(".npz") and os.sep not in path:
@@ -124,9 +140,10 @@ def resolve_model(model, n: int) -> ResolvedModel:
                              "(or give 'auto', a checkpoint path or (params, cfg))")
         params, cfg = load_checkpoint(path)  # ValueError if missing or unreadable
         meta, _ = load_checkpoint_extra(path)
-        out = ResolvedModel(params, cfg, training_sizes(meta), f"checkpoint {path!r}")
+        out = ResolvedModel(params, cfg, training_sizes(meta), f"checkpoint {path!r}", training_law(meta))
     elif isinstance(model, tuple) and len(model) == 2 and isinstance(model[1], ModelConfig):
-        out = ResolvedModel(check_params(model[0], model[1]), model[1], None, "the given (params, cfg)")
+        out = ResolvedModel(check_params(model[0], model[1]), model[1], None, "the given (params, cfg)",
+                            training_law({}))  # unknown: the paper's law
     else:
         raise ValueError(f"model must be 'auto', a shipped name ({', '.join(PRETRAINED)}), a checkpoint path "
                          f"or a (params, cfg) tuple; got {type(model).__name__}")
@@ -136,45 +153,194 @@ def resolve_model(model, n: int) -> ResolvedModel:
     return out
 
 
-def solve_with(forward_fn, A, b, model="auto", x0=None) -> np.ndarray:
+LANCZOS_ABOVE = 64
+"""Largest eigenvalue: exact (``eigvalsh``) up to this size, Lanczos above."""
+LANCZOS_STEPS = 30
+
+
+def largest_eigenvalue(A) -> np.ndarray:
+    """``lambda_max`` of each SPD matrix of the batch ``A`` (B, N, N), the scale ``solve`` divides ``A`` by.
+
+    ``N <= LANCZOS_ABOVE``: exact, ``np.linalg.eigvalsh`` (``O(N^3)``, about the cost of a few Cholesky
+    factorisations). Above: the largest Ritz value of ``min(N, LANCZOS_STEPS)`` Lanczos steps with full
+    re-orthogonalisation from the start vector ``(1, ..., 1)`` (``O(k N^2)``); it is at most
+    ``lambda_max`` and converges fastest for the extreme eigenvalue. Scale-equivariant: ``c A`` gives
+    ``c lambda_max`` (to rounding).
+    """
+    B, N, _ = A.shape
+    if N <= LANCZOS_ABOVE:
+        return np.linalg.eigvalsh(A)[:, -1]  # (B,)
+    k = min(N, LANCZOS_STEPS)
+    V = np.zeros((B, k + 1, N))
+    alpha, beta = np.zeros((B, k)), np.zeros((B, k))
+    V[:, 0] = 1.0 / np.sqrt(N)
+    for j in range(k):
+        w = np.einsum("bij,bj->bi", A, V[:, j])  # (B, N)
+        alpha[:, j] = np.einsum("bi,bi->b", w, V[:, j])
+        w -= np.einsum("bki,bk->bi", V[:, : j + 1], np.einsum("bki,bi->bk", V[:, : j + 1], w))  # re-orthogonalise
+        w -= np.einsum("bki,bk->bi", V[:, : j + 1], np.einsum("bki,bi->bk", V[:, : j + 1], w))  # twice
+        beta[:, j] = np.linalg.norm(w, axis=1)
+        V[:, j + 1] = w / np.where(beta[:, j] > 0, beta[:, j], 1.0)[:, None]
+    T = np.zeros((B, k, k))
+    idx = np.arange(k)
+    T[:, idx, idx] = alpha
+    T[:, idx[:-1], idx[1:]] = T[:, idx[1:], idx[:-1]] = beta[:, :-1]
+    # an invariant subspace found early (beta = 0) leaves zero rows: Ritz values of the block still bound
+    return np.linalg.eigvalsh(T)[:, -1]  # (B,)
+
+
+class SolveResult(NamedTuple):
+    """What ``solve(..., return_info=True)`` returns (one system: scalars and a 1-D history)."""
+
+    x: np.ndarray  # (B, N) the answer: the iterate with the smallest residual
+    converged: np.ndarray  # (B,) bool: ||b - A x|| <= tol ||b|| (tol=None: True, nothing was asked)
+    passes: np.ndarray  # (B,) int: passes accepted for each system
+    residual: np.ndarray  # (B,) ||b - A x|| / ||b|| of the answer (0 where b = 0)
+    history: np.ndarray  # (B, max_passes + 1) relative residual after each accepted pass, NaN after the last
+    model: str  # which model ran
+
+
+class NotConvergedError(RuntimeError):
+    """``solve(..., tol=..., strict=True)`` did not reach ``tol`` on every system; ``.result`` holds the
+    :class:`SolveResult` (the best answers found)."""
+
+    def __init__(self, message: str, result: SolveResult):
+        super().__init__(message)
+        self.result = result
+
+
+DEFAULT_MAX_PASSES = 100
+
+
+def _rel_residual(A, b, x, b_norm):
+    r = b - np.einsum("bij,bj->bi", A, x)  # (B, N)
+    r_norm = np.linalg.norm(r, axis=1)  # (B,)
+    return r, r_norm / np.where(b_norm > 0, b_norm, 1.0)
+
+
+def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False,
+               strict=False):
     """The body of both ``solve`` functions: validate, resolve the model, warn outside its training
-    sizes, run ``forward_fn(params, cfg, A, b, x0=x0)`` (NumPy in, NumPy out) on the batch."""
-    A, b, x0, single = prepare_inputs(A, b, x0)
-    n = A.shape[1]
+    sizes, run passes of ``forward_fn(params, cfg, A, b)`` (NumPy in, NumPy out) on the residuals
+    (module docstring), each system until it meets ``tol``, stops improving or reaches ``max_passes``."""
+    if tol is not None and not (is_real(tol) and 0 < tol < 1):
+        raise ValueError(f"tol must be a number in (0, 1) or None, got {tol!r}")
+    if max_passes is None:
+        max_passes = 1 if tol is None else DEFAULT_MAX_PASSES
+    if not is_int(max_passes) or max_passes < 1:
+        raise ValueError(f"max_passes must be an int >= 1, got {max_passes!r}")
+    A, b, x, single = prepare_inputs(A, b, x0)
+    B, n = b.shape
     resolved = resolve_model(model, n)
     sizes = resolved.train_sizes
     if sizes is not None and not sizes[0] <= n <= sizes[1]:
         warnings.warn(f"N={n} is outside the training sizes [{sizes[0]}, {sizes[1]}] of {resolved.label}; "
                       "expect a larger error (see the results page)", UserWarning, stacklevel=3)
-    x = np.asarray(forward_fn(resolved.params, resolved.cfg, A, b, x0=x0))
+    rho_sqrt_n = rhs_rms(n, **resolved.law) * math.sqrt(n)  # ||r_hat||: the scale of the model's training b
+    a = largest_eigenvalue(A)  # (B,)
+    A_hat = A / a[:, None, None]  # (B, N, N): largest eigenvalue 1, as in training
+    b_norm = np.linalg.norm(b, axis=1)  # (B,)
+    r, res = _rel_residual(A, b, x, b_norm)  # (B, N), (B,)
+    history = np.full((B, max_passes + 1), np.nan)
+    history[:, 0] = res
+    passes = np.zeros(B, dtype=int)
+    goal = 0.0 if tol is None else tol
+    active = res > goal  # (B,): b = 0 or an exact x0 needs no pass
+    D = np.zeros((B, max_passes, n))  # accepted directions, scaled so that their images A D are orthonormal
+    AD = np.zeros((B, max_passes, n))
+    for _ in range(max_passes):
+        idx = np.flatnonzero(active)
+        if len(idx) == 0:
+            break
+        k = passes[idx]  # (b,): directions so far
+        r_norm = np.linalg.norm(r[idx], axis=1)  # (b,) > 0 for an active system
+        r_hat = r[idx] * (rho_sqrt_n / r_norm)[:, None]  # (b, N): rms rho
+        both = forward_fn(resolved.params, resolved.cfg, np.concatenate([A_hat[idx], A_hat[idx]]),
+                          np.concatenate([r_hat, -r_hat]))  # (2b, N): f(r_hat) and f(-r_hat) in one batch
+        both = np.asarray(both, dtype=np.float64)
+        d = 0.5 * (both[: len(idx)] - both[len(idx):])  # (b, N): odd part, normalised scale
+        d = d * (r_norm / (rho_sqrt_n * a[idx]))[:, None]  # (b, N): the model's correction, user's scale
+        w = np.einsum("bij,bj->bi", A[idx], d)  # (b, N): its image A d
+        w_norm0 = np.linalg.norm(w, axis=1)  # (b,)
+        for _ in range(2):  # Gram-Schmidt of A d against the earlier images, twice (orthogonal to rounding)
+            beta = np.einsum("bkn,bn->bk", AD[idx], w)  # (b, P): zero rows beyond k
+            w = w - np.einsum("bkn,bk->bn", AD[idx], beta)
+            d = d - np.einsum("bkn,bk->bn", D[idx], beta)
+        w_norm = np.linalg.norm(w, axis=1)  # (b,)
+        fresh = np.isfinite(w_norm) & (w_norm > 1e-12 * w_norm0)  # not in the span of the earlier directions
+        w_norm = np.where(fresh, w_norm, 1.0)
+        w, d = w / w_norm[:, None], d / w_norm[:, None]
+        alpha = np.einsum("bn,bn->b", w, r[idx])  # (b,): the step that minimises ||r - alpha A d||
+        x_new = x[idx] + alpha[:, None] * d
+        r_new, res_new = _rel_residual(A[idx], b[idx], x_new, b_norm[idx])
+        better = fresh & np.isfinite(res_new) & (res_new < res[idx])  # a pass that does not help is rejected
+        take = idx[better]
+        x[take], r[take], res[take] = x_new[better], r_new[better], res_new[better]
+        D[take, k[better]], AD[take, k[better]] = d[better], w[better]
+        passes[take] += 1
+        history[take, passes[take]] = res[take]
+        active[idx[~better]] = False  # the same residual would give the same rejected pass again
+        active[take] = res[take] > goal
+        if tol is None:
+            break
+    converged = np.ones(B, dtype=bool) if tol is None else res <= tol
+    result = SolveResult(x, converged, passes, res, history, resolved.label)
+    if not converged.all():
+        bad = np.flatnonzero(~converged)
+        msg = (f"solve did not reach tol={tol:g} on {len(bad)} of {B} system(s) (first: system {bad[0]}, relative "
+               f"residual {res[bad[0]]:.3g} after {passes[bad[0]]} pass(es); worst {res[bad].max():.3g}); "
+               f"{np.sum(passes[bad] == max_passes)} reached max_passes={max_passes}, "
+               f"{np.sum(passes[bad] < max_passes)} stopped when a pass no longer reduced the residual; model: "
+               f"{resolved.label}. The best answer found is returned.")
+        if strict:
+            raise NotConvergedError(msg, _single(result) if single else result)
+        warnings.warn(msg, UserWarning, stacklevel=3)
+    if return_info:
+        return _single(result) if single else result
     return x[0] if single else x
 
 
-def solve(A, b, model="auto", x0=None) -> np.ndarray:
-    """Approximate the solution of ``A x = b`` (``A`` symmetric positive definite) with a trained model.
+def _single(result: SolveResult) -> SolveResult:
+    return SolveResult(*(v[0] for v in result[:5]), result.model)
+
+
+def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False, strict=False):
+    """Solve ``A x = b`` (``A`` symmetric positive definite) with a trained model, to ``tol`` if asked.
 
     Args:
-        A (array_like): one matrix ``(N, N)`` or a batch ``(B, N, N)``. Every system of a call has
-            the same size ``N`` (for mixed sizes, pad and call :func:`reference.forward` with a mask).
-        b (array_like): ``(N,)`` or ``(B, N)``, matching ``A``.
+        A (array_like): one matrix ``(N, N)`` or a batch ``(B, N, N)``, of any scale. Every system of a
+            call has the same size ``N`` (for mixed sizes, pad and call :func:`reference.forward` with a mask).
+        b (array_like): ``(N,)`` or ``(B, N)``, matching ``A``, any scale and direction.
         model (str | os.PathLike | tuple): ``"auto"`` (the shipped block model trained on sizes
             around ``N``: ``block-mixed`` for ``N <= 9``, ``block-finetune`` above), a shipped name
             (``"full-n9"``, ``"block-n9"``, ``"block-mixed"``, ``"block-finetune"``), a checkpoint
             path, or a ``(params, cfg)`` tuple.
-        x0 (array_like | None): optional initial guess, shaped like ``b`` (default zeros).
+        x0 (array_like | None): initial guess, shaped like ``b`` (default zeros): the passes correct its
+            residual, so the exact solution is returned unchanged and a good guess is improved.
+        tol (float | None): ``None`` (default): one pass, the model's approximation. A number in (0, 1):
+            passes until the relative residual ``||b - A x|| / ||b||`` is at most ``tol``.
+        max_passes (int | None): at most this many passes (default 1 without ``tol``, 100 with it).
+        return_info (bool): return a :class:`SolveResult` instead of ``x``.
+        strict (bool): raise :class:`NotConvergedError` instead of warning when ``tol`` is not met.
 
     Returns:
-        ``x_hat`` shaped like ``b``, float64: the model's approximation (not an exact solve; its
-        error depends on ``N`` and ``cond(A)``, see the results page).
+        ``x`` shaped like ``b``, float64: of all the iterates (``x0`` included) the one with the smallest
+        residual; or a :class:`SolveResult` (``return_info=True``).
 
     Raises:
         ValueError: naming the problem: ``A`` not square, ``b``/``x0`` of the wrong shape, NaN/Inf,
             ``A`` not symmetric or not positive definite (the first such system is named), an
             unknown model name, a missing or unreadable checkpoint, weights not shipped in this
-            install, a full-encoding model given another size than its own.
+            install, a full-encoding model given another size than its own, a bad ``tol``/``max_passes``.
+        NotConvergedError: ``strict=True`` and some system did not reach ``tol``.
 
     Warns:
-        UserWarning: ``N`` is outside the sizes the model was trained on (when its checkpoint
-            records them): the model still runs, but expect a larger error.
+        UserWarning: ``tol`` was not reached on some system (how many, the worst residual, why), or
+            ``N`` is outside the sizes the model was trained on (the model still runs).
+
+    Limits: each pass reduces the residual by a factor that depends on the model and on ``cond(A)``:
+    about 10x per 4-layer pass at ``cond(A) = 10``, far less at ``1000``, where ``tol`` may not be
+    reached (then the warning says so). See the results page.
     """
-    return solve_with(forward, A, b, model, x0)
+    return solve_with(forward, A, b, model, x0, tol=tol, max_passes=max_passes, return_info=return_info,
+                      strict=strict)

@@ -13,11 +13,20 @@ import pytest
 
 import reference
 import reference.pretrained as registry_module
+from reference.baselines import conjugate_gradient
 from reference.constructions import richardson_params
-from reference.data import sample_systems
+from reference.data import rhs_rms, sample_systems
 from reference.evaluation import system_errors
 from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_sizes
-from reference.solve import AUTO_MODELS, auto_model, prepare_inputs, resolve_model
+from reference.solve import (
+    AUTO_MODELS,
+    LANCZOS_ABOVE,
+    NotConvergedError,
+    auto_model,
+    largest_eigenvalue,
+    prepare_inputs,
+    resolve_model,
+)
 from tests.helpers import check_tensor
 
 
@@ -62,9 +71,9 @@ def registry(tmp_path, monkeypatch):
     return ship
 
 
-def step_of(x, b):
-    """The Richardson step ``eta`` a model took (x = eta b)."""
-    return float(np.round(np.median(x / b), 12))
+def ran(A, b, **kwargs):
+    """The name of the shipped model ``solve`` ran (read from the result's label)."""
+    return reference.solve(A, b, return_info=True, **kwargs).model.split("'")[1]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -118,17 +127,16 @@ def test_auto_picks_the_model_whose_sizes_cover_n(registry):
     registry("block-mixed", 0.1, 2, 5)
     registry("block-finetune", 0.2, 6, 8)
     assert AUTO_MODELS == ("block-mixed", "block-finetune")
-    for n, eta in ((2, 0.1), (5, 0.1), (6, 0.2), (8, 0.2)):
-        assert auto_model(n) == ("block-mixed" if eta == 0.1 else "block-finetune")
+    for n, name in ((2, "block-mixed"), (5, "block-mixed"), (6, "block-finetune"), (8, "block-finetune")):
+        assert auto_model(n) == name
         A, b, _ = one_size(3, n, seed=n)
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # in range: no warning
-            x = reference.solve(A, b)
-        assert step_of(x, b) == eta, n
+            assert ran(A, b) == name, n
     A, b, _ = one_size(3, 12)
     expect = r"N=12 is outside the training sizes \[6, 8\] of shipped model 'block-finetune'"
     with pytest.warns(UserWarning, match=expect):
-        assert step_of(reference.solve(A, b), b) == 0.2  # beyond every range: the nearest one
+        assert ran(A, b) == "block-finetune"  # beyond every range: the nearest one
 
 
 @pytest.mark.parametrize("shipped, n, expect", [
@@ -139,7 +147,7 @@ def test_auto_falls_back_to_the_one_shipped_model(registry, shipped, n, expect):
     registry(shipped, 0.3, *((2, 5) if shipped == "block-mixed" else (6, 8)))
     A, b, _ = one_size(3, n)
     with pytest.warns(UserWarning, match=expect):
-        assert step_of(reference.solve(A, b), b) == 0.3
+        assert ran(A, b) == shipped
 
 
 def test_auto_takes_a_model_without_recorded_sizes_last(registry):
@@ -147,7 +155,7 @@ def test_auto_takes_a_model_without_recorded_sizes_last(registry):
     A, b, _ = one_size(3, 7)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert step_of(reference.solve(A, b), b) == 0.1
+        assert ran(A, b) == "block-mixed"
     registry("block-finetune", 0.2, 6, 8)
     assert auto_model(3) == "block-finetune"  # a known range, even far away, beats an unknown one
 
@@ -156,37 +164,61 @@ def test_auto_takes_a_model_without_recorded_sizes_last(registry):
 # shapes, model forms, equality with forward
 
 
-def test_batch_and_single_system_equal_forward(small, small_ckpt):
+def one_pass(params, cfg, A, b, x0=None, rho=None):
+    """The documented pass, written out independently of ``solve_with``: normalise, odd part, scale
+    back, best step along the correction, kept only if it lowers the residual."""
+    x0 = np.zeros_like(b) if x0 is None else x0
+    n = b.shape[1]
+    rho = rhs_rms(n) if rho is None else rho  # the paper's law: kappa 10, b = A x
+    a = np.linalg.eigvalsh(A)[:, -1]
+    r = b - np.einsum("bij,bj->bi", A, x0)
+    r_norm = np.linalg.norm(r, axis=1)
+    r_hat = r * (rho * np.sqrt(n) / r_norm)[:, None]
+    A_hat = A / a[:, None, None]
+    d = 0.5 * (reference.forward(params, cfg, A_hat, r_hat) - reference.forward(params, cfg, A_hat, -r_hat))
+    d *= (r_norm / (rho * np.sqrt(n) * a))[:, None]
+    Ad = np.einsum("bij,bj->bi", A, d)
+    alpha = np.einsum("bi,bi->b", Ad, r) / np.einsum("bi,bi->b", Ad, Ad)
+    x = x0 + alpha[:, None] * d
+    better = np.linalg.norm(b - np.einsum("bij,bj->bi", A, x), axis=1) < r_norm
+    return np.where(better[:, None], x, x0)
+
+
+def test_one_pass_is_the_documented_formula(small, small_ckpt):
     params, cfg = small
     A, b, _ = one_size(5, 4, seed=1)
     xb = reference.solve(A, b, model=(params, cfg))
     assert xb.shape == (5, 4) and xb.dtype == np.float64
-    check_tensor("batch vs forward", xb, reference.forward(params, cfg, A, b), rtol=0)
+    check_tensor("batch vs formula", xb, one_pass(params, cfg, A, b), rtol=1e-11, atol=1e-13)
     check_tensor("by str path", reference.solve(A, b, model=str(small_ckpt)), xb, rtol=0)
     check_tensor("by Path", reference.solve(A, b, model=small_ckpt), xb, rtol=0)
     for s in range(5):
         x1 = reference.solve(A[s], b[s], model=small_ckpt)
         assert x1.shape == (4,)
-        check_tensor(f"single {s}", x1, xb[s], rtol=1e-13, atol=1e-15)
+        check_tensor(f"single {s}", x1, xb[s], rtol=1e-12, atol=1e-14)
     # plain lists and integer matrices are accepted (converted to float64)
-    check_tensor("lists", reference.solve(A[0].tolist(), b[0].tolist(), model=small_ckpt), xb[0], rtol=1e-13)
+    check_tensor("lists", reference.solve(A[0].tolist(), b[0].tolist(), model=small_ckpt), xb[0], rtol=1e-12)
     Ai = np.array([[4, 1], [1, 3]])
     check_tensor("ints", reference.solve(Ai, [1, 2], model=small_ckpt),
-                 reference.forward(params, cfg, Ai[None] * 1.0, np.array([[1.0, 2.0]]))[0], rtol=0)
+                 one_pass(params, cfg, Ai[None] * 1.0, np.array([[1.0, 2.0]]))[0], rtol=1e-12)
 
 
-def test_initial_guess(small):
+def test_initial_guess_corrects_its_residual(small):
     params, cfg = small
-    A, b, _ = one_size(4, 5, seed=2)
+    A, b, x = one_size(4, 5, seed=2)
     x0 = np.random.default_rng(0).standard_normal(b.shape)
     check_tensor("x0 batch", reference.solve(A, b, model=(params, cfg), x0=x0),
-                 reference.forward(params, cfg, A, b, x0=x0), rtol=0)
+                 one_pass(params, cfg, A, b, x0), rtol=1e-11, atol=1e-13)
     check_tensor("x0 single", reference.solve(A[1], b[1], model=(params, cfg), x0=x0[1]),
-                 reference.forward(params, cfg, A, b, x0=x0)[1], rtol=1e-13, atol=1e-15)
-    # hand-set weights: one Richardson step from x0, x = x0 - eta (A x0 - b)
-    rich = richardson_params(0.5)
-    expect = x0 - 0.5 * (np.einsum("bij,bj->bi", A, x0) - b)
-    check_tensor("Richardson from x0", reference.solve(A, b, model=rich, x0=x0), expect, rtol=1e-12, atol=1e-14)
+                 one_pass(params, cfg, A, b, x0)[1], rtol=1e-11, atol=1e-13)
+    # the exact solution is returned unchanged (no pass can lower a rounding-level residual much)
+    check_tensor("x0 = x", reference.solve(A, b, model=(params, cfg), x0=x), x, rtol=1e-12, atol=1e-14)
+    # a good guess is improved, never lost: start from CG-3 (N = 5)
+    x_cg = conjugate_gradient(A, b, 3)
+    err0 = np.linalg.norm(x_cg - x, axis=1)
+    res = reference.solve(A, b, model=(params, cfg), x0=x_cg, return_info=True)
+    assert np.all(res.residual <= res.history[:, 0]) and np.all(res.passes == 1)
+    assert np.all(np.linalg.norm(res.x - x, axis=1) < err0), "the model's correction did not improve CG-3"
 
 
 def test_tf_solve_equals_reference_solve(small, small_ckpt):
@@ -199,6 +231,10 @@ def test_tf_solve_equals_reference_solve(small, small_ckpt):
     check_tensor("tf vs reference, batch", tf_impl.solve(A, b, model=small_ckpt, x0=x0), ref, rtol=1e-10, atol=1e-12)
     check_tensor("tf vs reference, single", tf_impl.solve(A[3], b[3], model=small, x0=x0[3]), ref[3],
                  rtol=1e-10, atol=1e-12)
+    mine = tf_impl.solve(A, b, model=small_ckpt, tol=1e-9, return_info=True)
+    theirs = reference.solve(A, b, model=small_ckpt, tol=1e-9, return_info=True)
+    assert mine.converged.all() and np.array_equal(mine.passes, theirs.passes)
+    check_tensor("tf vs reference, to tol", mine.x, theirs.x, rtol=1e-8, atol=1e-12)
     with pytest.warns(UserWarning, match=r"outside the training sizes \[2, 5\]"):
         tf_impl.solve(*one_size(2, 7)[:2], model=small_ckpt)
     with pytest.raises(ValueError, match=r"not positive definite \(system 0\)"):
@@ -281,7 +317,8 @@ def test_full_model_runs_only_at_its_size(tmp_path):
     A, b, _ = one_size(3, 4)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_tensor("full at n=4", reference.solve(A, b, model=path), reference.forward(params, cfg, A, b), rtol=0)
+        check_tensor("full at n=4", reference.solve(A, b, model=path), one_pass(params, cfg, A, b), rtol=1e-11,
+                     atol=1e-13)
     A, b, _ = one_size(3, 5)
     for model in (path, (params, cfg)):
         with pytest.raises(ValueError, match="full-encoding model: it runs only on systems of size n=4, got N=5"):
@@ -343,3 +380,104 @@ def test_shipped_auto_choice():
     if shipped("full-n9"):
         with pytest.raises(ValueError, match="runs only on systems of size n=9"):
             reference.solve(*one_size(2, 5)[:2], model="full-n9")
+
+
+# ------------------------------------------------------------------------------------------------
+# any scale, any sign, passes to a tolerance (both twins)
+
+
+def solvers():
+    import tf_impl
+
+    return [("reference", reference.solve), ("tf_impl", tf_impl.solve)]
+
+
+@pytest.mark.parametrize("twin", ["reference", "tf_impl"])
+def test_scale_equivariant_and_odd(small, twin):
+    solve = dict(solvers())[twin]
+    A, b, _ = one_size(6, 5, seed=4)
+    x = solve(A, b, model=small)
+    for c, s in ((10.0, 10.0), (1e4, 1.0), (1.0, 100.0), (1e-3, 1e-3), (3e-120, 7e90), (2.5e100, 1e-80)):
+        xs = solve(c * A, s * b, model=small)
+        assert np.all(np.isfinite(xs))
+        check_tensor(f"solve({c:g} A, {s:g} b) * {c:g}/{s:g}", xs * (c / s), x, rtol=1e-12,
+                     atol=1e-12 * np.abs(x).max())
+    assert np.array_equal(solve(A, -b, model=small), -x)  # odd part: exact, not only to rounding
+    xt = solve(A, b, model=small, tol=1e-10)
+    check_tensor("to tol, scaled", solve(1e6 * A, -1e-3 * b, model=small, tol=1e-10) * -1e9, xt, rtol=1e-9,
+                 atol=1e-12)
+
+
+@pytest.mark.parametrize("twin", ["reference", "tf_impl"])
+def test_passes_reach_tol_and_never_raise_the_residual(small, twin):
+    solve = dict(solvers())[twin]
+    A, b, x = one_size(8, 5, seed=6, kappa=100.0)  # kappa 100: far outside the small model's training
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # converged: no warning
+        res = solve(A, b, model=small, tol=1e-10, return_info=True)
+    assert res.converged.all() and np.all(res.residual <= 1e-10)
+    true = np.linalg.norm(b - np.einsum("bij,bj->bi", A, res.x), axis=1) / np.linalg.norm(b, axis=1)
+    check_tensor("reported residual", res.residual, true, rtol=1e-6, atol=1e-16)
+    assert np.all(res.passes >= 2) and np.all(res.passes <= 5 + 2)  # N = 5 fresh directions span the space
+    for s in range(8):  # the history is the residual after each accepted pass: decreasing, then NaN
+        h = res.history[s]
+        k = res.passes[s]
+        assert np.all(np.diff(h[: k + 1]) < 0) and np.all(np.isnan(h[k + 1:])) and h[k] == res.residual[s]
+    assert np.max(np.linalg.norm(res.x - x, axis=1) / np.linalg.norm(x, axis=1)) < 1e-7
+    assert res.model == "the given (params, cfg)" and res.history.shape == (8, 101)
+
+
+def test_each_system_stops_on_its_own(small):
+    A, b, x = one_size(4, 5, seed=7)
+    b[1] = 0.0  # b = 0: x = 0 with no pass
+    x0 = np.zeros_like(b)
+    x0[2] = np.linalg.solve(A[2], b[2])  # exact start: no pass needed beyond rounding
+    res = reference.solve(A, b, model=small, x0=x0, tol=1e-9, return_info=True)
+    assert res.converged.all()
+    assert res.passes[1] == 0 and np.all(res.x[1] == 0) and res.residual[1] == 0
+    assert res.passes[2] == 0 and np.array_equal(res.x[2], x0[2])
+    assert res.passes[0] >= 2 and res.passes[3] >= 2
+    one = reference.solve(A[3], b[3], model=small, tol=1e-9, return_info=True)  # alone: the same passes
+    assert one.passes == res.passes[3] and one.x.shape == (5,) and one.history.shape == (101,)
+    check_tensor("alone vs in a batch", one.x, res.x[3], rtol=1e-10, atol=1e-14)
+
+
+def test_a_useless_model_warns_or_raises_and_keeps_the_start(small):
+    params, cfg = small
+    zero = {k: np.zeros_like(v) for k, v in params.items()}  # predicts x0 = 0 whatever the system
+    A, b, _ = one_size(3, 5, seed=8)
+    x0 = 0.1 * np.ones_like(b)
+    with pytest.warns(UserWarning, match=r"did not reach tol=1e-06 on 3 of 3 system\(s\).*0 reached max_passes"
+                                         r".*3 stopped when a pass no longer reduced the residual"):
+        x = reference.solve(A, b, model=(zero, cfg), x0=x0, tol=1e-6)
+    assert np.array_equal(x, x0)  # the best answer found: the start
+    with pytest.raises(NotConvergedError, match="did not reach tol") as err:
+        reference.solve(A[0], b[0], model=(zero, cfg), tol=1e-6, strict=True)
+    assert err.value.result.passes == 0 and not err.value.result.converged and err.value.result.x.shape == (5,)
+    with pytest.warns(UserWarning, match=r"1 reached max_passes=1"):
+        reference.solve(A[:1], b[:1], model=small, tol=1e-12, max_passes=1)
+    x1 = reference.solve(A, b, model=(zero, cfg))  # no tol: one pass, nothing asked, nothing to warn about
+    assert np.array_equal(x1, np.zeros_like(b))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(tol=0.0), r"tol must be a number in \(0, 1\)"), (dict(tol=1.5), "tol must be"),
+    (dict(tol="1e-8"), "tol must be"), (dict(tol=True), "tol must be"),
+    (dict(max_passes=0), "max_passes must be an int >= 1"), (dict(max_passes=2.0), "max_passes must be"),
+])
+def test_bad_tolerance_arguments(small, kwargs, match):
+    A, b, _ = one_size(2, 4)
+    with pytest.raises(ValueError, match=match):
+        reference.solve(A, b, model=small, **kwargs)
+
+
+def test_largest_eigenvalue_exact_then_lanczos():
+    for n in (5, LANCZOS_ABOVE, 90):
+        A, _, _, _ = sample_systems(3, n, 50.0, seed=n)
+        A = A * np.array([1.0, 7.5, 1e-30])[:, None, None]
+        exact = np.linalg.eigvalsh(A)[:, -1]
+        est = largest_eigenvalue(A)
+        assert np.all(est <= exact * (1 + 1e-12)) and np.all(est >= 0.99 * exact), (n, est / exact)
+        if n <= LANCZOS_ABOVE:
+            check_tensor(f"exact at n={n}", est, exact, rtol=1e-14)
+        check_tensor("scale-equivariant", largest_eigenvalue(4.0 * A[:1]), 4.0 * est[:1], rtol=1e-13)

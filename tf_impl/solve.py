@@ -1,15 +1,14 @@
-"""``tf_impl.solve(A, b, model="auto", x0=None)``: :func:`reference.solve.solve` running the TensorFlow model.
+"""``tf_impl.solve(A, b, ...)``: :func:`reference.solve.solve` running the TensorFlow model.
 
-Validation, model resolution (``"auto"``, shipped names, checkpoint paths, ``(params, cfg)``) and
-the out-of-range warning are the reference's (:func:`reference.solve.solve_with`); only the
-forward pass differs: :func:`tf_impl.model.forward` in float64, XLA-compiled.
+Validation, model resolution (``"auto"``, shipped names, checkpoint paths, ``(params, cfg)``), the
+normalisation and odd part of every pass, the passes to ``tol`` and the warnings are the
+reference's (:func:`reference.solve.solve_with`); only the forward pass differs:
+:func:`tf_impl.model.forward` in float64, XLA-compiled.
 """
 
 from __future__ import annotations
 
 import functools
-
-import numpy as np
 
 from reference.solve import solve_with
 from tf_impl.model import forward
@@ -17,9 +16,10 @@ from tf_impl.model import forward
 _forward64 = functools.partial(forward, dtype="float64")  # explicit: equal to reference.solve to ~1e-12
 
 
-def solve(A, b, model="auto", x0=None) -> np.ndarray:
-    """Approximate ``x`` with ``A x = b`` (``A`` SPD) by a trained model, in TensorFlow (float64).
+def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False, strict=False):
+    """Solve ``A x = b`` (``A`` SPD) with a trained model in TensorFlow (float64), to ``tol`` if asked.
 
     Same arguments, result, errors and warnings as :func:`reference.solve.solve`.
     """
-    return solve_with(_forward64, A, b, model, x0)
+    return solve_with(_forward64, A, b, model, x0, tol=tol, max_passes=max_passes, return_info=return_info,
+                      strict=strict)

@@ -61,3 +61,22 @@ def training_sizes(meta) -> tuple[int, int] | None:
         return None
     lo, hi = int(lo), int(hi)
     return (lo, hi) if 1 <= lo <= hi else None
+
+
+def training_law(meta) -> dict:
+    """The data law a model was trained on, from its checkpoint metadata (``train_config``'s ``kappa``,
+    ``kappa_max``, ``spectrum``, ``rhs``, ``normalize_rhs``), as keyword arguments of
+    :func:`reference.data.rhs_rms`; fields the metadata lacks (older checkpoints, ``(params, cfg)``)
+    take the paper's values (``kappa`` 10, uniform spectrum, ``b = A x``, not normalised)."""
+    from reference.config import is_real
+
+    tc = meta.get("train_config") if isinstance(meta, dict) else None
+    tc = tc if isinstance(tc, dict) else {}
+    kappa = tc.get("kappa", 10.0)
+    kappa = float(kappa) if is_real(kappa) else 10.0
+    k_max = tc.get("kappa_max")
+    law = {"kappa": kappa if not is_real(k_max) or float(k_max) == kappa else (kappa, float(k_max))}
+    for key, default in (("spectrum", "uniform"), ("rhs", "solution"), ("normalize_rhs", False)):
+        v = tc.get(key, default)
+        law[key] = v if isinstance(v, type(default)) else default
+    return law
