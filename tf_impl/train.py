@@ -325,7 +325,9 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
     if tcfg.resume and os.path.isfile(ckpt_path):
         params, cfg = load_checkpoint(ckpt_path)
         meta, extra = load_checkpoint_extra(ckpt_path)
-        stored = meta.get("train_config", {})
+        # a field the checkpoint does not record (written before the field existed) had its default
+        defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        stored = {**defaults, **meta.get("train_config", {})}
         diff = sorted(k for k in set(stored) | set(tcfg.to_dict())
                       if k not in RESUME_MAY_CHANGE and stored.get(k) != tcfg.to_dict().get(k))
         if diff or cfg != mcfg:
