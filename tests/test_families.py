@@ -148,7 +148,7 @@ def test_relative_loss_gradient():
         loss, cache = mse_forward(x_hat, x, mask, relative)
         d = (x * x).sum(1) if relative else mask.sum(1)
         check_tensor("loss", loss, np.mean((((x_hat - x) * mask) ** 2).sum(1) / d), rtol=1e-14)
-        (num,) = fd_vjp(lambda xh: mse_forward(xh, x, mask, relative)[0], [x_hat], 1.0)
+        (num,) = fd_vjp(lambda xh, rel=relative: mse_forward(xh, x, mask, rel)[0], [x_hat], 1.0)
         check_grad(f"dL/dx_hat relative={relative}", mse_backward(cache), num, tol=1e-8)
 
 

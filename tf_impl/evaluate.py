@@ -40,7 +40,8 @@ def model_name(path: str, meta: dict, taken: set) -> str:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m tf_impl.evaluate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("checkpoints", nargs="+", help="checkpoint .npz files written by tf_impl.train (or save_checkpoint)")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint .npz files written by tf_impl.train (or "
+                   "save_checkpoint), or names of shipped models (e.g. block-mixed)")
     p.add_argument("--kappa", type=float, nargs="+", default=[10.0], help="condition numbers to evaluate at")
     p.add_argument("--n-min", type=int, default=2, help="smallest system size")
     p.add_argument("--n-max", type=int, default=30, help="largest system size")
@@ -51,7 +52,17 @@ def parse_args(argv=None):
     p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default: all)")
     p.add_argument("--out", default="results/eval", help="output folder")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--robustness", action="store_true",
+                   help="instead: solve() on the families of reference.robustness (kappa, spectrum, right-hand side, "
+                        "scale, Poisson), one pass and to --tol, against CG; writes robustness.json/.md/.png")
+    p.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 9, 15, 20, 30],
+                   help="--robustness: the sizes N")
+    p.add_argument("--tol", type=float, default=1e-8, help="--robustness: the relative residual asked of solve and CG")
     args = p.parse_args(argv)
+    if any(n < 2 for n in args.sizes):
+        p.error(f"--sizes must be >= 2, got {args.sizes}")
+    if not 0 < args.tol < 1:
+        p.error(f"--tol must be in (0, 1), got {args.tol}")
     if not 2 <= args.n_min <= args.n_max:
         p.error(f"need 2 <= --n-min <= --n-max, got {args.n_min}, {args.n_max}")
     if args.n_systems < 2:
@@ -164,12 +175,86 @@ def plot_layers(analyses, path, title):
     plt.close(fig)
 
 
+def checkpoint_path(arg: str) -> str:
+    """A checkpoint path as given, or the file of a shipped model given by its name."""
+    from reference.pretrained import PRETRAINED, pretrained_path
+
+    if arg in PRETRAINED and not os.path.exists(arg):
+        return os.fspath(pretrained_path(arg))
+    return arg
+
+
+def plot_robustness(records, models, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    families = list(dict.fromkeys(r["family"] for r in records))
+    cols = 3
+    rows = math.ceil(len(families) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, family in zip(axes.flat, families, strict=False):  # spare axes stay empty
+        for name in models:
+            pts = sorted((r["n"], r["rel"]) for r in records
+                         if r["family"] == family and r["method"] == name and r["kind"] == "solve")
+            if pts:
+                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=f"{name} (solve)")
+        for method in sorted({r["method"] for r in records if r["kind"] in ("cg", "krylov")}):
+            pts = sorted((r["n"], r["rel"]) for r in records if r["family"] == family and r["method"] == method)
+            ax.plot(*zip(*pts, strict=True), ls="--" if method.startswith("CG") else ":", color="k", label=method)
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=1e-5)  # CG is exact once N <= L: its ~1e-16 would squash the rest
+        ax.set_title(family, fontsize=8)
+        ax.set_xlabel("N")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in axes.flat[len(families):]:
+        ax.axis("off")
+    axes[0][0].set_ylabel("relative error, one pass")
+    axes[0][0].legend(fontsize=6)
+    fig.suptitle("solve() off the training distribution: one pass at equal depth vs CG and the Krylov optimum",
+                 fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main_robustness(args) -> dict:
+    from tqdm import tqdm
+
+    from reference.robustness import FAMILIES, markdown, robustness
+
+    models = {}
+    for arg in args.checkpoints:
+        path = checkpoint_path(arg)
+        meta, _ = load_checkpoint_extra(path)  # raises ValueError naming the problem
+        models[model_name(path, meta, set(models) | {"CG"})] = path
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with tqdm(total=len(FAMILIES) * len(args.sizes), desc="robustness", unit="size") as bar:
+        records = robustness(models, args.sizes, n_systems=args.n_systems, tol=args.tol, progress=bar.update)
+    (out / "robustness.json").write_text(json.dumps({"args": vars(args), "models": models, "records": records},
+                                                    indent=1))
+    md = ["# solve() off the training distribution", "",
+          f"Models: {', '.join(f'`{m}`' for m in models)}; {args.n_systems} systems per (family, N), seed "
+          f"{args.seed}. `solve`: one pass of `reference.solve` (normalised, odd part); `bare`: the model on the "
+          "system as given (the paper's use).", "", markdown(records, models, args.sizes, tol=args.tol)]
+    (out / "robustness.md").write_text("\n".join(md) + "\n")
+    if not args.no_plots:
+        plot_robustness(records, models, out / "robustness.png")
+    print((out / "robustness.md").read_text())
+    print(f"wrote {out}/robustness.json, robustness.md" + ("" if args.no_plots else " and robustness.png"))
+    return {"records": records}
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.robustness:
+        return main_robustness(args)
     from tqdm import tqdm
 
     models, metas = {}, {}
-    for path in args.checkpoints:
+    for path in map(checkpoint_path, args.checkpoints):
         params, cfg = load_checkpoint(path)  # raises ValueError naming the problem
         meta, _ = load_checkpoint_extra(path)
         # a model may not take a baseline's name: records are keyed by (kappa, N, method, iters)
