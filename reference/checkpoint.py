@@ -7,6 +7,11 @@ Layout of the archive:
     ``<param name>``      every parameter, float64 (e.g. ``layers.0.P``)
     ``extra/<name>``      optional arrays a trainer needs to resume (optimizer slots, RNG state)
 
+Loading is defensive (hostile or corrupt files): every entry's header is checked before its data
+is read (dtype, declared size against :data:`MAX_ARRAY_BYTES` / :data:`MAX_TOTAL_BYTES`), the JSON
+texts are bounded, the config's sizes are bounded (:data:`reference.config.LIMITS`) and checked
+against the arrays present; every failure is a ``ValueError`` naming the file.
+
 Writes are atomic: the archive is written to a temporary file in the same folder, flushed to
 disk, then renamed over ``path``, so a crash never leaves a half-written checkpoint.
 """
@@ -28,13 +33,18 @@ _RESERVED = ("__format__", "__config__", "__meta__")
 
 
 def save_checkpoint(path, params, cfg: ModelConfig, meta: dict | None = None, extra: dict | None = None) -> None:
-    """Write ``params`` (validated against ``cfg``), ``cfg``, optional JSON ``meta`` and ``extra`` arrays."""
+    """Write ``params`` (validated against ``cfg``), ``cfg``, optional JSON ``meta`` and ``extra`` arrays
+    (numeric or bool; an object array is refused here, since the loader would refuse it)."""
     params = check_params(params, cfg)
     arrays = {"__format__": np.array(FORMAT), "__config__": np.array(cfg.to_json()),
               "__meta__": np.array(json.dumps(meta or {}, sort_keys=True))}
     arrays.update(params)
     for name, value in (extra or {}).items():
-        arrays[f"extra/{name}"] = np.asarray(value)
+        value = np.asarray(value)
+        if value.dtype.hasobject or value.dtype.kind not in "biufc":
+            raise ValueError(f"extra[{name!r}] has dtype {value.dtype}: only numeric or bool arrays can be saved "
+                             "(the loader never reads object arrays)")
+        arrays[f"extra/{name}"] = value
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -54,45 +64,96 @@ def save_checkpoint(path, params, cfg: ModelConfig, meta: dict | None = None, ex
         raise
 
 
+MAX_ARRAY_BYTES = 256 * 2**20
+"""Largest array a checkpoint may hold (the biggest model here needs well under 1 MiB per array)."""
+MAX_TOTAL_BYTES = 1024 * 2**20
+"""Largest total of the arrays of one checkpoint."""
+MAX_JSON_CHARS = 16 * 2**20
+"""Longest ``__config__`` / ``__meta__`` JSON text."""
+
+
+def _read_entries(path: str) -> dict[str, np.ndarray]:
+    """Every ``.npy`` entry of the zip at ``path``, each header checked before its data is read:
+    a numeric, bool or string dtype (never an object array), a declared size within
+    :data:`MAX_ARRAY_BYTES` and a running total within :data:`MAX_TOTAL_BYTES`, so that a small file
+    declaring a huge array (a zip bomb) is refused without allocating it."""
+    out, total = {}, 0
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                raise ValueError(f"unexpected entry {info.filename!r} (not an .npy array)")
+            name = info.filename[: -len(".npy")]
+            with zf.open(info) as f:
+                version = np.lib.format.read_magic(f)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, fortran, dtype = read_header(f, max_header_size=10000)
+                if dtype.hasobject or dtype.kind not in "biufcSU":
+                    raise ValueError(f"entry {name!r} has dtype {dtype} (object arrays are never loaded)")
+                size = int(np.prod(shape, dtype=object)) * dtype.itemsize
+                total += size
+                if size > MAX_ARRAY_BYTES or total > MAX_TOTAL_BYTES:
+                    raise ValueError(f"entry {name!r} declares {size / 2**20:.0f} MiB (shape {shape}); the limits "
+                                     f"are {MAX_ARRAY_BYTES // 2**20} MiB per array and {MAX_TOTAL_BYTES // 2**20} "
+                                     "MiB per checkpoint")
+                data = f.read(size + 1)
+                if len(data) != size:
+                    raise ValueError(f"entry {name!r} holds {len(data)} bytes, its header declares {size}")
+                arr = np.frombuffer(data, dtype=dtype)
+                out[name] = (arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)).copy()
+    return out
+
+
 def _open(path):
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"checkpoint {path!r} is a directory, not a .npz file")
     if not os.path.isfile(path):
         raise ValueError(f"checkpoint {path!r} does not exist")
     try:
-        data = np.load(path, allow_pickle=False)
-        if not isinstance(data, np.lib.npyio.NpzFile):
-            raise ValueError("a single .npy array, not an .npz archive")
-        with data:
-            contents = {k: data[k] for k in data.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        contents = _read_entries(path)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as e:
         raise ValueError(f"checkpoint {path!r} is not a readable .npz file ({e})") from None
     if "__format__" not in contents or str(contents["__format__"]) != FORMAT:
-        got = str(contents["__format__"]) if "__format__" in contents else "no format tag"
+        got = str(contents["__format__"])[:100] if "__format__" in contents else "no format tag"
         raise ValueError(f"checkpoint {path!r} is not a {FORMAT} checkpoint ({got})")
     for key in ("__config__", "__meta__"):
         if key not in contents:
             raise ValueError(f"checkpoint {path!r} lacks {key}")
+        if contents[key].dtype.kind != "U" or contents[key].shape != () or len(str(contents[key])) > MAX_JSON_CHARS:
+            raise ValueError(f"checkpoint {path!r}: {key} must be one JSON string of at most {MAX_JSON_CHARS} chars")
     return path, contents
+
+
+def _json(path, key: str, text: str):
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        what = "nested too deeply" if isinstance(e, RecursionError) else f"not valid JSON ({e})"
+        raise ValueError(f"checkpoint {path!r}: {key} is {what}") from None
 
 
 def load_checkpoint(path) -> tuple[dict[str, np.ndarray], ModelConfig]:
     """Read ``(params, cfg)``; raises ``ValueError`` if the file is missing, corrupt or inconsistent."""
     path, contents = _open(path)
-    cfg = ModelConfig.from_json(str(contents["__config__"]))
     params = {k: v for k, v in contents.items() if k not in _RESERVED and not k.startswith("extra/")}
     try:
+        fields = _json(path, "__config__", str(contents["__config__"]))
+        cfg = ModelConfig.from_json(json.dumps(fields))
+        n_stored = len({k.split(".")[1] for k in params if k.startswith("layers.")})
+        if cfg.n_layers > n_stored:  # before building anything of the config's size
+            raise ValueError(f"params do not match the config: the config has {cfg.n_layers} layers, the file "
+                             f"holds {n_stored}")
         params = check_params(params, cfg)
     except ValueError as e:
-        raise ValueError(f"checkpoint {path!r}: {e}") from None
+        msg = str(e)
+        raise ValueError(msg if msg.startswith(f"checkpoint {path!r}") else f"checkpoint {path!r}: {msg}") from None
     return params, cfg
 
 
 def load_checkpoint_extra(path) -> tuple[dict, dict[str, np.ndarray]]:
     """Read ``(meta, extra)``: the JSON metadata and the ``extra/`` arrays (for resuming)."""
     path, contents = _open(path)
-    try:
-        meta = json.loads(str(contents["__meta__"]))
-    except json.JSONDecodeError as e:
-        raise ValueError(f"checkpoint {path!r}: __meta__ is not valid JSON ({e})") from None
+    meta = _json(path, "__meta__", str(contents["__meta__"]))
     extra = {k[len("extra/"):]: v for k, v in contents.items() if k.startswith("extra/")}
     return meta, extra

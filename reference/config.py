@@ -27,6 +27,9 @@ def is_real(v) -> bool:
 
 
 PARAMETRIZATIONS = ("block", "full")
+LIMITS = {"n_layers": 1024, "n_heads": 256, "n_identity": 64, "embed_dim": 4096, "n": 4096}
+"""Largest accepted value of each size field: far above any model here, low enough that a hostile or
+corrupt config (``n_layers = 10**9``) is refused before anything is built from it."""
 ATTENTION_NORMS = ("none", "n")
 
 
@@ -60,6 +63,9 @@ class ModelConfig:
         for name in ("n_identity", "embed_dim"):
             v = getattr(self, name)
             need(is_int(v, allow_numpy=False) and v >= 0, f"{name} must be an int >= 0, got {v!r}")
+        for name, limit in LIMITS.items():
+            v = getattr(self, name)
+            need(v is None or v <= limit, f"{name} = {v} is above the limit {limit} (reference.config.LIMITS)")
         need(self.attention_norm in ATTENTION_NORMS,
              f"attention_norm must be one of {ATTENTION_NORMS}, got {self.attention_norm!r}")
         need(isinstance(self.init_scale, (int, float)) and not isinstance(self.init_scale, bool)

@@ -54,6 +54,8 @@ CLUSTER_WIDTH = 0.05  # relative width of each of the two clusters of the "clust
 def parse_kappa(kappa) -> tuple[float, float]:
     """``kappa`` is a number ``k`` or a pair ``(k_min, k_max)`` (log-uniform per system); returns the pair."""
     if is_real(kappa):
+        if not (np.isfinite(kappa) and kappa >= 1):
+            raise ValueError(f"kappa must be a finite number >= 1 (or a pair (kappa_min, kappa_max)), got {kappa!r}")
         lo = hi = float(kappa)
     else:
         try:

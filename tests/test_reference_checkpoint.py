@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -78,7 +80,7 @@ def test_missing_file(tmp_path):
         load_checkpoint(tmp_path / "nope.npz")
     with pytest.raises(ValueError, match="does not exist"):
         load_checkpoint_extra(tmp_path / "nope.npz")
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValueError, match="is a directory, not a .npz file"):
         load_checkpoint(tmp_path)  # a folder is not a checkpoint
 
 
@@ -220,3 +222,99 @@ def test_bad_config_json(tmp_path, config_json, match):
 def test_config_json_round_trip():
     for cfg in CONFIGS.values():
         assert ModelConfig.from_json(cfg.to_json()) == cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# hostile files: refused quickly, without allocating what they declare, with a ValueError naming the file
+
+
+def _zip_with(path, entries: dict):
+    """A zip of raw ``name.npy`` entries: ``entries`` maps names to bytes (an .npy header, data...)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(f"{name}.npy", data)
+
+
+def _npy_bytes(arr) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _valid_entries(cfg=None, meta="{}"):
+    cfg = cfg or CONFIGS["block"]
+    params = init_params(cfg, seed=0)
+    out = {"__format__": _npy_bytes(np.array(FORMAT)), "__config__": _npy_bytes(np.array(cfg.to_json())),
+           "__meta__": _npy_bytes(np.array(meta))}
+    out.update({k: _npy_bytes(v) for k, v in params.items()})
+    return out
+
+
+def _huge_header(shape) -> bytes:
+    """An .npy header declaring a float64 array of ``shape``, followed by only a few bytes of data."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": shape})
+    return buf.getvalue() + b"\0" * 64
+
+
+def test_a_zip_bomb_is_refused_before_allocating(tmp_path):
+    import time
+
+    for shape, what in (((2**29,), "declares 4096 MiB"), ((2**40, 7), "declares"), ((1024, 1024, 300), "MiB")):
+        entries = _valid_entries()
+        entries["extra/bomb"] = _huge_header(shape)
+        path = tmp_path / "bomb.npz"
+        _zip_with(path, entries)
+        t = time.perf_counter()
+        for load in (load_checkpoint, load_checkpoint_extra):
+            with pytest.raises(ValueError, match=f"checkpoint .*bomb.npz.*{what}"):
+                load(path)
+        assert time.perf_counter() - t < 2.0
+
+
+def test_a_truncated_entry_and_an_object_array_are_refused(tmp_path):
+    entries = _valid_entries()
+    entries["layers.0.P"] = _npy_bytes(init_params(CONFIGS["block"], 0)["layers.0.P"])[:-8]
+    _zip_with(tmp_path / "short.npz", entries)
+    with pytest.raises(ValueError, match="holds .* bytes, its header declares"):
+        load_checkpoint(tmp_path / "short.npz")
+    entries = _valid_entries()
+    entries["extra/o"] = _npy_bytes(np.array([{"a": 1}], dtype=object))
+    _zip_with(tmp_path / "obj.npz", entries)
+    with pytest.raises(ValueError, match="object arrays are never loaded"):
+        load_checkpoint_extra(tmp_path / "obj.npz")
+
+
+def test_an_object_array_is_refused_at_save_time(tmp_path):
+    cfg = CONFIGS["block"]
+    with pytest.raises(ValueError, match=r"extra\['o'\] has dtype object"):
+        save_checkpoint(tmp_path / "c.npz", init_params(cfg, 0), cfg, extra={"o": np.array([None, 1], dtype=object)})
+    assert os.listdir(tmp_path) == []
+
+
+def test_huge_configs_are_refused_before_building_anything(tmp_path):
+    import time
+
+    for n_layers in (10**9, 10**7, 2000):
+        fields = json.loads(CONFIGS["block"].to_json())
+        fields["n_layers"] = n_layers
+        entries = _valid_entries()
+        entries["__config__"] = _npy_bytes(np.array(json.dumps(fields)))
+        _zip_with(tmp_path / "big.npz", entries)
+        t = time.perf_counter()
+        with pytest.raises(ValueError, match=r"checkpoint .*big.npz.*n_layers = \d+ is above the limit 1024"):
+            load_checkpoint(tmp_path / "big.npz")
+        assert time.perf_counter() - t < 1.0
+    fields["n_layers"] = 7  # within the limits, but not what the file holds
+    entries["__config__"] = _npy_bytes(np.array(json.dumps(fields)))
+    _zip_with(tmp_path / "big.npz", entries)
+    with pytest.raises(ValueError, match="the config has 7 layers, the file holds 3"):
+        load_checkpoint(tmp_path / "big.npz")
+
+
+def test_deeply_nested_json_is_a_value_error(tmp_path):
+    _zip_with(tmp_path / "deep.npz", _valid_entries(meta="[" * 100000 + "]" * 100000))
+    with pytest.raises(ValueError, match="__meta__ is nested too deeply"):
+        load_checkpoint_extra(tmp_path / "deep.npz")
+    params, cfg = load_checkpoint(tmp_path / "deep.npz")  # the parameters themselves are fine
+    assert cfg == CONFIGS["block"]
