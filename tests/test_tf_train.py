@@ -133,10 +133,10 @@ def test_tiny_run_end_to_end_then_finetune(tmp_path, capsys):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     out = tmp_path / "nan"
     rc = main(FAST + ["--lr", "1e4", "--warmup", "0", "--init-scale", "0.5", "--clip-norm", "none",
-                      "--steps", "50", "--ckpt-every", "1", "--out", str(out)])
+                      "--steps", "50", "--ckpt-every", "1", "--diverge-factor", "0", "--out", str(out)])
     assert rc == 1
     err = capsys.readouterr().err
-    assert "non-finite loss" in err and "last good checkpoint" in err
+    assert "non-finite" in err and "Last good checkpoint" in err
     assert not (out / "final.npz").exists()
     params, _ = ref.load_checkpoint(out / "ckpt.npz")  # loads: all parameters finite (checked on load)
     step = _step_of(out / "ckpt.npz")
@@ -183,3 +183,113 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(tmp_path, capsys):
     assert main(FAST + steps + ["--out", str(out), "--resume", "--lr", "0.5"]) == 2
     err = capsys.readouterr().err
     assert "other settings" in err and "lr: 0.01 -> 0.5" in err
+
+
+# ----------------------------------------------------------------------------------------------
+# faults: divergence, concurrent runs, path spellings, leftovers, one-line errors
+
+
+def test_gradual_divergence_exits_1_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    """float64, lr ramping to 0.3: the loss is fine for ~55 steps (checkpoints every 5), then grows
+    without ever becoming NaN; the run must stop, say so, and keep a checkpoint from before."""
+    out = tmp_path / "div"
+    rc = main(FAST + ["--lr", "0.3", "--warmup", "60", "--steps", "150", "--ckpt-every", "5", "--eval-every", "0",
+                      "--dtype", "float64", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 1 and "the run diverged" in err and "stopping without writing" in err
+    assert not (out / "final.npz").exists()
+    step = _step_of(out / "ckpt.npz")
+    stopped = int(err.split("up to step ")[1].split(" ")[0])
+    assert 5 <= step <= stopped - 20 and f"(step {step})" in err
+    params, cfg = ref.load_checkpoint(out / "ckpt.npz")
+    A, b, x, mask = ref.sample_systems(256, (2, 4), 10.0, seed=1)
+    loss, _ = ref.loss_and_grads(params, cfg, A, b, x, mask)
+    assert loss < 2.0, f"the kept checkpoint is not a good model (loss {loss})"
+
+
+def test_divergence_rule_can_be_turned_off(tmp_path, capsys):
+    out = tmp_path / "off"
+    rc = main(FAST + ["--lr", "0.3", "--warmup", "60", "--steps", "70", "--ckpt-every", "0", "--eval-every", "0",
+                      "--dtype", "float64", "--diverge-factor", "0", "--out", str(out)])
+    assert rc == 0 and (out / "final.npz").exists()  # the user's choice: nothing stops it
+
+
+def _start_slow_run(out, steps=400):
+    cmd = [sys.executable, "-m", "tf_impl.train", *FAST, "--steps", str(steps), "--ckpt-every", "2",
+           "--eval-every", "0", "--out", str(out), "--resume"]
+    env = dict(os.environ, TF_IMPL_TRAIN_STEP_DELAY="0.05")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "ckpt.npz").exists():
+        assert proc.poll() is None, "the run ended early"
+        time.sleep(0.05)
+    return proc
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_a_killed_run_does_not_block(tmp_path, capsys):
+    out = tmp_path / "shared"
+    proc = _start_slow_run(out)
+    try:
+        rc = main(FAST + ["--steps", "5", "--eval-every", "0", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "is in use by a running training run (pid" in err
+        assert err.count("\n") == 1  # one line
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    (out / ".tmp-abc_123.npz").write_bytes(b"half a checkpoint")  # what a kill mid-write leaves
+    (out / ".tmp-notes.txt").write_text("not ours")
+    killed_at = _step_of(out / "ckpt.npz")
+    rc = main(FAST + ["--steps", str(killed_at + 2), "--ckpt-every", "2", "--eval-every", "0", "--out", str(out),
+                      "--resume"])
+    assert rc == 2  # --steps differs from the killed run: refused, but not because of the lock
+    assert "other settings" in capsys.readouterr().err
+    rc = main(FAST + ["--steps", "400", "--ckpt-every", "2", "--eval-every", "0", "--out", str(out), "--resume",
+                      "--eval-systems", "10"])
+    assert rc == 0 and _step_of(out / "final.npz") == 400
+    assert not (out / ".tmp-abc_123.npz").exists() and (out / ".tmp-notes.txt").exists()
+
+
+def test_resume_accepts_any_spelling_of_the_folder(tmp_path, monkeypatch, capsys):
+    args = FAST + ["--steps", "6", "--ckpt-every", "3", "--eval-every", "0", "--eval-systems", "10"]
+    assert main(args + ["--out", str(tmp_path / "r")]) == 0
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("r/", "r", "./r//", str(tmp_path / "r") + "/"):
+        assert main(args + ["--out", spelling, "--resume"]) == 0, capsys.readouterr().err
+        assert "resuming" in capsys.readouterr().out
+
+
+def test_a_checkpoint_without_resume_state_is_a_clear_error(tmp_path, capsys):
+    out = tmp_path / "f"
+    args = FAST + ["--steps", "4", "--eval-every", "0", "--eval-systems", "10", "--out", str(out)]
+    assert main(args) == 0
+    os.replace(out / "final.npz", out / "ckpt.npz")  # final.npz has no extra/step
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "has no resume state (no extra/step)" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("make_out, message", [
+    (lambda p: "", "out must name a folder"),
+    (lambda p: (p / "file.txt").write_text("x") and str(p / "file.txt"), "is a file, not a folder"),
+    (lambda p: (p / "file.txt").write_text("x") and str(p / "file.txt" / "sub"), "cannot write to --out"),
+])
+def test_unusable_out_is_one_line(tmp_path, capsys, make_out, message):
+    assert main(FAST + ["--steps", "2", "--out", make_out(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_the_command_line_is_quiet_by_default():
+    cmd = [sys.executable, "-m", "tf_impl.train", *FAST, "--steps", "2", "--eval-every", "0", "--eval-systems", "5",
+           "--n-max", "3"]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    with __import__("tempfile").TemporaryDirectory() as d:
+        res = subprocess.run(cmd + ["--out", d], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-2000:]
+        noise = [line for line in res.stderr.splitlines() if not line.startswith("train:") and "\r" not in line
+                 and line.strip() and "step/s" not in line and "it/s" not in line and "%|" not in line]
+        assert noise == [], noise
+        res = subprocess.run(cmd + ["--out", d + "/v", "--verbose"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)
+        assert res.returncode == 0 and "cuda" in res.stderr.lower()  # --verbose shows TensorFlow's own lines

@@ -22,6 +22,11 @@ TensorFlow is imported on first use of a TensorFlow-backed name (so ``python -m 
 from __future__ import annotations
 
 import importlib
+import os
+
+# TensorFlow's C++ log lines (a cuInit error without a GPU, XLA notices) are hidden unless the user set
+# TF_CPP_MIN_LOG_LEVEL themselves; python -m tf_impl.train --verbose shows them.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from reference.checkpoint import load_checkpoint, load_checkpoint_extra, save_checkpoint
 from reference.config import ModelConfig

@@ -38,9 +38,9 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import tensorflow as tf
 
 from reference.data import CLUSTER_WIDTH, SPECTRA, check_law, parse_sizes
+from tf_impl._quiet import tf
 from tf_impl.model import as_float_dtype
 
 _ALG = "philox"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 
-import tensorflow as tf
+from tf_impl._quiet import tf
 
 
 def _tf_config() -> dict:

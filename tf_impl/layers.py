@@ -40,9 +40,8 @@ product per head, fused multiply-reduce, the oneDNN / XNNPACK dot flags of ``XLA
 
 from __future__ import annotations
 
-import tensorflow as tf
-
 from reference.layers import block_layout
+from tf_impl._quiet import tf
 
 # ----------------------------------------------------------------------------------------------
 # token layout

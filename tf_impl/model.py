@@ -26,11 +26,11 @@ and run in float64 by default (``dtype=tf.float32`` allowed), compiled with XLA 
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 
 from reference.config import ModelConfig
 from reference.data import check_systems
 from reference.model import check_params, init_params, param_shapes
+from tf_impl._quiet import tf
 from tf_impl.layers import (
     attention,
     attention_readout,

@@ -39,11 +39,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import tensorflow as tf
 
 from reference.config import ModelConfig
 from reference.data import check_law, check_systems, parse_sizes
 from reference.model import check_params
+from tf_impl._quiet import tf
 from tf_impl.data import sample_systems_tf
 from tf_impl.layers import mse_sum
 from tf_impl.model import LinearTransformer, as_float_dtype, loss_and_grads_tensors, model_forward

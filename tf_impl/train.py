@@ -26,7 +26,15 @@ What a run does:
   model, of conjugate gradient with as many iterations as the model has layers, and of the zero
   predictor, on fresh systems (``reference.evaluation.eval_systems``: a seed no run trains on).
 
-Exit status: 0 done, 1 non-finite loss, 2 bad arguments or configuration.
+* stops with exit status 1, writing nothing, when the run diverges: a non-finite gradient norm, or
+  the training loss above ``diverge_factor`` times the zero predictor's loss for ``diverge_patience``
+  steps in a row (checkpoints are never written while the loss is above that threshold);
+* locks ``OUT`` for the run (an OS file lock on ``OUT/.lock``: a second run on the same folder stops
+  with an error; the lock dies with the process, so a killed run never blocks ``--resume``), and
+  removes the temporary files a killed run left in ``OUT``.
+
+Exit status: 0 done, 1 the run diverged (non-finite loss or gradient, or the rule above), 2 bad
+arguments, configuration or output folder.
 The environment variable ``TF_IMPL_TRAIN_STEP_DELAY`` (seconds) sleeps after every step: a hook
 for the resume test, which kills a run mid-way.
 """
@@ -38,6 +46,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sys
 import time
 import types
@@ -104,6 +113,12 @@ class TrainConfig:
     init_from: str | None = _f(None, "checkpoint to start from (block-finetune: required); one with fewer "
                                      "layers is grown: its layers first, then no-op layers (P = 0)", "bookkeeping")
     resume: bool = _f(False, "continue the run in OUT/ckpt.npz if there is one", "bookkeeping")
+    verbose: bool = _f(False, "show TensorFlow's own log lines (hidden by default)", "bookkeeping")
+    diverge_factor: float = _f(10.0, "divergence: stop (exit 1) when the training loss stays above this many times "
+                                     "the zero predictor's loss (x_hat = 0) on the evaluation batch for "
+                                     "diverge_patience steps in a row (0: off)", "bookkeeping")
+    diverge_patience: int = _f(20, "steps in a row above the divergence threshold before the run stops",
+                               "bookkeeping")
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -122,7 +137,7 @@ class TrainConfig:
         need(self.mode in ("xla", "graph", "eager"), f"mode must be 'xla', 'graph' or 'eager', got {self.mode!r}")
         for name in ("n_layers", "n_heads", "batch_size", "eval_systems"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_identity", "embed_dim", "steps", "warmup", "eval_every", "ckpt_every"):
+        for name in ("n_identity", "embed_dim", "steps", "warmup", "eval_every", "ckpt_every", "diverge_patience"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(2 <= self.n_min <= self.n_max, f"sizes must satisfy 2 <= n_min <= n_max, got ({self.n_min}, {self.n_max})")
         need(math.isfinite(self.kappa) and self.kappa >= 1, f"kappa must be a finite number >= 1, got {self.kappa}")
@@ -134,6 +149,9 @@ class TrainConfig:
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.init_scale > 0, f"init_scale must be > 0, got {self.init_scale}")
         need(self.clip_norm is None or self.clip_norm > 0, f"clip_norm must be > 0 or none, got {self.clip_norm}")
+        need(math.isfinite(self.diverge_factor) and (self.diverge_factor == 0 or self.diverge_factor > 1),
+             f"diverge_factor must be 0 (off) or > 1, got {self.diverge_factor}")
+        need(self.out is None or self.out.strip() != "", "out must name a folder (got an empty string)")
         if self.parametrization == "full":
             need(self.n_min == self.n_max, f"the full parametrization trains on one size: n_min = n_max, "
                                            f"got ({self.n_min}, {self.n_max})")
@@ -200,7 +218,8 @@ PRESETS: dict[str, dict] = {
 }
 
 # fields that may differ between an interrupted run and its --resume (they change no number)
-RESUME_MAY_CHANGE = ("resume", "eval_every", "ckpt_every", "eval_systems", "mode")
+RESUME_MAY_CHANGE = ("resume", "verbose", "eval_every", "ckpt_every", "eval_systems", "mode", "diverge_factor",
+                     "diverge_patience", "out")  # out: the folder the checkpoint was read from, however spelled
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,6 +353,9 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
             details = ", ".join(f"{k}: {stored.get(k)!r} -> {tcfg.to_dict().get(k)!r}" for k in diff)
             raise ValueError(f"--resume: {ckpt_path} was written by a run with other settings ({details}); "
                              f"resume with the same settings or use another --out")
+        if "step" not in extra:
+            raise ValueError(f"--resume: {ckpt_path} has no resume state (no extra/step); it is not a checkpoint "
+                             "written during training (final.npz?) - use another --out, or --init-from it")
         step = int(extra["step"])
         print(f"resuming {ckpt_path} at step {step}")
         return params, extra, step
@@ -399,20 +421,58 @@ def format_table(rows: list[dict], n_layers: int, kappa, n_systems: int, metric:
 def _scalar_summary(tag: str, value: float, step: int) -> None:
     """A TensorBoard scalar without the ``tensorboard`` package: ``tf.summary.write`` with the
     metadata of TensorBoard's "scalars" plugin (what ``tf.summary.scalar`` writes when it is installed)."""
-    import tensorflow as tf
     from tensorflow.core.framework import summary_pb2
+
+    from tf_impl._quiet import tf
 
     md = summary_pb2.SummaryMetadata()
     md.plugin_data.plugin_name = "scalars"
     tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=md.SerializeToString())
 
 
+TMP_PATTERN = re.compile(r"^\.tmp-[A-Za-z0-9_]+\.npz$")  # reference.checkpoint's temporary files
+
+
+def prepare_out(out: str):
+    """Create ``out``, take its lock and remove temporary checkpoint files a killed run left there.
+
+    Returns the open lock file (keep it open for the whole run: the OS lock dies with the process, so
+    a run killed by any signal never blocks the next one). Raises ``ValueError`` with one clear line
+    when ``out`` is a file, cannot be created or written, or another live run holds it.
+    """
+    import fcntl
+
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out {out!r} is a file, not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+        lock = open(os.path.join(out, ".lock"), "a+")  # noqa: SIM115 (held open for the run)
+    except OSError as e:
+        raise ValueError(f"cannot write to --out {out!r}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        lock.seek(0)
+        holder = lock.read().strip() or "another process"
+        lock.close()
+        raise ValueError(f"--out {out!r} is in use by a running training run ({holder}); wait for it or use "
+                         "another --out") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"pid {os.getpid()}\n")
+    lock.flush()
+    for name in os.listdir(out):
+        if TMP_PATTERN.match(name):
+            os.remove(os.path.join(out, name))
+    return lock
+
+
 def run(tcfg: TrainConfig) -> int:
-    """Train according to ``tcfg``; returns the exit status (0 done, 1 non-finite loss)."""
-    import tensorflow as tf
+    """Train according to ``tcfg``; returns the exit status (0 done, 1 the run diverged or failed)."""
     from tqdm import tqdm
 
     from reference.checkpoint import save_checkpoint
+    from tf_impl._quiet import tf
     from tf_impl.data import sample_systems
     from tf_impl.distribute import describe, is_chief, select_strategy
     from tf_impl.optim import Trainer
@@ -425,6 +485,7 @@ def run(tcfg: TrainConfig) -> int:
     mcfg = tcfg.model_config()
     out = tcfg.out_dir
     ckpt_path, final_path = os.path.join(out, "ckpt.npz"), os.path.join(out, "final.npz")
+    lock = prepare_out(out) if chief else None  # noqa: F841 (held until the process ends)
     params, extra, step = _load_start(tcfg, mcfg, ckpt_path)
     trainer = Trainer(mcfg, params, sizes=(tcfg.n_min, tcfg.n_max), kappa=tcfg.kappa_range, **tcfg.law,
                       relative_loss=tcfg.loss == "relative", batch_size=tcfg.batch_size,
@@ -437,12 +498,17 @@ def run(tcfg: TrainConfig) -> int:
                                                        (tcfg.seed, -1), **tcfg.law, dtype=tcfg.dtype,
                                                        jit_compile=False))
     if chief:
-        os.makedirs(out, exist_ok=True)
         writer = tf.summary.create_file_writer(os.path.join(out, "tb"))
     else:
         writer = tf.summary.create_noop_writer()
     delay = float(os.environ.get("TF_IMPL_TRAIN_STEP_DELAY", "0") or 0)
     metrics: dict = {}
+    # divergence threshold: the loss of x_hat = 0 on the evaluation batch (the same loss as training's)
+    _, _, x_eval, m_eval = eval_batch
+    d_eval = tf.reduce_sum(x_eval * x_eval * m_eval, axis=1)
+    zero_loss = 1.0 if tcfg.loss == "relative" else float(tf.reduce_mean(d_eval / tf.reduce_sum(m_eval, axis=1)))
+    threshold = tcfg.diverge_factor * zero_loss if tcfg.diverge_factor else math.inf
+    above = 0  # steps in a row with the loss above the threshold
     t_start = time.time()
 
     def save(path, with_state: bool, extra_meta: dict | None = None):
@@ -458,12 +524,22 @@ def run(tcfg: TrainConfig) -> int:
         t_last, s_last = time.time(), step
         while step < tcfg.steps:
             res = trainer.train_step()
+            above = above + 1 if res["loss"] > threshold else 0
+            problem = None
             if not math.isfinite(res["loss"]):
+                problem = f"non-finite loss ({res['loss']}) at step {step}; the parameters were not updated"
+            elif not math.isfinite(res["grad_norm"]):
+                problem = f"non-finite gradient norm ({res['grad_norm']}) at step {step} (loss {res['loss']:.3g}); " \
+                          "the parameters were not updated"
+            elif above >= max(tcfg.diverge_patience, 1):
+                problem = (f"the run diverged: the training loss stayed above {tcfg.diverge_factor:g} x the zero "
+                           f"predictor's loss ({threshold:.3g}) for {above} steps, up to step {step} (loss "
+                           f"{res['loss']:.3g})")
+            if problem is not None:
                 bar.close()
                 last = f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if os.path.isfile(ckpt_path) else "none written"
-                print(f"error: non-finite loss ({res['loss']}) at step {step}; stopping. The parameters were not "
-                      f"updated; last good checkpoint: {last}. Try a smaller --lr or --init-scale.",
-                      file=sys.stderr)
+                print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try a smaller --lr "
+                      "or --init-scale.", file=sys.stderr)
                 return 1
             _scalar_summary("loss", res["loss"], step=step)
             _scalar_summary("grad_norm", res["grad_norm"], step=step)
@@ -481,12 +557,16 @@ def run(tcfg: TrainConfig) -> int:
                 metrics["eval_loss"] = ev
                 _scalar_summary("eval_loss", ev, step=step)
                 bar.write(f"step {step:6d}  train loss {res['loss']:.4e}  eval loss {ev:.4e}  lr {res['lr']:.2e}")
-            if tcfg.ckpt_every and step % tcfg.ckpt_every == 0 and step < tcfg.steps:
-                save(ckpt_path, with_state=True)
+            if tcfg.ckpt_every and step % tcfg.ckpt_every == 0 and step < tcfg.steps and above == 0:
+                save(ckpt_path, with_state=True)  # never while the loss is above the divergence threshold
             if delay:
                 time.sleep(delay)
     writer.flush()
     metrics["train_time_s"] = time.time() - t_start
+    if above:
+        print(f"error: the run ended with the training loss above the divergence threshold ({threshold:.3g}) for "
+              f"the last {above} steps; nothing written. Last good checkpoint: {ckpt_path}", file=sys.stderr)
+        return 1
     save(ckpt_path, with_state=True)
     p = trainer.get_params()
     rows = evaluation_table(p, mcfg, tcfg)
@@ -508,17 +588,29 @@ def _ckpt_step(path: str):
 
 
 def main(argv=None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow is imported
     try:
         tcfg = parse_config(argv)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    quiet_tensorflow(tcfg.verbose)
     try:
         return run(tcfg)
-    except ValueError as e:  # a bad checkpoint, an incompatible --resume / --init-from
+    except ValueError as e:  # a bad checkpoint, an incompatible --resume / --init-from, an unusable --out
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # the disk, during the run
+        print(f"error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}", file=sys.stderr)
+        return 1
+
+
+def quiet_tensorflow(verbose: bool) -> None:
+    """Before TensorFlow is imported: hide its C++ log lines (a ``cuInit`` error on machines without a
+    GPU, XLA notices) unless ``verbose`` or the user set ``TF_CPP_MIN_LOG_LEVEL``."""
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    else:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 if __name__ == "__main__":
