@@ -3,6 +3,9 @@
 
 import json
 import math
+import re
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +17,8 @@ from reference.constructions import richardson_params
 from reference.data import sample_systems
 from reference.evaluation import eval_systems, evaluate, layer_analysis, model_can_run, system_errors
 from tests.helpers import check_tensor
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------------------------
 # Krylov floor
@@ -164,7 +169,7 @@ def test_evaluate_cli_end_to_end(tmp_path, checkpoints):
     from tf_impl import evaluate as ev
 
     out = tmp_path / "out"
-    result = ev.main([*map(str, checkpoints), "--n-max", "6", "--n-systems", "50", "--layer-sizes", "4",
+    result = ev.evaluate_cli([*map(str, checkpoints), "--n-max", "6", "--n-systems", "50", "--layer-sizes", "4",
                       "--kappa", "10", "100", "--out", str(out)])
     data = json.loads((out / "eval.json").read_text())
     assert data["records"] == json.loads(json.dumps(result["records"]))
@@ -192,7 +197,7 @@ def test_evaluate_cli_renames_a_model_called_like_a_baseline(tmp_path, checkpoin
     from tf_impl import evaluate as ev
 
     (tmp_path / "cg.npz").write_bytes(checkpoints[0].read_bytes())
-    result = ev.main([str(tmp_path / "cg.npz"), "--n-max", "3", "--n-systems", "5", "--layer-sizes",
+    result = ev.evaluate_cli([str(tmp_path / "cg.npz"), "--n-max", "3", "--n-systems", "5", "--layer-sizes",
                       "--no-plots", "--out", str(tmp_path / "out")])
     assert set(result["models"]) == {"cg-2"}
     model = [r for r in result["records"] if r["method"] == "cg-2"]
@@ -215,8 +220,44 @@ def test_evaluate_cli_rejects_bad_arguments(tmp_path, checkpoints, args, capsys)
     assert not (tmp_path / "out").exists()  # rejected before any work
 
 
-def test_evaluate_cli_missing_checkpoint(tmp_path):
+def test_evaluate_cli_bad_checkpoints_and_folders_are_one_line(tmp_path, checkpoints, capsys):
     from tf_impl import evaluate as ev
 
-    with pytest.raises(ValueError, match="missing.npz' does not exist"):
-        ev.main([str(tmp_path / "missing.npz"), "--out", str(tmp_path / "out")])
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    (tmp_path / "file").write_text("x")
+    for argv, message in (([str(tmp_path / "missing.npz")], "no checkpoint .*missing.npz.*block-mixed"),
+                          ([str(tmp_path / "junk.npz")], "checkpoint .*junk.npz' is not a readable .npz"),
+                          (["block-nine"], "no checkpoint 'block-nine'.*shipped model")):
+        assert ev.main([*argv, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert re.match(f"error: {message}", err) and err.count("\n") == 1, err
+    for argv in (["--seed", "-1"], ["--out", str(tmp_path / "file")], ["--n-max", "100000"]):
+        with pytest.raises(SystemExit) as e:
+            ev.main([str(checkpoints[0]), *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "error:" in err and "Traceback" not in err
+
+
+def test_evaluate_writes_strict_json_and_defaults_outside_tracked_files(tmp_path, checkpoints, monkeypatch):
+    from tf_impl import evaluate as ev
+
+    assert ev.parse_args([str(checkpoints[0])]).out == "runs/eval"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "runs/eval/eval.json"], cwd=ROOT)
+    assert ignored.returncode == 0, "the default output folder must be ignored by git"
+    ev.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float64(2.0)})
+    text = (tmp_path / "x.json").read_text()
+    assert json.loads(text) == {"a": None, "b": [1.0, None], "c": 2.0} and "NaN" not in text
+
+
+def test_evaluate_accepts_shipped_names(tmp_path, capsys):
+    from reference.pretrained import pretrained_path
+    from tf_impl import evaluate as ev
+
+    try:
+        pretrained_path("block-mixed")
+    except ValueError:
+        pytest.skip("block-mixed weights not shipped")
+    res = ev.evaluate_cli(["block-mixed", "--n-min", "3", "--n-max", "4", "--n-systems", "20", "--layer-sizes",
+                           "--no-plots", "--baselines", "cg", "--out", str(tmp_path / "o")])
+    assert set(res["models"]) == {"block-mixed"}
+    assert "wrote" in capsys.readouterr().out and not list((tmp_path / "o").glob("*.png"))

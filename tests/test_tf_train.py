@@ -293,3 +293,19 @@ def test_the_command_line_is_quiet_by_default():
         res = subprocess.run(cmd + ["--out", d + "/v", "--verbose"], cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=300)
         assert res.returncode == 0 and "cuda" in res.stderr.lower()  # --verbose shows TensorFlow's own lines
+
+
+def test_ctrl_c_message(tmp_path):
+    cmd = [sys.executable, "-m", "tf_impl.train", *FAST, "--steps", "400", "--ckpt-every", "2", "--eval-every", "0",
+           "--out", str(tmp_path / "i")]
+    env = dict(os.environ, TF_IMPL_TRAIN_STEP_DELAY="0.05")
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "i" / "ckpt.npz").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and "last checkpoint at step" in lines[0] and "--resume" in lines[0]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err

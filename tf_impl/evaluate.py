@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--layer-sizes", type=int, nargs="*", default=None,
                    help="sizes N of the layer-by-layer analysis (default: 9 and 20)")
     p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default: all)")
-    p.add_argument("--out", default="results/eval", help="output folder")
+    p.add_argument("--out", default="runs/eval", help="output folder (created; runs/ is not tracked by git)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--robustness", action="store_true",
                    help="instead: solve() on the families of reference.robustness (kappa, spectrum, right-hand side, "
@@ -63,6 +64,16 @@ def parse_args(argv=None):
         p.error(f"--sizes must be >= 2, got {args.sizes}")
     if not 0 < args.tol < 1:
         p.error(f"--tol must be in (0, 1), got {args.tol}")
+    if args.n_max > MAX_N:
+        p.error(f"--n-max must be at most {MAX_N}, got {args.n_max}")
+    if any(n > MAX_N for n in args.sizes) or any(n > MAX_N for n in args.layer_sizes or ()):
+        p.error(f"sizes must be at most {MAX_N}")
+    if not 0 <= args.seed < 2**63:
+        p.error(f"--seed must be an int in [0, 2^63), got {args.seed}")
+    if args.n_systems > 100000:
+        p.error(f"--n-systems must be at most 100000, got {args.n_systems}")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        p.error(f"--out {args.out!r} is a file, not a folder")
     if not 2 <= args.n_min <= args.n_max:
         p.error(f"need 2 <= --n-min <= --n-max, got {args.n_min}, {args.n_max}")
     if args.n_systems < 2:
@@ -75,6 +86,27 @@ def parse_args(argv=None):
     if unknown:
         p.error(f"unknown --baselines {unknown}; choose from {', '.join(BASELINES)}")
     return args
+
+
+MAX_N = 512  # largest size evaluated (test sets are n_systems x N x N float64 arrays)
+
+
+def strict_json(value):
+    """``value`` with every non-finite float replaced by ``None``: ``eval.json`` is strict JSON
+    (no ``NaN`` / ``Infinity``); ``null`` marks a number that was not finite (a model that blew up)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    if isinstance(value, np.generic):
+        return strict_json(value.item())
+    return value
+
+
+def write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(strict_json(value), indent=1, allow_nan=False))
 
 
 def fmt(v: float) -> str:
@@ -176,11 +208,15 @@ def plot_layers(analyses, path, title):
 
 
 def checkpoint_path(arg: str) -> str:
-    """A checkpoint path as given, or the file of a shipped model given by its name."""
+    """A checkpoint path as given, or the file of a shipped model given by its name; ``ValueError``
+    naming the shipped models for anything else."""
     from reference.pretrained import PRETRAINED, pretrained_path
 
     if arg in PRETRAINED and not os.path.exists(arg):
         return os.fspath(pretrained_path(arg))
+    if not os.path.exists(arg):
+        raise ValueError(f"no checkpoint {arg!r}: give a .npz written by tf_impl.train or a shipped model "
+                         f"({', '.join(PRETRAINED)})")
     return arg
 
 
@@ -233,8 +269,7 @@ def main_robustness(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(FAMILIES) * len(args.sizes), desc="robustness", unit="size") as bar:
         records = robustness(models, args.sizes, n_systems=args.n_systems, tol=args.tol, progress=bar.update)
-    (out / "robustness.json").write_text(json.dumps({"args": vars(args), "models": models, "records": records},
-                                                    indent=1))
+    write_json(out / "robustness.json", {"args": vars(args), "models": models, "records": records})
     md = ["# solve() off the training distribution", "",
           f"Models: {', '.join(f'`{m}`' for m in models)}; {args.n_systems} systems per (family, N), seed "
           f"{args.seed}. `solve`: one pass of `reference.solve` (normalised, odd part); `bare`: the model on the "
@@ -247,10 +282,28 @@ def main_robustness(args) -> dict:
     return {"records": records}
 
 
-def main(argv=None) -> dict:
+def evaluate_cli(argv=None) -> dict:
+    """Parse ``argv`` and run: the result (``records`` and more). Bad arguments exit 2 (argparse);
+    a bad checkpoint raises ``ValueError``."""
     args = parse_args(argv)
-    if args.robustness:
-        return main_robustness(args)
+    return main_robustness(args) if args.robustness else evaluate_checkpoints(args)
+
+
+def main(argv=None) -> int:
+    """The command line: exit status 0, or 2 with one ``error:`` line (bad arguments, a bad checkpoint or
+    output folder)."""
+    try:
+        evaluate_cli(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def evaluate_checkpoints(args) -> dict:
     from tqdm import tqdm
 
     models, metas = {}, {}
@@ -275,7 +328,7 @@ def main(argv=None) -> dict:
                     analyses.append((name, layer_analysis(params, cfg, n, kappa, args.n_systems, args.seed)))
     result = {"args": vars(args), "models": metas, "records": records,
               "layers": [{"name": name, **a} for name, a in analyses]}  # a["model"]: its MSE per layer
-    (out / "eval.json").write_text(json.dumps(result, indent=1))
+    write_json(out / "eval.json", result)
     md = ["# Evaluation", "", f"Checkpoints: {', '.join(f'`{m}`' for m in models)}; {args.n_systems} systems per "
           f"(kappa, N), seed {args.seed}; iterative baselines run as many iterations as the model has layers.", "",
           markdown_tables(records, models, args.kappa, sizes), "### Layer by layer", "",
@@ -296,9 +349,9 @@ def main(argv=None) -> dict:
                     plot_layers(sel, out / f"layers_N{n}_kappa{kappa:g}.png",
                                 "What the model learned: error per layer vs CG and the Krylov floor")
     print((out / "eval.md").read_text())
-    print(f"wrote {out}/eval.json, eval.md and plots")
+    print(f"wrote {out}/eval.json, eval.md" + ("" if args.no_plots else " and the plots"))
     return result
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -34,7 +34,8 @@ What a run does:
   removes the temporary files a killed run left in ``OUT``.
 
 Exit status: 0 done, 1 the run diverged (non-finite loss or gradient, or the rule above), 2 bad
-arguments, configuration or output folder.
+arguments, configuration or output folder, 130 interrupted (Ctrl-C: one line says where the last
+checkpoint is; ``--resume`` continues).
 The environment variable ``TF_IMPL_TRAIN_STEP_DELAY`` (seconds) sleeps after every step: a hook
 for the resume test, which kills a run mid-way.
 """
@@ -519,48 +520,59 @@ def run(tcfg: TrainConfig) -> int:
                 "metrics": metrics, **(extra_meta or {})}
         save_checkpoint(path, p, mcfg, meta=meta, extra=state if with_state else None)
 
-    with writer.as_default(), tqdm(total=tcfg.steps, initial=step, desc="train", unit="step",
-                                   dynamic_ncols=True, mininterval=0.5) as bar:
-        t_last, s_last = time.time(), step
-        while step < tcfg.steps:
-            res = trainer.train_step()
-            above = above + 1 if res["loss"] > threshold else 0
-            problem = None
-            if not math.isfinite(res["loss"]):
-                problem = f"non-finite loss ({res['loss']}) at step {step}; the parameters were not updated"
-            elif not math.isfinite(res["grad_norm"]):
-                problem = f"non-finite gradient norm ({res['grad_norm']}) at step {step} (loss {res['loss']:.3g}); " \
-                          "the parameters were not updated"
-            elif above >= max(tcfg.diverge_patience, 1):
-                problem = (f"the run diverged: the training loss stayed above {tcfg.diverge_factor:g} x the zero "
-                           f"predictor's loss ({threshold:.3g}) for {above} steps, up to step {step} (loss "
-                           f"{res['loss']:.3g})")
-            if problem is not None:
-                bar.close()
-                last = f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if os.path.isfile(ckpt_path) else "none written"
-                print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try a smaller --lr "
-                      "or --init-scale.", file=sys.stderr)
-                return 1
-            _scalar_summary("loss", res["loss"], step=step)
-            _scalar_summary("grad_norm", res["grad_norm"], step=step)
-            _scalar_summary("learning_rate", res["lr"], step=step)
-            metrics["train_loss"] = res["loss"]
-            step += 1
-            bar.update(1)
-            now = time.time()
-            if now - t_last >= 0.5 or step == tcfg.steps:
-                rate = (step - s_last) / max(now - t_last, 1e-9)
-                bar.set_postfix(loss=f"{res['loss']:.3e}", steps_per_s=f"{rate:.1f}", refresh=False)
-                t_last, s_last = now, step
-            if tcfg.eval_every and (step % tcfg.eval_every == 0 or step == tcfg.steps):
-                ev = trainer.eval_loss(eval_batch)
-                metrics["eval_loss"] = ev
-                _scalar_summary("eval_loss", ev, step=step)
-                bar.write(f"step {step:6d}  train loss {res['loss']:.4e}  eval loss {ev:.4e}  lr {res['lr']:.2e}")
-            if tcfg.ckpt_every and step % tcfg.ckpt_every == 0 and step < tcfg.steps and above == 0:
-                save(ckpt_path, with_state=True)  # never while the loss is above the divergence threshold
-            if delay:
-                time.sleep(delay)
+    start_step = step
+    print("compiling the train step..." if tcfg.mode != "eager" else "first step...", flush=True)
+    bar = None  # created after the first (compiled) step, so that its rate and time estimate are real
+    try:
+        with writer.as_default():
+            while step < tcfg.steps:
+                res = trainer.train_step()
+                if bar is None:
+                    bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
+                               mininterval=0.5)
+                above = above + 1 if res["loss"] > threshold else 0
+                problem = None
+                if not math.isfinite(res["loss"]):
+                    problem = f"non-finite loss ({res['loss']}) at step {step}; the parameters were not updated"
+                elif not math.isfinite(res["grad_norm"]):
+                    problem = (f"non-finite gradient norm ({res['grad_norm']}) at step {step} (loss "
+                               f"{res['loss']:.3g}); the parameters were not updated")
+                elif above >= max(tcfg.diverge_patience, 1):
+                    problem = (f"the run diverged: the training loss stayed above {tcfg.diverge_factor:g} x the zero "
+                               f"predictor's loss ({threshold:.3g}) for {above} steps, up to step {step} (loss "
+                               f"{res['loss']:.3g})")
+                if problem is not None:
+                    bar.close()
+                    last = (f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if os.path.isfile(ckpt_path)
+                            else "none written")
+                    print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try a smaller "
+                          "--lr or --init-scale.", file=sys.stderr)
+                    return 1
+                _scalar_summary("loss", res["loss"], step=step)
+                _scalar_summary("grad_norm", res["grad_norm"], step=step)
+                _scalar_summary("learning_rate", res["lr"], step=step)
+                metrics["train_loss"] = res["loss"]
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{res['loss']:.3e}", refresh=False)
+                if tcfg.eval_every and (step % tcfg.eval_every == 0 or step == tcfg.steps):
+                    ev = trainer.eval_loss(eval_batch)
+                    metrics["eval_loss"] = ev
+                    _scalar_summary("eval_loss", ev, step=step)
+                    bar.write(f"step {step:6d}  train loss {res['loss']:.4e}  eval loss {ev:.4e}  lr {res['lr']:.2e}")
+                if tcfg.ckpt_every and step % tcfg.ckpt_every == 0 and step < tcfg.steps and above == 0:
+                    save(ckpt_path, with_state=True)  # never while the loss is above the divergence threshold
+                if delay:
+                    time.sleep(delay)
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        last = f"at step {_ckpt_step(ckpt_path)} ({ckpt_path})" if os.path.isfile(ckpt_path) else "none written yet"
+        print(f"interrupted at step {step} (started at {start_step}); last checkpoint {last}; continue with the same "
+              "options and --resume", file=sys.stderr)
+        return 130
+    if bar is not None:
+        bar.close()
     writer.flush()
     metrics["train_time_s"] = time.time() - t_start
     if above:
