@@ -3,7 +3,7 @@
 Pure NumPy, float64, batched over systems, mask-aware. Every iterative solver here
 
 * takes the same initial guess ``x0`` (default zeros) and a number of iterations ``n_iter``
-  (SPEC section 6: a model with ``L`` layers is compared with ``L`` iterations of each solver),
+  (``docs/concepts.md``, section 6: a model with ``L`` layers is compared with ``L`` iterations of each solver),
 * returns the final iterate ``x`` of shape ``(B, M)``, or with ``return_history=True`` the iterates
   ``(B, n_iter + 1, M)`` with ``history[:, 0] = x0`` and ``history[:, k]`` the ``k``-th iterate,
 * keeps padded coordinates exactly 0, and gives a padded system the same result (up to rounding
@@ -31,7 +31,7 @@ Public functions (inputs are validated by :func:`reference.data.check_systems`, 
 and the registry ``BASELINES``: name -> callable with the uniform signature
 ``(A, b, n_iter, mask=None, x0=None, kappa=10.0, return_history=False)``, for evaluation loops.
 ``kappa`` only matters to "richardson" and "chebyshev", which take the spectrum bounds
-``[1/kappa, 1]`` of the project's data (SPEC section 1); the others ignore it.
+``[1/kappa, 1]`` of the project's data (``docs/concepts.md``, section 1); the others ignore it.
 """
 
 from __future__ import annotations

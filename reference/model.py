@@ -186,7 +186,7 @@ def model_backward(dx_hat, cache: ModelCache, cfg: ModelConfig) -> dict[str, np.
 
 
 # ----------------------------------------------------------------------------------------------
-# public API (SPEC section 7)
+# public API (the same names in tf_impl: docs/concepts.md, section 7)
 
 
 def _check(params, cfg, A, b, mask, x0, x=None):

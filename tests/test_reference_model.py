@@ -1,4 +1,5 @@
-"""The whole NumPy model: SPEC conformance against a naive per-token implementation, finite-difference
+"""The whole NumPy model: the contract (docs/concepts.md) checked against a naive per-token implementation,
+finite-difference
 gradients of ``loss_and_grads``, padding invariance (forward, per-layer estimates, loss and gradients)
 and the symmetries of the architecture.
 
@@ -47,7 +48,7 @@ def batch(sizes=SIZES, n_sys=B, seed=0, x0_scale=0.5):
 
 
 # ----------------------------------------------------------------------------------------------
-# naive implementation of SPEC sections 2-4, one system at a time at its own size
+# naive implementation of docs/concepts.md sections 2-4, one system at a time at its own size
 
 
 def naive_block_matrix(p, n, n_groups):
@@ -65,7 +66,7 @@ def naive_block_matrix(p, n, n_groups):
 
 
 def naive_forward_one(params, cfg, A, b, x0, keep_layers=False):
-    """``A`` (N, N), ``b`` and ``x0`` (N,): the SPEC's per-token loops, no padding anywhere."""
+    """``A`` (N, N), ``b`` and ``x0`` (N,): the per-token loops of docs/concepts.md, no padding anywhere."""
     n = A.shape[0]
     if cfg.parametrization == "block":
         eye = np.eye(n)

@@ -1,6 +1,6 @@
 """TensorFlow twin of :mod:`reference` (XLA-compiled training).
 
-Same public names and signatures as the reference (SPEC section 7)::
+Same public names and signatures as the reference (``docs/concepts.md``, section 7)::
 
     ModelConfig                      re-exported from reference (one config class)
     init_params(cfg, seed)           re-exported: the reference's NumPy initialisation

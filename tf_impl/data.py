@@ -1,6 +1,6 @@
 """On-device sampling of random SPD systems with an exact condition number, in TensorFlow ops.
 
-Same distribution as :func:`reference.data.sample_systems` (SPEC section 1, ``docs/conventions.md``),
+Same distribution as :func:`reference.data.sample_systems` (``docs/concepts.md`` section 1, ``docs/conventions.md``),
 different random stream. For a batch padded to ``M = n_max``:
 
     N_s ~ uniform{n_min..n_max}                    one size per system, mask m_s = [i < N_s]

@@ -1,7 +1,7 @@
 """The whole model in TensorFlow: a ``tf.Module`` of ``tf.Variable`` s, pure tensor functions, and the
-NumPy-facing public API of SPEC section 7 (``forward``, ``forward_layers``, ``loss_and_grads``).
+NumPy-facing public API (``docs/concepts.md``, section 7) (``forward``, ``forward_layers``, ``loss_and_grads``).
 
-Equations (SPEC sections 2-5, ``docs/conventions.md``), identical to :mod:`reference.model`:
+Equations (``docs/concepts.md`` sections 2-5, ``docs/conventions.md``), identical to :mod:`reference.model`:
 
     Z_0 = [e_1; ...; e_M; q]                     tokens as rows (B, T, D), query last
     Z_l = Z_{l-1} + c * colmask * sum_h (Z Q_h^T Z_kv^T)(Z_kv P_h^T)        l = 1..L
@@ -164,7 +164,7 @@ class LinearTransformer(tf.Module):
 
 
 # ----------------------------------------------------------------------------------------------
-# public API (SPEC section 7): NumPy in, NumPy out
+# public API (docs/concepts.md, section 7): NumPy in, NumPy out
 
 _COMPILED: dict = {}
 

@@ -186,16 +186,16 @@ class TrainConfig:
         return dict(spectrum=self.spectrum, rhs=self.rhs, normalize_rhs=self.normalize_rhs)
 
 
-# The presets: first guesses, all in one place (SPEC section 6; SPEC section 8 for the optimiser).
+# The presets: first guesses, all in one place (docs/concepts.md, section 6; docs/conventions.md, "Optimiser").
 # Each lists every field it sets; fields it does not list keep the TrainConfig defaults above.
 # attention_norm: "n" for every block preset (they are compared on size generalization; "none" is
-# ~10x more accurate in range but explodes beyond it, SPEC section 3), "none" for the one-size full model.
+# ~10x more accurate in range but explodes beyond it, docs/concepts.md section 3), "none" for the one-size full model.
 PRESETS: dict[str, dict] = {
     # default: block, 3 layers, N in [2, 6]; ~1-2 minutes on a 2-core CPU
     "small": dict(parametrization="block", n_layers=3, n_heads=1, attention_norm="none", init_scale=0.05,
                   n_min=2, n_max=6, kappa=10.0, batch_size=256, steps=3000, lr=5e-3, warmup=150,
                   schedule="cosine", clip_norm=10.0, eval_every=250, ckpt_every=500),
-    # the paper's four experiments (SPEC section 6): the values that trained reference/pretrained/*.npz
+    # the paper's four experiments (docs/concepts.md, section 6): the values that trained reference/pretrained/*.npz
     # (docs/results.md says why: 4 heads and attention_norm "n" for the block models, "none" for full)
     "full-n9": dict(parametrization="full", n_layers=4, n_heads=1, embed_dim=27, attention_norm="none",
                     init_scale=0.02, n_min=9, n_max=9, kappa=10.0, batch_size=512, steps=8000, lr=1e-3,

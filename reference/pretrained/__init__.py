@@ -1,4 +1,5 @@
-"""The shipped models: the paper's four experiments (SPEC section 6) trained by ``python -m tf_impl.train``.
+"""The shipped models: the paper's four experiments (``docs/concepts.md``, section 6) and the broad model,
+trained by ``python -m tf_impl.train``.
 
     from reference.pretrained import PRETRAINED, load_pretrained, training_sizes
     params, cfg, meta = load_pretrained("block-mixed")
