@@ -253,12 +253,15 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
         if len(idx) == 0:
             break
         k = passes[idx]  # (b,): directions so far
-        r_norm = np.linalg.norm(r[idx], axis=1)  # (b,) > 0 for an active system
-        r_hat = r[idx] * (rho_sqrt_n / r_norm)[:, None]  # (b, N): rms rho
-        both = forward_fn(resolved.params, resolved.cfg, np.concatenate([A_hat[idx], A_hat[idx]]),
-                          np.concatenate([r_hat, -r_hat]))  # (2b, N): f(r_hat) and f(-r_hat) in one batch
+        # the model runs on the whole batch every pass (finished systems too, their rows unused): one shape,
+        # so a compiled forward (tf_impl, XLA) is traced once, not once per number of active systems
+        r_norm_all = np.linalg.norm(r, axis=1)  # (B,)
+        r_hat_all = r * (rho_sqrt_n / np.where(r_norm_all > 0, r_norm_all, 1.0))[:, None]  # (B, N): rms rho
+        both = forward_fn(resolved.params, resolved.cfg, np.concatenate([A_hat, A_hat]),
+                          np.concatenate([r_hat_all, -r_hat_all]))  # (2B, N): f(r_hat) and f(-r_hat) in one batch
         both = np.asarray(both, dtype=np.float64)
-        d = 0.5 * (both[: len(idx)] - both[len(idx):])  # (b, N): odd part, normalised scale
+        r_norm = r_norm_all[idx]  # (b,) > 0 for an active system
+        d = 0.5 * (both[idx] - both[B + idx])  # (b, N): odd part, normalised scale
         d = d * (r_norm / (rho_sqrt_n * a[idx]))[:, None]  # (b, N): the model's correction, user's scale
         w = np.einsum("bij,bj->bi", A[idx], d)  # (b, N): its image A d
         w_norm0 = np.linalg.norm(w, axis=1)  # (b,)
