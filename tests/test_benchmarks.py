@@ -1,0 +1,42 @@
+"""Smoke tests of the benchmark scripts: one tiny case each runs and reports sane numbers (the real
+measurements are in results/ and docs/performance.md, not in the timed test suite)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_solve_one_case(tmp_path):
+    from reference.pretrained import pretrained_path
+
+    try:
+        pretrained_path("block-mixed")
+    except ValueError:
+        pytest.skip("block-mixed weights not shipped")
+    bench = load_script("bench_solve")
+    result = bench.main(["--cases", "5x2", "--repeats", "1", "--out", str(tmp_path / "b.json")])
+    (row,) = result["rows"]
+    assert row["n"] == 5 and row["batch"] == 2 and 0 < row["err_model"] < 0.5
+    for key in ("model_ms", "cg_ms", "scipy_cg_ms", "cholesky_ms", "solve_tol_ms", "cg_tol_ms"):
+        assert row[key] > 0, key
+    assert row["solve_tol_converged"] == 1.0 and 1 <= row["cg_iters_same_error"] <= 20
+    assert (tmp_path / "b.json").exists() and "| 5 | 2 |" in bench.markdown(result)
+
+
+def test_bench_block_paths_one_range(tmp_path):
+    bench = load_script("bench_block_paths")
+    result = bench.main(["--sizes", "2-3", "--repeats", "1", "--out", str(tmp_path / "p.json")])
+    (row,) = result["rows"]
+    assert row["structured_fixed_ms"] > 0 and row["dense_fixed_ms"] > 0 and row["speedup_fixed"] > 0
