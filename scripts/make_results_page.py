@@ -1,6 +1,12 @@
-"""Write ``docs/results.md`` from the measured numbers (``results/eval/eval.json``, ``results/depth_study.json``).
+"""Write the results pages from the measured numbers (``results/eval/eval.json``,
+``results/robustness.json``, ``results/depth_study.json``).
 
     python scripts/make_results_page.py
+
+Pages: ``docs/results.md`` (the shipped models, the paper's claims, the verdict against CG, solve off
+the training distribution, in brief), ``docs/results-tables.md`` (every ratio and number, the
+plots), ``docs/results-robustness.md`` (the robustness tables) and ``docs/results-tried.md``
+(what we tried, the depth studies).
 
 Each claim of the paper is checked by a rule written below, against the numbers of the JSON files,
 so the verdicts on the page are computed, never typed by hand. The plots are copied to
@@ -18,6 +24,11 @@ EVAL = ROOT / "results" / "eval"
 DEPTH = ROOT / "results" / "depth_study.json"
 ASSETS = ROOT / "docs" / "assets" / "results"
 PAGE = ROOT / "docs" / "results.md"
+TABLES = ROOT / "docs" / "results-tables.md"
+ROBUST_PAGE = ROOT / "docs" / "results-robustness.md"
+TRIED_PAGE = ROOT / "docs" / "results-tried.md"
+ROBUST = ROOT / "results" / "robustness"
+DEPTH_FAMILY = ROOT / "results" / "depth_family"
 
 
 def mse(records, method, n, kappa=10.0, iters=None):
@@ -111,21 +122,29 @@ def main():
                   f"{m('block-finetune', 15):.2e} vs {m('block-mixed', 15):.2e}); rule: at every one of them.", ""]
 
     # ---- per-N wins and losses against CG
+    tables = ["# Results: every number", "", "Ratio of each model's MSE to CG's at equal depth, then every table "
+              "`python -m tf_impl.evaluate` wrote, then the plots. The summary is on the [results page](results.md).",
+              ""]
     lines += ["## Against conjugate gradient at equal depth", "",
-              "Ratio of the model's MSE to CG's (same systems, CG given as many iterations as the model has layers); "
-              "below 1 the model wins. For N <= layers CG is exact, which no fixed polynomial map can match.", ""]
+              "Where each model's MSE is below CG's with as many iterations as the model has layers (same systems; "
+              "the per-N ratios are on the [tables page](results-tables.md)). For N <= layers CG is exact, which no "
+              "fixed polynomial map can match. Every model was trained at kappa = 10 only: kappa = 100 is outside "
+              "their training distribution.", ""]
     for kappa in kappas:
         head = [name for name in models]
-        lines += [f"### kappa = {kappa:g}", "", "| N | " + " | ".join(f"`{h}`" for h in head) + " |",
-                  "|---|" + "---|" * len(head)]
+        tables += [f"## Model / CG MSE ratio, kappa = {kappa:g}" + (" (outside the training distribution)"
+                                                                    if kappa != 10 else ""), "",
+                   "| N | " + " | ".join(f"`{h}`" for h in head) + " |", "|---|" + "---|" * len(head)]
         for n in ns:
             row = []
             for name in head:
                 a, c = m(name, n, kappa), cg(name, n, kappa)
                 row.append("—" if a is None else ("CG exact" if c < 1e-20 else
                                                    (f"**{a / c:.2g}**" if a < c else f"{a / c:.3g}")))
-            lines.append(f"| {n} | " + " | ".join(row) + " |")
-        lines.append("")
+            tables.append(f"| {n} | " + " | ".join(row) + " |")
+        tables.append("")
+        lines += [f"**kappa = {kappa:g}**" + (" (outside the training distribution)" if kappa != 10 else "") + ":",
+                  ""]
         for name in head:
             wins = [n for n in ns if m(name, n, kappa) is not None and cg(name, n, kappa) >= 1e-20
                     and m(name, n, kappa) < cg(name, n, kappa)]
@@ -134,6 +153,27 @@ def main():
             lines.append(f"- `{name}` beats CG at N = {_ranges(wins) or 'none'}; "
                          f"loses at N = {_ranges(loses) or 'none'}.")
         lines.append("")
+    # no single model everywhere; worse than the zero predictor where that happens
+    span = [n for n in ns if 5 <= n <= 20]
+    single = [name for name in models if all(m(name, n) is not None and m(name, n) < cg(name, n) for n in span)]
+    auto_ok = {"block-mixed", "block-finetune"} <= set(models) and all(
+        m(name, n) < cg(name, n) for n in span for name in ["block-mixed" if n <= 9 else "block-finetune"])
+    lines += [("No single shipped model beats CG at every N from 5 to 20 at kappa = 10"
+               if not single else f"`{'`, `'.join(single)}` beat(s) CG at every N from 5 to 20 at kappa = 10")
+              + ": `model=\"auto\"` in `solve` takes `block-mixed` up to N = 9 and `block-finetune` above, which "
+              + ("together do." if auto_ok else "together do not either."), ""]
+    bad = []
+    for name in models:
+        worse = [n for n in ns if m(name, n) is not None and m(name, n) > mse(recs, "zero", n)]
+        if worse:
+            worst = max(worse, key=lambda n: m(name, n))
+            bad.append(f"`{name}` is worse than the zero predictor at N = {_ranges(worse)} (MSE {m(name, worst):.3g} "
+                       f"at N = {worst}, zero predictor {mse(recs, 'zero', worst):.2f})")
+    if bad:
+        lines += ["Far outside their training sizes the bare models can be worse than predicting 0: "
+                  + "; ".join(bad) + ". `solve` never returns such an answer: a pass that does not lower the "
+                  "residual is rejected.", ""]
+    lines += _robustness_summary()
 
     lines += ["## What the model learned", "",
               "The estimate can be read from the query token after every layer. Each layer is a polynomial map of "
@@ -162,26 +202,89 @@ def main():
               "layers and make almost all the progress in the last one: rather than iterating like CG, the "
               "early layers transform the equation tokens, and the final layer reads a solution out of them "
               "(see the plots below and tutorial 6).", ""]
-    lines += ["## Plots", ""]
+    tables += ["## Plots", ""]
     for p in pngs:
-        lines += [f"![{p.stem}](assets/results/{p.name})", ""]
+        tables += [f"![{p.stem}](assets/results/{p.name})", ""]
+    tried_lines = ["# What we tried", ""]
     if DEPTH.exists():
         d = json.loads(DEPTH.read_text())
-        lines += ["## Loss vs depth", "", (ROOT / "results" / "depth_study.md").read_text(),
+        tried_lines += ["## Loss vs depth (short equal budget)", "", (ROOT / "results" / "depth_study.md").read_text(),
                   "![depth study](assets/results/depth_study.png)", "",
                   f"Command: `python scripts/depth_study.py --preset {d['args']['preset']} --depths "
                   f"{' '.join(map(str, d['args']['depths']))} --steps {d['args']['steps']} "
                   f"--batch-size {d['args']['batch_size']} {' '.join(d['args'].get('extra', []))}".rstrip() + "`",
                   ""]
+    if (DEPTH_FAMILY.with_suffix(".md")).exists():
+        tried_lines += ["## The depth family", "", DEPTH_FAMILY.with_suffix(".md").read_text(), ""]
+        if DEPTH_FAMILY.with_suffix(".png").exists():
+            shutil.copy(DEPTH_FAMILY.with_suffix(".png"), ASSETS / "depth_family.png")
+            tried_lines += ["![depth family](assets/results/depth_family.png)", ""]
     tried = ROOT / "results" / "tried.md"
     if tried.exists():
-        lines += [tried.read_text(), ""]
-    lines += ["## All numbers", "",
-              "The full tables written by `python -m tf_impl.evaluate` (every baseline, every N):",
-              "", (EVAL / "eval.md").read_text().replace("# Evaluation", "", 1), "",
+        tried_lines += [tried.read_text().replace("## What we tried, and why the presets are what they are",
+                                                  "## Why the presets are what they are"), ""]
+    tables += ["## All numbers", "",
+               "The full tables written by `python -m tf_impl.evaluate` (every baseline, every N):",
+               "", (EVAL / "eval.md").read_text().replace("# Evaluation", "", 1), ""]
+    lines += ["## More", "", "- [Every number and plot](results-tables.md)",
+              "- [solve() off the training distribution](results-robustness.md)",
+              "- [What we tried, and the depth studies](results-tried.md)", "",
               "## Regenerate", "", "```bash", (ROOT / "scripts" / "reproduce_paper.sh").read_text().strip(), "```", ""]
-    PAGE.write_text("\n".join(lines))
-    print(f"wrote {PAGE}")
+    for page, text in ((PAGE, lines), (TABLES, tables), (TRIED_PAGE, tried_lines)):
+        page.write_text("\n".join(text))
+        print(f"wrote {page}")
+    if (ROBUST / "robustness.md").exists():
+        if (ROBUST / "robustness.png").exists():
+            shutil.copy(ROBUST / "robustness.png", ASSETS / "robustness.png")
+        body = (ROBUST / "robustness.md").read_text().replace("# solve() off the training distribution", "", 1)
+        ROBUST_PAGE.write_text("\n".join([
+            "# solve() off the training distribution", "",
+            "Each family changes one thing of the paper's law (uniform spectrum, kappa = 10, b = A x). One pass of "
+            "each model through `solve` (normalised, odd part) and bare (the paper's use), against CG and the best "
+            "point of the Krylov space at equal depth; then the work to reach a relative residual of 1e-8. Written "
+            "by `python -m tf_impl.evaluate --robustness` (command at the bottom).", "",
+            "![robustness](assets/results/robustness.png)", "", body, "", "```bash",
+            _robustness_command(json.loads((ROBUST / "robustness.json").read_text())), "```", ""]))
+        print(f"wrote {ROBUST_PAGE}")
+
+
+def _robustness_summary() -> list[str]:
+    """The brief version of the robustness page: for each family, at N = 9 and 20, the best model through
+    ``solve`` against CG at equal depth, and the work to 1e-8."""
+    path = ROBUST / "robustness.json"
+    if not path.exists():
+        return []
+    recs = json.loads(path.read_text())["records"]
+    by = {(r["family"], r["n"], r["method"], r["kind"]): r for r in recs}
+    families = list(dict.fromkeys(r["family"] for r in recs))
+    models = list(dict.fromkeys(r["method"] for r in recs if r["kind"] == "solve"))
+    out = ["## solve() on the systems users bring", "",
+           "One pass of `solve` (relative error, the best model for each case) against CG with as many iterations "
+           "as the model has layers, and what reaching a relative residual of 1e-8 costs: model layers (passes x L) "
+           "vs CG iterations. Full tables: [robustness page](results-robustness.md).", "",
+           "| family | N | best model, one pass | CG-4 | layers to 1e-8 (share met) | CG its |",
+           "|---|---|---|---|---|---|"]
+    for family in families:
+        for n in (9, 20):
+            cands = [(by[(family, n, mdl, "solve")]["rel"], mdl) for mdl in models if (family, n, mdl, "solve") in by]
+            if not cands:
+                continue
+            rel, best = min(cands)
+            cg = by[(family, n, "CG-4", "cg")]["rel"]
+            tt = by[(family, n, best, "to_tol")]
+            cgt = by[(family, n, "CG", "to_tol")]
+            out.append(f"| {family} | {n} | {'**' if rel < cg else ''}{rel:.1e}{'**' if rel < cg else ''} "
+                       f"(`{best}`) | {cg:.1e} | {tt['layers_median']:.0f} ({100 * tt['converged']:.0f}%) | "
+                       f"{cgt['iters_median']:.0f} |")
+    out.append("")
+    return out
+
+
+def _robustness_command(data) -> str:
+    a = data["args"]
+    names = " ".join(data["models"])
+    return (f"python -m tf_impl.evaluate --robustness {names} --sizes {' '.join(map(str, a['sizes']))} "
+            f"--n-systems {a['n_systems']} --tol {a['tol']:g} --out results/robustness")
 
 
 def _ranges(ns):
