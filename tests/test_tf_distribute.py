@@ -1,5 +1,6 @@
 """tf.distribute: the CPU split into two logical devices under MirroredStrategy gives the same loss,
-gradients and training steps as one device for the same global batch.
+gradients and training steps as one device for the same global batch; two worker processes on
+localhost (``TF_CONFIG``, MultiWorkerMirroredStrategy) train like one process, the chief alone writing.
 
 Logical devices must be configured before TensorFlow initialises its devices, so the check runs in
 a fresh subprocess (this test process has long initialised them).
@@ -13,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tf_impl import distribute
@@ -88,3 +90,47 @@ def test_strategy_selection(monkeypatch):
     monkeypatch.setenv("TF_CONFIG", "{not json")
     with pytest.raises(ValueError, match="TF_CONFIG"):
         distribute.n_cluster_tasks()
+
+
+def _free_ports(k):
+    import socket
+
+    socks = [socket.socket() for _ in range(k)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_two_workers_on_localhost_train_like_one_process(tmp_path):
+    """``TF_CONFIG`` with two workers -> MultiWorkerMirroredStrategy: both processes run the same steps,
+    only the chief (worker 0) writes, and the result equals one process on the same global batches."""
+    import reference as ref
+
+    root = ROOT
+    args = ["--n-layers", "2", "--n-min", "2", "--n-max", "4", "--batch-size", "16", "--lr", "0.01", "--warmup", "2",
+            "--steps", "6", "--eval-every", "0", "--ckpt-every", "3", "--eval-systems", "10", "--seed", "3",
+            "--mode", "graph"]
+    single = tmp_path / "single"
+    res = subprocess.run([sys.executable, "-m", "tf_impl.train", *args, "--out", str(single)], cwd=root,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        procs.append(subprocess.Popen([sys.executable, "-m", "tf_impl.train", *args, "--out", str(tmp_path / "multi")],
+                                      cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    devices = [line for line in outs[0][0].splitlines() if line.startswith("devices:")]
+    assert devices and devices[0].endswith("with 2 replica(s)"), devices
+    assert not list((tmp_path / "multi").glob("*.npz.tmp*"))
+    want, _ = ref.load_checkpoint(single / "final.npz")
+    got, _ = ref.load_checkpoint(tmp_path / "multi" / "final.npz")  # written by the chief only
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-6, err_msg=k)
