@@ -83,3 +83,13 @@ def test_quickstart_snippets_run(tmp_path, monkeypatch):
     for i, block in enumerate(blocks):
         exec(compile(block, f"quickstart.md block {i + 1}", "exec"), namespace)  # noqa: S102
     assert (tmp_path / "demo.npz").is_file()
+
+
+def test_no_page_loads_a_script_from_the_network(site):
+    """The site works offline: MathJax is vendored, no page pulls a script from a CDN."""
+    assert (site / "javascripts" / "mathjax" / "tex-mml-chtml.js").is_file()
+    assert (site / "javascripts" / "mathjax" / "output" / "chtml" / "fonts" / "woff-v2").is_dir()
+    for page in site.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        external = re.findall(r'<script[^>]+src="(https?://[^"]+)"', html)
+        assert not external, f"{page.relative_to(site)} loads {external}"

@@ -190,6 +190,11 @@ class TrainConfig:
 # Each lists every field it sets; fields it does not list keep the TrainConfig defaults above.
 # attention_norm: "n" for every block preset (they are compared on size generalization; "none" is
 # ~10x more accurate in range but explodes beyond it, docs/concepts.md section 3), "none" for the one-size full model.
+_PAPER_BLOCK = dict(parametrization="block", n_layers=4, n_heads=4, n_identity=3, attention_norm="n", init_scale=0.05,
+                    kappa=10.0, batch_size=512, steps=8000, lr=3e-3, warmup=300, schedule="cosine", clip_norm=10.0,
+                    eval_every=1000, ckpt_every=1000)
+"""What the paper's block experiments share; each block preset below extends it."""
+
 PRESETS: dict[str, dict] = {
     # default: block, 3 layers, N in [2, 6]; ~1-2 minutes on a 2-core CPU
     "small": dict(parametrization="block", n_layers=3, n_heads=1, attention_norm="none", init_scale=0.05,
@@ -200,22 +205,15 @@ PRESETS: dict[str, dict] = {
     "full-n9": dict(parametrization="full", n_layers=4, n_heads=1, embed_dim=27, attention_norm="none",
                     init_scale=0.02, n_min=9, n_max=9, kappa=10.0, batch_size=512, steps=8000, lr=1e-3,
                     warmup=300, schedule="cosine", clip_norm=10.0, eval_every=1000, ckpt_every=1000),
-    "block-n9": dict(parametrization="block", n_layers=4, n_heads=4, n_identity=3, attention_norm="n",
-                     init_scale=0.05, n_min=9, n_max=9, kappa=10.0, batch_size=512, steps=8000, lr=3e-3,
-                     warmup=300, schedule="cosine", clip_norm=10.0, eval_every=1000, ckpt_every=1000),
-    "block-mixed": dict(parametrization="block", n_layers=4, n_heads=4, n_identity=3, attention_norm="n",
-                        init_scale=0.05, n_min=2, n_max=9, kappa=10.0, batch_size=512, steps=8000, lr=3e-3,
-                        warmup=300, schedule="cosine", clip_norm=10.0, eval_every=1000, ckpt_every=1000),
+    "block-n9": {**_PAPER_BLOCK, "n_min": 9, "n_max": 9},
+    "block-mixed": {**_PAPER_BLOCK, "n_min": 2, "n_max": 9},
     # fine-tunes block-mixed (same architecture) on larger systems: --init-from runs/block-mixed/final.npz
-    # issue "a solver for the systems users bring": every family, sizes to 30, kappa log-uniform in [2, 1000],
+    "block-finetune": {**_PAPER_BLOCK, "n_min": 10, "n_max": 20, "batch_size": 256, "steps": 1200, "lr": 1e-3,
+                       "warmup": 50, "eval_every": 200, "ckpt_every": 200},
+    # the model for solve() on users' systems: every family, sizes to 30, kappa log-uniform in [2, 1000],
     # right-hand sides normalised as solve() feeds them, relative loss (no system family dominates)
-    "broad": dict(parametrization="block", n_layers=4, n_heads=4, n_identity=3, attention_norm="n",
-                  init_scale=0.05, n_min=2, n_max=30, kappa=2.0, kappa_max=1000.0, spectrum="mix", rhs="mix",
-                  normalize_rhs=True, loss="relative", batch_size=512, steps=8000, lr=3e-3, warmup=300,
-                  schedule="cosine", clip_norm=10.0, eval_every=500, ckpt_every=500),
-    "block-finetune": dict(parametrization="block", n_layers=4, n_heads=4, n_identity=3, attention_norm="n",
-                           init_scale=0.05, n_min=10, n_max=20, kappa=10.0, batch_size=256, steps=1200, lr=1e-3,
-                           warmup=50, schedule="cosine", clip_norm=10.0, eval_every=200, ckpt_every=200),
+    "broad": {**_PAPER_BLOCK, "n_min": 2, "n_max": 30, "kappa": 2.0, "kappa_max": 1000.0, "spectrum": "mix",
+              "rhs": "mix", "normalize_rhs": True, "loss": "relative", "eval_every": 500, "ckpt_every": 500},
 }
 
 # fields that may differ between an interrupted run and its --resume (they change no number)
