@@ -261,3 +261,36 @@ def test_evaluate_accepts_shipped_names(tmp_path, capsys):
                            "--no-plots", "--baselines", "cg", "--out", str(tmp_path / "o")])
     assert set(res["models"]) == {"block-mixed"}
     assert "wrote" in capsys.readouterr().out and not list((tmp_path / "o").glob("*.png"))
+
+
+def test_plots_have_integer_ticks_and_titles_inside_the_figure(tmp_path, checkpoints):
+    """The layer plot and the error-vs-N plot: integer ticks on the layer / size axis, every title
+    within the figure's bounds (nothing cut off), the layer plot's y-range fitted to its data."""
+    from tf_impl import evaluate as ev
+
+    res = ev.evaluate_cli([*map(str, checkpoints), "--n-max", "6", "--n-systems", "20", "--layer-sizes", "4",
+                           "--out", str(tmp_path / "o")])
+    sel = [(a["name"], a) for a in res["layers"]]
+    fig = ev.plot_layers(sel, tmp_path / "l.png", "What the model learned: error per layer vs CG and the Krylov floor")
+    fig2 = ev.plot_error_vs_n(res["records"], {k: reference.load_checkpoint(p) for k, p in
+                                               zip(("blk", "full"), checkpoints, strict=True)}, 10.0,
+                              tmp_path / "e.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    for f in (fig, fig2):
+        renderer = FigureCanvasAgg(f).get_renderer()
+        f.draw(renderer)
+        box = f.bbox
+        texts = [ax.title for ax in f.axes] + ([f._suptitle] if f._suptitle is not None else [])
+        for t in texts:
+            if t.get_text():
+                e = t.get_window_extent(renderer)
+                assert e.x0 >= box.x0 - 1 and e.x1 <= box.x1 + 1 and e.y1 <= box.y1 + 1, t.get_text()
+        for ax in f.axes:
+            if ax.axison:
+                ticks = [v for v in ax.get_xticks() if ax.get_xlim()[0] <= v <= ax.get_xlim()[1]]
+                assert ticks and all(float(v).is_integer() for v in ticks), ticks
+    for ax in fig.axes:
+        if ax.axison:
+            lo, hi = ax.get_ylim()
+            assert lo > 1e-13 and hi < 10  # fitted to the data (MSE in [~1e-3, 1]), not down to 1e-10

@@ -174,6 +174,10 @@ def plot_error_vs_n(records, models, kappa, path):
     ax.plot([r["n"] for r in zero], [r["mse"] for r in zero], ":", color="grey", label="zero predictor")
     ax.set_yscale("log")
     ax.set_ylim(bottom=1e-8)
+    shallowest = min(cfg.n_layers for _, cfg in models.values())
+    ax.axvspan(min(r["n"] for r in records) - 0.5, shallowest + 0.5, color="grey", alpha=0.12,
+               label=f"N <= {shallowest}: CG exact")
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("system size N")
     ax.set_ylabel("MSE  (1/N)||x_hat - x||^2")
     ax.set_title(f"Error vs size, kappa = {kappa:g} (same systems for every method)")
@@ -182,29 +186,42 @@ def plot_error_vs_n(records, models, kappa, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def plot_layers(analyses, path, title):
+    """One panel per model (two per row, each large enough to read): MSE after each layer against CG
+    after each iteration and the Krylov floor; integer layer ticks, the y-range fitted to the data."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(analyses), figsize=(4.2 * len(analyses), 4), squeeze=False)
-    for ax, (name, a) in zip(axes[0], analyses, strict=True):
+    cols = min(2, len(analyses))
+    rows = -(-len(analyses) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 4.2 * rows + 0.6), squeeze=False)
+    for ax, (name, a) in zip(axes.flat, analyses, strict=False):
         k = np.arange(len(a["model"]))
         ax.semilogy(k, a["model"], "o-", label=f"{name}: after layer k")
         ax.semilogy(k, np.maximum(a["cg"], 1e-32), "s--", label="CG: after iteration k")
         ax.semilogy(k, np.maximum(a["krylov_best"], 1e-32), "^:", label="best point of x0 + K_k (2-norm)")
-        ax.set_title(f"{name}, N={a['n']}, kappa={a['kappa']:g}", fontsize=9)
+        ax.set_title(f"{name}, N={a['n']}, kappa={a['kappa']:g}", fontsize=10)
         ax.set_xlabel("layer / iteration k")
-        ax.set_ylim(bottom=1e-10)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        data = np.concatenate([np.asarray(a[key], dtype=float) for key in ("model", "cg", "krylov_best")])
+        data = data[np.isfinite(data) & (data > 0)]
+        if data.size:  # fitted to the data, floored where CG becomes exact (N <= k)
+            ax.set_ylim(max(data.min(), 1e-12) / 3, data.max() * 3)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=8)
+    for ax in axes.flat[len(analyses):]:
+        ax.axis("off")
     axes[0][0].set_ylabel("MSE")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=11, wrap=True)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return fig
 
 
 def checkpoint_path(arg: str) -> str:
