@@ -137,23 +137,15 @@ def test_wrong_format(tmp_path, fmt, match):
         load_checkpoint(path)
 
 
-def test_no_format_tag(tmp_path):
+@pytest.mark.parametrize(("key", "match"), [("__format__", "no format tag"), ("__config__", "lacks __config__"),
+                                            ("__meta__", "lacks __meta__")])
+def test_missing_reserved_entry(tmp_path, key, match):
     cfg = CONFIGS["block"]
     arrays = raw_arrays(cfg, init_params(cfg, seed=1))
-    del arrays["__format__"]
+    del arrays[key]
     path = tmp_path / "ckpt.npz"
     np.savez(path, **arrays)
-    with pytest.raises(ValueError, match="no format tag"):
-        load_checkpoint(path)
-
-
-def test_missing_config(tmp_path):
-    cfg = CONFIGS["block"]
-    arrays = raw_arrays(cfg, init_params(cfg, seed=1))
-    del arrays["__config__"]
-    path = tmp_path / "ckpt.npz"
-    np.savez(path, **arrays)
-    with pytest.raises(ValueError, match="lacks __config__"):
+    with pytest.raises(ValueError, match=match):
         load_checkpoint(path)
 
 
