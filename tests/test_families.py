@@ -167,3 +167,9 @@ def test_relative_loss_twins_agree():
     for k in grads_ref:
         check_tensor(k, grads[k], grads_ref[k], rtol=1e-9, atol=1e-12)
     assert abs(ref.loss_and_grads(params, cfg, *batch)[0] - loss_ref) > 0.1 * loss_ref  # not the MSE
+    import tf_impl
+
+    loss_tf, grads_tf = tf_impl.loss_and_grads(params, cfg, *batch, relative=True)  # the public twin too
+    check_tensor("relative loss, tf_impl.loss_and_grads", loss_tf, loss_ref, rtol=1e-12)
+    for k in grads_ref:
+        check_tensor(k, grads_tf[k], grads_ref[k], rtol=1e-9, atol=1e-12)

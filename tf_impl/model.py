@@ -169,17 +169,21 @@ class LinearTransformer(tf.Module):
 _COMPILED: dict = {}
 
 
-def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool, structured: bool = True):
-    """One ``tf.function`` per (kind, cfg, dtype, jit, path): traced once per input shape, then reused."""
-    key = (kind, cfg, dtype, bool(jit_compile), bool(structured))
+def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool, structured: bool = True,
+              relative: bool = False):
+    """One ``tf.function`` per (kind, cfg, dtype, jit, path, loss): traced once per input shape, then reused."""
+    key = (kind, cfg, dtype, bool(jit_compile), bool(structured), bool(relative))
     fn = _COMPILED.get(key)
     if fn is None:
         if kind == "forward":
             def body(weights, A, b, maskf, x0):
                 return model_forward(weights, cfg, A, b, maskf, x0, keep_layers=True, structured=structured)
         else:
+            def loss_fn(x_hat, x, maskf):
+                return mse(x_hat, x, maskf, relative)
+
             def body(weights, A, b, x, maskf, x0):
-                return loss_and_grads_tensors(weights, cfg, A, b, x, maskf, x0, structured=structured)
+                return loss_and_grads_tensors(weights, cfg, A, b, x, maskf, x0, loss_fn, structured=structured)
         fn = _COMPILED[key] = tf.function(body, jit_compile=bool(jit_compile))
     return fn
 
@@ -215,10 +219,11 @@ def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=
     return _compiled("forward", cfg, dtype, jit_compile, structured)(w, A, b, maskf, x0).numpy()
 
 
-def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, dtype=tf.float64,
-                   jit_compile: bool = True, structured: bool = True):
-    """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2``; grads have the params' keys
-    and shapes (NumPy arrays of ``dtype``), the loss is a Python float."""
+def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=True, relative=False,
+                   dtype=tf.float64, jit_compile: bool = True):
+    """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2`` (``relative``: ``/ ||x_s||^2``,
+    as :func:`reference.model.loss_and_grads`); grads have the params' keys and shapes (NumPy arrays of
+    ``dtype``), the loss is a Python float."""
     dtype, w, A, b, maskf, x0, x = _prepare(params, cfg, A, b, mask, x0, x, dtype)
-    loss, grads = _compiled("loss_and_grads", cfg, dtype, jit_compile, structured)(w, A, b, x, maskf, x0)
+    loss, grads = _compiled("loss_and_grads", cfg, dtype, jit_compile, structured, relative)(w, A, b, x, maskf, x0)
     return float(loss.numpy()), {k: grads[k].numpy() for k in param_shapes(cfg)}
