@@ -152,8 +152,9 @@ def markdown(records, models, sizes, families=None, tol: float = 1e-8) -> str:
                         row.append("")
                         continue
                     cg = by[(family, n, f"CG-{r['layers']}", "cg")]["rel"]
-                    cell = f"{r['rel']:.2e}"
-                    row.append(f"**{cell}**" if kind == "solve" and r["rel"] < cg else cell)
+                    rel = r["rel"] if r["rel"] is not None else float("inf")  # null in JSON: not finite
+                    cell = f"{rel:.2e}" if np.isfinite(rel) else "overflow"
+                    row.append(f"**{cell}**" if kind == "solve" and rel < cg else cell)
             row += [f"{by[(family, n, f'CG-{L}', 'cg')]['rel']:.2e}" for L in depths]
             row += [f"{by[(family, n, f'Krylov-{L}', 'krylov')]['rel']:.2e}" for L in depths]
             out.append("| " + " | ".join(row) + " |")

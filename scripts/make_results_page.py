@@ -171,8 +171,10 @@ def main():
                        f"at N = {worst}, zero predictor {mse(recs, 'zero', worst):.2f})")
     if bad:
         lines += ["Far outside their training sizes the bare models can be worse than predicting 0: "
-                  + "; ".join(bad) + ". `solve` never returns such an answer: a pass that does not lower the "
-                  "residual is rejected.", ""]
+                  + "; ".join(bad) + ". `solve` never returns an answer with a larger residual than its start (a pass "
+                  "that does not lower the residual is rejected), but a smaller residual is not a smaller error: "
+                  "one pass of `block-n9` through `solve` still has a relative error above 1 at N = 3 (the "
+                  "[robustness page](results-robustness.md)). Use the model made for the size, or `tol`.", ""]
     lines += _robustness_summary()
 
     lines += ["## What the model learned", "",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PRETRAINED = ("full-n9", "block-n9", "block-mixed", "block-finetune")
+PRETRAINED = ("full-n9", "block-n9", "block-mixed", "block-finetune", "broad")
 """Names of the shipped models, also the ``--preset`` names of ``python -m tf_impl.train``."""
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
