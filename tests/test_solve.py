@@ -126,7 +126,7 @@ def test_load_pretrained_from_the_registry(registry):
 def test_auto_picks_the_model_whose_sizes_cover_n(registry):
     registry("block-mixed", 0.1, 2, 5)
     registry("block-finetune", 0.2, 6, 8)
-    assert AUTO_MODELS == ("block-mixed", "block-finetune")
+    assert AUTO_MODELS == ("block-mixed", "block-finetune", "broad")  # broad is not in this registry
     for n, name in ((2, "block-mixed"), (5, "block-mixed"), (6, "block-finetune"), (8, "block-finetune")):
         assert auto_model(n) == name
         A, b, _ = one_size(3, n, seed=n)
@@ -369,14 +369,30 @@ def test_shipped_models_load_and_beat_the_zero_predictor(name):
     assert mse < 0.05, f"{name} at N={n}: MSE {mse}"
 
 
-@pytest.mark.skipif(not all(shipped(n) for n in AUTO_MODELS), reason="block-mixed/block-finetune not shipped")
+@pytest.mark.skipif(not all(shipped(n) for n in AUTO_MODELS), reason="the auto models are not all shipped")
 def test_shipped_auto_choice():
-    for n, name in ((2, "block-mixed"), (9, "block-mixed"), (10, "block-finetune"), (20, "block-finetune")):
+    for n, name in ((2, "block-mixed"), (9, "block-mixed"), (10, "block-finetune"), (20, "block-finetune"),
+                    (21, "broad"), (30, "broad")):
         assert auto_model(n) == name
         A, b, _ = one_size(4, n)
         check_tensor(f"auto N={n}", reference.solve(A, b), reference.solve(A, b, model=name), rtol=0)
-    with pytest.warns(UserWarning, match=r"outside the training sizes \[10, 20\] of shipped model 'block-finetune'"):
-        reference.solve(*one_size(2, 25)[:2])
+    with pytest.warns(UserWarning, match=r"outside the training sizes \[2, 30\] of shipped model 'broad'"):
+        reference.solve(*one_size(2, 33)[:2])
+
+
+@pytest.mark.skipif(not shipped("broad"), reason="broad not shipped")
+def test_broad_model_reads_its_law_and_solves_ill_conditioned_systems_to_tol():
+    """broad was trained on normalised right-hand sides (rho = 1) and every family; on kappa = 1000 systems
+    of size 25 one pass beats the zero predictor and the passes reach 1e-8."""
+    params, cfg, meta = load_pretrained("broad")
+    assert training_sizes(meta) == (2, 30)
+    resolved = resolve_model("broad", 25)
+    assert resolved.law["normalize_rhs"] and resolved.law["kappa"] == (2.0, 1000.0)
+    A, b, x = one_size(16, 25, seed=5, kappa=1000.0)
+    res = reference.solve(A, b, model="broad", tol=1e-8, return_info=True)
+    assert res.converged.all() and np.all(res.residual <= 1e-8)
+    one = reference.solve(A, b, model="broad")
+    assert np.mean(np.linalg.norm(one - x, axis=1) / np.linalg.norm(x, axis=1)) < 0.5
     if shipped("full-n9"):
         with pytest.raises(ValueError, match="runs only on systems of size n=9"):
             reference.solve(*one_size(2, 5)[:2], model="full-n9")
