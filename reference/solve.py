@@ -332,8 +332,8 @@ def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info
         strict (bool): raise :class:`NotConvergedError` instead of warning when ``tol`` is not met.
 
     Returns:
-        ``x`` shaped like ``b``, float64: of all the iterates (``x0`` included) the one with the smallest
-        residual; or a :class:`SolveResult` (``return_info=True``).
+        np.ndarray | SolveResult: ``x`` shaped like ``b`` (float64), of all the iterates (``x0`` included)
+            the one with the smallest residual; or a :class:`SolveResult` when ``return_info=True``.
 
     Raises:
         ValueError: naming the problem: ``A`` not square, ``b``/``x0`` of the wrong shape, NaN/Inf,
