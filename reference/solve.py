@@ -224,7 +224,7 @@ def _rel_residual(A, b, x, b_norm):
 
 
 def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False,
-               strict=False):
+               strict=False) -> np.ndarray | SolveResult:
     """The body of both ``solve`` functions: validate, resolve the model, warn outside its training
     sizes, run passes of ``forward_fn(params, cfg, A, b)`` (NumPy in, NumPy out) on the residuals
     (module docstring), each system until it meets ``tol``, stops improving or reaches ``max_passes``."""
@@ -312,7 +312,8 @@ def _single(result: SolveResult) -> SolveResult:
     return SolveResult(*(v[0] for v in result[:5]), result.model)
 
 
-def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False, strict=False):
+def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False,
+          strict=False) -> np.ndarray | SolveResult:
     """Solve ``A x = b`` (``A`` symmetric positive definite) with a trained model, to ``tol`` if asked.
 
     Args:
@@ -332,8 +333,8 @@ def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info
         strict (bool): raise :class:`NotConvergedError` instead of warning when ``tol`` is not met.
 
     Returns:
-        np.ndarray | SolveResult: ``x`` shaped like ``b`` (float64), of all the iterates (``x0`` included)
-            the one with the smallest residual; or a :class:`SolveResult` when ``return_info=True``.
+        ``x`` shaped like ``b`` (float64), of all the iterates (``x0`` included) the one with the smallest
+        residual; or a :class:`SolveResult` when ``return_info=True``.
 
     Raises:
         ValueError: naming the problem: ``A`` not square, ``b``/``x0`` of the wrong shape, NaN/Inf,

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import functools
 
-from reference.solve import solve_with
+import numpy as np
+
+from reference.solve import SolveResult, solve_with
 from tf_impl.model import forward
 
 _forward64 = functools.partial(forward, dtype="float64")  # explicit: equal to reference.solve to ~1e-12
 
 
-def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False, strict=False):
+def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False,
+          strict=False) -> np.ndarray | SolveResult:
     """Solve ``A x = b`` (``A`` SPD) with a trained model in TensorFlow (float64), to ``tol`` if asked.
 
     Same arguments, result, errors and warnings as :func:`reference.solve.solve`.
