@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 
@@ -29,6 +30,9 @@ from reference.config import ModelConfig
 from reference.model import check_params
 
 FORMAT = "linear-transformer-solver/1"
+TMP_PREFIX, TMP_SUFFIX = ".tmp-", ".npz"  # the temporary file of an atomic write (tempfile.mkstemp's random middle)
+TMP_PATTERN = re.compile(rf"^{re.escape(TMP_PREFIX)}[A-Za-z0-9_]+{re.escape(TMP_SUFFIX)}$")
+"""Names of the temporary files a write killed mid-way can leave (``tf_impl.train`` removes them)."""
 _RESERVED = ("__format__", "__config__", "__meta__")
 
 
@@ -48,7 +52,7 @@ def save_checkpoint(path, params, cfg: ModelConfig, meta: dict | None = None, ex
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)

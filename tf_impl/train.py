@@ -41,7 +41,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import sys
 import time
 
@@ -154,9 +153,6 @@ def _scalar_summary(tag: str, value: float, step: int) -> None:
     tf.summary.write(tag, tf.constant(value, tf.float32), step=step, metadata=md.SerializeToString())
 
 
-TMP_PATTERN = re.compile(r"^\.tmp-[A-Za-z0-9_]+\.npz$")  # reference.checkpoint's temporary files
-
-
 def prepare_out(out: str):
     """Create ``out``, take its lock and remove temporary checkpoint files a killed run left there.
 
@@ -165,6 +161,8 @@ def prepare_out(out: str):
     when ``out`` is a file, cannot be created or written, or another live run holds it.
     """
     import fcntl
+
+    from reference.checkpoint import TMP_PATTERN
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out!r} is a file, not a folder")
