@@ -299,7 +299,10 @@ def test_ctrl_c_message(tmp_path):
     cmd = [sys.executable, "-m", "tf_impl.train", *FAST, "--steps", "400", "--ckpt-every", "2", "--eval-every", "0",
            "--out", str(tmp_path / "i")]
     env = dict(os.environ, TF_IMPL_TRAIN_STEP_DELAY="0.05")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a shell that runs the suite in the background starts it with SIGINT ignored, and Python keeps an
+    # inherited SIG_IGN: give the child the default disposition, as a terminal would
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "i" / "ckpt.npz").exists():
         time.sleep(0.05)
