@@ -10,6 +10,7 @@ Glossary of dimensions: B systems, M padded size (= N here: one size at a time),
 
 from __future__ import annotations
 
+import inspect
 import zlib
 
 import numpy as np
@@ -49,7 +50,8 @@ def eval_systems(n: int, kappa, n_systems: int, seed: int = EVAL_SEED, **law):
                           **law)
 
 
-_LAW_DEFAULTS = {"spectrum": "uniform", "rhs": "solution", "normalize_rhs": False}
+_LAW_DEFAULTS = {k: p.default for k, p in inspect.signature(sample_systems).parameters.items()
+                 if k in ("spectrum", "rhs", "normalize_rhs")}  # the paper's law
 
 
 def model_can_run(cfg: ModelConfig, n: int) -> bool:
@@ -90,6 +92,31 @@ def evaluate(models: dict, sizes, kappas, n_systems=1000, seed=EVAL_SEED, baseli
             if progress is not None:
                 progress()
     return records
+
+
+def model_vs_cg(params, cfg: ModelConfig, sizes, kappa, n_systems: int, forward=None, seed: int = EVAL_SEED,
+                **law) -> list[dict]:
+    """Per size N: the model against CG with as many iterations as it has layers and against
+    ``x_hat = 0``, on the fixed test set :func:`eval_systems` ``(n, kappa, n_systems, seed, **law)``.
+
+    ``forward``: the twin's ``forward(params, cfg, A, b, mask) -> x_hat`` (default the reference's).
+    Returns ``[{"n", "mse_model", "rel_model", "mse_cg", "rel_cg", "mse_zero", "rel_zero"}]``: means over
+    the systems of ``(1/N)||x_hat - x||^2`` and ``||x_hat - x|| / ||x||``.
+    """
+    from reference.baselines import conjugate_gradient
+    from reference.model import forward as reference_forward
+
+    forward = reference_forward if forward is None else forward
+    rows = []
+    for n in sizes:
+        A, b, x, mask = eval_systems(n, kappa, n_systems, seed, **law)
+        row = {"n": int(n)}
+        for name, x_hat in (("model", forward(params, cfg, A, b, mask)),
+                            ("cg", conjugate_gradient(A, b, cfg.n_layers, mask=mask)), ("zero", np.zeros_like(x))):
+            mse, rel = system_errors(x_hat, x, mask)
+            row[f"mse_{name}"], row[f"rel_{name}"] = float(np.mean(mse)), float(np.mean(rel))
+        rows.append(row)
+    return rows
 
 
 def layer_analysis(params, cfg: ModelConfig, n: int, kappa: float, n_systems=1000, seed=EVAL_SEED) -> dict:

@@ -20,10 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from reference.baselines import conjugate_gradient
 from reference.checkpoint import load_checkpoint, load_checkpoint_extra
-from reference.evaluation import eval_systems, system_errors
-from reference.model import forward
+from reference.evaluation import model_vs_cg
 
 
 def main(argv=None):
@@ -53,12 +51,8 @@ def main(argv=None):
         params, cfg = load_checkpoint(run / "final.npz")
         meta, _ = load_checkpoint_extra(run / "final.npz")
         tc = meta["train_config"]
-        per_n = {}
-        for n in range(tc["n_min"], tc["n_max"] + 1):
-            A, b, x, mask = eval_systems(n, tc["kappa"], args.n_systems)
-            model = float(np.mean(system_errors(forward(params, cfg, A, b, mask), x, mask)[0]))
-            cg = float(np.mean(system_errors(conjugate_gradient(A, b, depth, mask), x, mask)[0]))
-            per_n[n] = {"model": model, "cg": cg}
+        table = model_vs_cg(params, cfg, range(tc["n_min"], tc["n_max"] + 1), tc["kappa"], args.n_systems)
+        per_n = {r["n"]: {"model": r["mse_model"], "cg": r["mse_cg"]} for r in table}
         mean_model = float(np.mean([v["model"] for v in per_n.values()]))
         mean_cg = float(np.mean([v["cg"] for v in per_n.values()]))
         rows.append({"depth": depth, "train_seconds": seconds, "mean_mse_model": mean_model,

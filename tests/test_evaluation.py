@@ -15,7 +15,7 @@ from reference.analysis import effective_krylov_dimension, krylov_best_errors
 from reference.baselines import BASELINES, conjugate_gradient
 from reference.constructions import richardson_params
 from reference.data import sample_systems
-from reference.evaluation import eval_systems, evaluate, layer_analysis, model_can_run, system_errors
+from reference.evaluation import eval_systems, evaluate, layer_analysis, model_can_run, model_vs_cg, system_errors
 from tests.helpers import check_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -145,6 +145,24 @@ def test_evaluate_records_with_richardson_weights():
     # one Richardson step with eta = 1 is a point of x0 + K_1: it cannot beat the 2-norm floor
     assert la["model"][1] >= la["krylov_best"][1] * (1 - 1e-12)
     assert 0 < la["effective_krylov_dim"][1] <= 1 + 1e-9
+
+
+def test_model_vs_cg_matches_evaluate_and_both_twins():
+    from tf_impl.model import forward as tf_forward
+
+    params, cfg = richardson_params(1.0)
+    rows = model_vs_cg(params, cfg, [2, 3, 5], 10.0, 40)
+    recs = {(r["n"], r["method"]): r for r in evaluate({"rich": (params, cfg)}, [2, 3, 5], [10.0], n_systems=40,
+                                                        baselines=["cg"])}
+    assert [r["n"] for r in rows] == [2, 3, 5]
+    for r in rows:  # the same systems and the same metrics as evaluate()
+        for name, method in (("model", "rich"), ("cg", "cg"), ("zero", "zero")):
+            assert r[f"mse_{name}"] == pytest.approx(recs[(r["n"], method)]["mse"], rel=1e-12)
+            assert r[f"rel_{name}"] == pytest.approx(recs[(r["n"], method)]["rel"], rel=1e-12)
+    tf_rows = model_vs_cg(params, cfg, [2, 3, 5], 10.0, 40,
+                          forward=lambda p, c, A, b, m: tf_forward(p, c, A, b, m, jit_compile=False))
+    for r, t in zip(rows, tf_rows):
+        check_tensor(f"mse_model N={r['n']}", t["mse_model"], r["mse_model"], atol=1e-12)
 
 
 def test_evaluate_rejects_a_model_named_like_a_baseline():

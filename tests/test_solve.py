@@ -476,6 +476,26 @@ def test_a_useless_model_warns_or_raises_and_keeps_the_start(small):
     assert np.array_equal(x1, np.zeros_like(b))
 
 
+def test_a_pass_that_does_not_lower_the_residual_is_rejected(small):
+    """A correction whose image A d is orthogonal to the residual (exactly, in floating point): the best
+    step along it is 0, the residual stays the same, so only the keep-best guard (``res_new < res``)
+    rejects the pass; without it the pass would count and the history would repeat the residual."""
+    from reference.solve import solve_with
+
+    A = np.diag([1.0, 2.0, 3.0, 4.0])  # b = e_0, so r = e_0 at x0 = 0
+    b = np.array([1.0, 0.0, 0.0, 0.0])
+
+    def sideways(params, cfg, A_hat, r_hat):  # odd in r_hat, and A_hat d = e_1 (orthogonal to e_0) exactly
+        e1 = np.zeros_like(r_hat)
+        e1[:, 1] = 1.0
+        return np.sign(r_hat[:, :1]) * np.linalg.solve(A_hat, e1[..., None])[..., 0]
+
+    with pytest.warns(UserWarning, match="1 stopped when a pass no longer reduced the residual"):
+        res = solve_with(sideways, A, b, model=small, tol=1e-6, return_info=True)
+    assert res.passes == 0 and np.array_equal(res.x, np.zeros(4)) and res.residual == 1.0
+    assert np.isnan(res.history[1:]).all()
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(tol=0.0), r"tol must be a number in \(0, 1\)"), (dict(tol=1.5), "tol must be"),
     (dict(tol="1e-8"), "tol must be"), (dict(tol=True), "tol must be"),

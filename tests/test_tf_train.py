@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 import reference as ref
+from reference.config import ModelConfig
 from tf_impl.train import PRESETS, TrainConfig, main, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,8 +31,11 @@ FAST = TINY + ["--mode", "graph"]
 # configuration
 
 
-def test_defaults_are_the_small_preset_and_presets_are_valid():
-    assert dataclasses.replace(TrainConfig(), **PRESETS["small"]) == TrainConfig()
+def test_model_fields_share_model_config_defaults_and_presets_are_valid():
+    model_fields = [f.name for f in dataclasses.fields(ModelConfig) if f.name != "n"]
+    assert TrainConfig().model_config() == ModelConfig()  # one set of defaults
+    assert all(getattr(TrainConfig(), k) == getattr(ModelConfig(), k) for k in model_fields)
+    assert parse_config([]) == TrainConfig(**PRESETS["small"])  # a command-line run starts from small
     assert set(PRESETS) >= {"small", "full-n9", "block-n9", "block-mixed", "block-finetune"}
     for name, values in PRESETS.items():
         extra = {"init_from": "x.npz"} if name == "block-finetune" else {}
@@ -71,6 +75,9 @@ def test_bad_options_exit_2_with_a_clear_message(argv, message, capsys):
     (["--parametrization", "full", "--n-min", "3"], "n_min = n_max"),
     (["--preset", "block-finetune"], "--init-from"),
     (["--batch-size", "0"], "batch_size must be >= 1"),
+    (["--n-layers", "0"], "n_layers must be an int >= 1"),  # ModelConfig's validation, reported as TrainConfig's
+    (["--n-heads", "100000"], "n_heads = 100000 is above the limit"),
+    (["--init-scale", "0"], "init_scale must be a positive number"),
 ])
 def test_bad_combinations_are_value_errors(argv, message, capsys):
     with pytest.raises(ValueError, match=message):

@@ -17,29 +17,43 @@ import types
 import typing
 from dataclasses import dataclass, field
 
+from reference.config import ATTENTION_NORMS, PARAMETRIZATIONS, ModelConfig
+from reference.data import RHS_LAWS, SPECTRUM_LAWS
+
 FIELD_GROUPS = ("run", "model", "data", "optimisation", "bookkeeping")
+
+
+LOSSES = ("mse", "relative")
+SCHEDULES = ("constant", "cosine")
+DTYPES = ("float32", "float64")
+MODES = ("xla", "graph", "eager")
 
 
 def _f(default, help: str, group: str, choices: tuple | None = None):
     return field(default=default, metadata={"help": help, "group": group, "choices": choices})
 
 
+def _model(name: str, help: str, choices: tuple | None = None):
+    """A model field: its default is :class:`reference.config.ModelConfig`'s (one set of defaults)."""
+    return _f(ModelConfig.__dataclass_fields__[name].default, help, "model", choices)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run needs; the defaults are the ``small`` preset."""
+    """Everything a training run needs. The model fields are those of :class:`reference.config.ModelConfig`
+    (same defaults, validated by it); a run from the command line starts from a preset (``small`` by default)."""
 
     preset: str = _f("small", "preset the other values start from (see PRESETS below)", "run")
-    # model (reference.ModelConfig)
-    parametrization: str = _f("block", "'block': P, Q of scalar*I / scalar*1 blocks, any N; 'full': free D x D, "
-                                       "one N", "model",
-                                 ("block", "full"))
-    n_layers: int = _f(3, "layers (no weight sharing); the baseline CG gets as many iterations", "model")
-    n_heads: int = _f(1, "attention heads per layer, summed", "model")
-    n_identity: int = _f(3, "block: copies K of the basis vector u_i in the token", "model")
-    embed_dim: int = _f(27, "full: width d_h of the learned per-equation embedding", "model")
-    attention_norm: str = _f("none", "'none': plain sum over the N keys; 'n': the sum divided by N", "model",
-                             ("none", "n"))
-    init_scale: float = _f(0.05, "std of the Gaussian initial P, Q entries", "model")
+    # model: the fields of reference.ModelConfig, with its defaults and its validation
+    parametrization: str = _model("parametrization", "'block': P, Q of scalar*I / scalar*1 blocks, any N; "
+                                                     "'full': free D x D, one N", PARAMETRIZATIONS)
+    n_layers: int = _model("n_layers", "layers (no weight sharing); the baseline CG gets as many iterations")
+    n_heads: int = _model("n_heads", "attention heads per layer, summed")
+    n_identity: int = _model("n_identity", "block: copies K of the basis vector u_i in the token")
+    embed_dim: int = _model("embed_dim", "full: width d_h of the learned per-equation embedding")
+    attention_norm: str = _model("attention_norm", "'none': plain sum over the N keys; 'n': the sum divided by N",
+                                 ATTENTION_NORMS)
+    init_scale: float = _model("init_scale", "std of the Gaussian initial P, Q entries")
     # data
     n_min: int = _f(2, "smallest system size N (each system draws N uniformly in [n_min, n_max])", "data")
     n_max: int = _f(6, "largest system size N (the padded size); full: n_min = n_max = n", "data")
@@ -47,26 +61,24 @@ class TrainConfig:
     kappa_max: float | None = _f(None, "largest condition number: kappa log-uniform in [kappa, kappa_max] per "
                                        "system ('none': every system has kappa)", "data")
     spectrum: str = _f("uniform", "eigenvalues on [1/kappa, 1]: 'uniform', 'loguniform', 'clustered' (two clusters "
-                                  "at the ends) or 'mix' (one of the three per system)", "data",
-                       ("uniform", "loguniform", "clustered", "mix"))
+                                  "at the ends) or 'mix' (one of the three per system)", "data", SPECTRUM_LAWS)
     rhs: str = _f("solution", "right-hand side: 'solution' (x ~ N(0, I), b = A x), 'normal' (b ~ N(0, I)) or "
-                              "'mix' (one of the two per system)", "data", ("solution", "normal", "mix"))
+                              "'mix' (one of the two per system)", "data", RHS_LAWS)
     normalize_rhs: bool = _f(False, "scale b (and x) to ||b|| = sqrt(N), as solve() feeds a model", "data")
     loss: str = _f("mse", "'mse': mean of ||x_hat - x||^2 / N; 'relative': mean of ||x_hat - x||^2 / ||x||^2",
-                   "optimisation", ("mse", "relative"))
+                   "optimisation", LOSSES)
     # optimisation
     batch_size: int = _f(256, "systems per step (global, over all replicas)", "optimisation")
     steps: int = _f(3000, "training steps", "optimisation")
     lr: float = _f(5e-3, "peak Adam learning rate", "optimisation")
     warmup: int = _f(150, "linear warm-up steps", "optimisation")
     schedule: str = _f("cosine", "after warm-up: 'constant' or 'cosine' decay to 0.1 lr", "optimisation",
-                       ("constant", "cosine"))
+                       SCHEDULES)
     clip_norm: float | None = _f(10.0, "global-norm gradient clipping ('none': off)", "optimisation")
     seed: int = _f(0, "initialisation and data seed (batch t is drawn from (seed, t))", "optimisation")
-    dtype: str = _f("float32", "'float32' (training) or 'float64' (checking)", "optimisation",
-                    ("float32", "float64"))
+    dtype: str = _f("float32", "'float32' (training) or 'float64' (checking)", "optimisation", DTYPES)
     mode: str = _f("xla", "'xla': one XLA-compiled step; 'graph': tf.function without XLA; 'eager': debug",
-                   "optimisation", ("xla", "graph", "eager"))
+                   "optimisation", MODES)
     # bookkeeping
     eval_every: int = _f(250, "steps between evaluations on the fixed eval batch (0: never)", "bookkeeping")
     ckpt_every: int = _f(500, "steps between checkpoints OUT/ckpt.npz (0: only at the end)", "bookkeeping")
@@ -91,29 +103,27 @@ class TrainConfig:
             v = getattr(self, f.name)
             need(_type_ok(v, _field_types()[f.name]), f"{f.name} must be {_type_name(f.name)}, got {v!r}")
         need(self.preset in PRESETS, f"preset must be one of {sorted(PRESETS)}, got {self.preset!r}")
-        need(self.parametrization in ("block", "full"), f"parametrization must be 'block' or 'full', got "
-                                                        f"{self.parametrization!r}")
-        need(self.attention_norm in ("none", "n"), f"attention_norm must be 'none' or 'n', got {self.attention_norm!r}")
-        need(self.schedule in ("constant", "cosine"), f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        need(self.dtype in ("float32", "float64"), f"dtype must be 'float32' or 'float64', got {self.dtype!r}")
-        need(self.mode in ("xla", "graph", "eager"), f"mode must be 'xla', 'graph' or 'eager', got {self.mode!r}")
-        for name in ("n_layers", "n_heads", "batch_size", "eval_systems"):
+        for f in dataclasses.fields(self):
+            allowed = f.metadata["choices"]
+            need(allowed is None or getattr(self, f.name) in allowed,
+                 f"{f.name} must be one of {allowed}, got {getattr(self, f.name)!r}")
+        for name in ("batch_size", "eval_systems"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("n_identity", "embed_dim", "steps", "warmup", "eval_every", "ckpt_every", "diverge_patience"):
+        for name in ("steps", "warmup", "eval_every", "ckpt_every", "diverge_patience"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(2 <= self.n_min <= self.n_max, f"sizes must satisfy 2 <= n_min <= n_max, got ({self.n_min}, {self.n_max})")
         need(math.isfinite(self.kappa) and self.kappa >= 1, f"kappa must be a finite number >= 1, got {self.kappa}")
         need(self.kappa_max is None or (math.isfinite(self.kappa_max) and self.kappa_max >= self.kappa),
              f"kappa_max must be a finite number >= kappa ({self.kappa}) or none, got {self.kappa_max}")
-        for name, allowed in (("spectrum", ("uniform", "loguniform", "clustered", "mix")),
-                              ("rhs", ("solution", "normal", "mix")), ("loss", ("mse", "relative"))):
-            need(getattr(self, name) in allowed, f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(self.init_scale > 0, f"init_scale must be > 0, got {self.init_scale}")
         need(self.clip_norm is None or self.clip_norm > 0, f"clip_norm must be > 0 or none, got {self.clip_norm}")
         need(math.isfinite(self.diverge_factor) and (self.diverge_factor == 0 or self.diverge_factor > 1),
              f"diverge_factor must be 0 (off) or > 1, got {self.diverge_factor}")
         need(self.out is None or self.out.strip() != "", "out must name a folder (got an empty string)")
+        try:  # the model fields: ModelConfig's own validation (sizes, limits, init_scale)
+            self.model_config()
+        except ValueError as e:
+            need(False, str(e).removeprefix("ModelConfig: "))
         if self.parametrization == "full":
             need(self.n_min == self.n_max, f"the full parametrization trains on one size: n_min = n_max, "
                                            f"got ({self.n_min}, {self.n_max})")
@@ -125,9 +135,7 @@ class TrainConfig:
     def out_dir(self) -> str:
         return self.out if self.out is not None else os.path.join("runs", self.preset)
 
-    def model_config(self):
-        from reference.config import ModelConfig
-
+    def model_config(self) -> ModelConfig:
         return ModelConfig(parametrization=self.parametrization, n_layers=self.n_layers, n_heads=self.n_heads,
                            n_identity=self.n_identity, embed_dim=self.embed_dim,
                            n=self.n_max if self.parametrization == "full" else None,
@@ -252,12 +260,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "other options.",
         epilog=f"presets:\n{presets}\n\noutputs: OUT/ckpt.npz (resume), OUT/final.npz, OUT/tb (TensorBoard)")
     groups = {g: parser.add_argument_group(g) for g in FIELD_GROUPS}
+    default_run = TrainConfig(**PRESETS["small"])  # what a run without --preset uses
     for f in dataclasses.fields(TrainConfig):
         base, optional = _base_type(_field_types()[f.name])
         opts = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
         kwargs = dict(dest=f.name, type=_parser_for(f.name), default=argparse.SUPPRESS,
                       help=f.metadata["help"] if "default" in f.metadata["help"] else
-                      f"{f.metadata['help']} (default: {f.default!r})")
+                      f"{f.metadata['help']} (default: {getattr(default_run, f.name)!r})")
         if base is bool:
             kwargs.update(nargs="?", const=True, metavar="BOOL")
         else:

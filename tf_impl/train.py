@@ -107,22 +107,16 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
 
 
 def evaluation_table(params, mcfg, tcfg: TrainConfig) -> list[dict]:
-    """Per training size N: MSE of the model, of CG with L iterations and of x_hat = 0, on fresh systems."""
-    from reference.baselines import conjugate_gradient
-    from reference.evaluation import eval_systems, system_errors
+    """Per training size N: MSE of the model, of CG with L iterations and of x_hat = 0, on fresh systems
+    (:func:`reference.evaluation.model_vs_cg` with this twin's forward, in float64)."""
+    from reference.evaluation import model_vs_cg
     from tf_impl.model import forward
 
-    rows = []
-    for n in range(tcfg.n_min, tcfg.n_max + 1):
-        A, b, x, mask = eval_systems(n, tcfg.kappa_range, tcfg.eval_systems, **tcfg.law)
-        x_model = forward(params, mcfg, A, b, mask, jit_compile=False)  # float64
-        x_cg = conjugate_gradient(A, b, mcfg.n_layers, mask=mask)
-        row = {"n": n}
-        for name, x_hat in (("model", x_model), ("cg", x_cg), ("zero", np.zeros_like(x))):
-            mse, rel = system_errors(x_hat, x, mask)
-            row[f"mse_{name}"], row[f"rel_{name}"] = float(np.mean(mse)), float(np.mean(rel))
-        rows.append(row)
-    return rows
+    def tf_forward(params, mcfg, A, b, mask):
+        return forward(params, mcfg, A, b, mask, jit_compile=False)
+
+    return model_vs_cg(params, mcfg, range(tcfg.n_min, tcfg.n_max + 1), tcfg.kappa_range, tcfg.eval_systems,
+                       forward=tf_forward, **tcfg.law)
 
 
 def format_table(rows: list[dict], n_layers: int, kappa, n_systems: int, metric: str = "mse") -> str:
