@@ -161,7 +161,7 @@ def test_model_vs_cg_matches_evaluate_and_both_twins():
             assert r[f"rel_{name}"] == pytest.approx(recs[(r["n"], method)]["rel"], rel=1e-12)
     tf_rows = model_vs_cg(params, cfg, [2, 3, 5], 10.0, 40,
                           forward=lambda p, c, A, b, m: tf_forward(p, c, A, b, m, jit_compile=False))
-    for r, t in zip(rows, tf_rows):
+    for r, t in zip(rows, tf_rows, strict=True):
         check_tensor(f"mse_model N={r['n']}", t["mse_model"], r["mse_model"], atol=1e-12)
 
 
