@@ -3,14 +3,16 @@
 # lr 3e-3 with cosine decay to 3e-4, STEPS steps per stage (4000: L4 ~15 min, L8 ~31 min alone on 2 cores).
 #   L = 4 and L = 2 from scratch (the block-mixed recipe on the wider size range);
 #   L = 6 and L = 8 grown from L = 4 (--init-from a shallower checkpoint appends no-op layers,
-#   see reference.model.grow_params) and trained at the full learning rate.
+#   see reference.model.grow_params) and trained at the full learning rate;
+#   L = 8 from scratch (L8-scratch), to compare with growth.
 # The previous recipe (L = 2 from scratch, then grown by 2 layers at lr 1e-3) left L = 4 worse than
 # CG-4 (docs/results-tried.md). Re-running continues where it stopped (--resume; a stage with its
 # final.npz is skipped). Then: python scripts/depth_family_study.py RUNS/depth-L*/final.npz
-#   bash scripts/train_depth_family.sh [STEPS_PER_STAGE] [RUNS_DIR]
+#   bash scripts/train_depth_family.sh [STEPS_PER_STAGE] [RUNS_DIR] [STAGES]   (STAGES e.g. "L2 L8-scratch")
 set -euo pipefail
 STEPS="${1:-4000}"
 RUNS="${2:-runs}"
+STAGES="${3:-L4 L8 L6 L2 L8-scratch}"
 COMMON=(--preset block-mixed --n-min 2 --n-max 20 --batch-size 512 --lr 3e-3 --eval-every 500 --ckpt-every 1000
         --eval-systems 200 --resume)
 stage() {  # stage NAME L [extra arguments]: train RUNS/depth-NAME with L layers
@@ -18,7 +20,13 @@ stage() {  # stage NAME L [extra arguments]: train RUNS/depth-NAME with L layers
   if [ -f "$RUNS/depth-$name/final.npz" ]; then echo "depth-$name: done"; return; fi
   python -m tf_impl.train "${COMMON[@]}" --n-layers "$L" --steps "$STEPS" --out "$RUNS/depth-$name" "$@"
 }
-stage L4 4
-stage L8 8 --init-from "$RUNS/depth-L4/final.npz"
-stage L6 6 --init-from "$RUNS/depth-L4/final.npz"
-stage L2 2
+for name in $STAGES; do
+  case "$name" in
+    L4) stage L4 4 ;;
+    L2) stage L2 2 ;;
+    L6) stage L6 6 --init-from "$RUNS/depth-L4/final.npz" ;;
+    L8) stage L8 8 --init-from "$RUNS/depth-L4/final.npz" ;;
+    L8-scratch) stage L8-scratch 8 ;;
+    *) echo "unknown stage $name" >&2; exit 2 ;;
+  esac
+done
