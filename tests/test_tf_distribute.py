@@ -104,10 +104,15 @@ def _free_ports(k):
     return ports
 
 
-def test_two_workers_on_localhost_train_like_one_process(tmp_path):
+def test_two_workers_on_localhost_train_like_one_process_and_resume_after_a_kill(tmp_path):
     """``TF_CONFIG`` with two workers -> MultiWorkerMirroredStrategy: both processes run the same steps,
-    only the chief (worker 0) writes, and the result equals one process on the same global batches."""
+    only the chief (worker 0) writes. Worker 1 is killed (SIGKILL) after the first checkpoint; the chief,
+    left waiting on its peer, is killed too; both restarted with ``--resume`` finish the run, and the
+    result equals one process on the same global batches without interruption."""
+    import time
+
     import reference as ref
+    from reference.checkpoint import load_checkpoint_extra
 
     root = ROOT
     args = ["--n-layers", "2", "--n-min", "2", "--n-max", "4", "--batch-size", "16", "--lr", "0.01", "--warmup", "2",
@@ -117,20 +122,48 @@ def test_two_workers_on_localhost_train_like_one_process(tmp_path):
     res = subprocess.run([sys.executable, "-m", "tf_impl.train", *args, "--out", str(single)], cwd=root,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
-    ports = _free_ports(2)
-    cluster = {"worker": [f"localhost:{p}" for p in ports]}
-    procs = []
-    for i in range(2):
-        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-        procs.append(subprocess.Popen([sys.executable, "-m", "tf_impl.train", *args, "--out", str(tmp_path / "multi")],
-                                      cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    multi = tmp_path / "multi"
+
+    def launch(extra_env: dict, extra_args: list[str]):
+        ports = _free_ports(2)
+        cluster = {"worker": [f"localhost:{p}" for p in ports]}
+        procs = []
+        for i in range(2):
+            env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+                       **extra_env)
+            procs.append(subprocess.Popen([sys.executable, "-m", "tf_impl.train", *args, "--out", str(multi),
+                                           *extra_args], cwd=root, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+        return procs
+
+    # 1. two workers, one second per step; kill worker 1 once the chief has written the step-3 checkpoint
+    procs = launch({"TF_IMPL_TRAIN_STEP_DELAY": "1.0"}, [])
+    try:
+        deadline = time.time() + 300
+        while not (multi / "ckpt.npz").exists():
+            assert time.time() < deadline and all(p.poll() is None for p in procs), "no checkpoint was written"
+            time.sleep(0.2)
+        procs[1].kill()
+        try:  # the chief either fails on its lost peer or waits for it: give it a while, then kill it
+            procs[0].wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            procs[0].kill()
+    finally:
+        for p in procs:
+            p.kill()
+            p.communicate()
+    assert load_checkpoint_extra(multi / "ckpt.npz")[0]["step"] == 3 and not (multi / "final.npz").exists()
+
+    # 2. both restarted with --resume: the run finishes from step 3
+    procs = launch({}, ["--resume"])
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]
     devices = [line for line in outs[0][0].splitlines() if line.startswith("devices:")]
     assert devices and devices[0].endswith("with 2 replica(s)"), devices
-    assert not list((tmp_path / "multi").glob("*.npz.tmp*"))
+    assert "resum" in outs[0][0].lower(), outs[0][0][-2000:]
+    assert not list(multi.glob("*.npz.tmp*")) and not list(multi.glob(".tmp-*"))
     want, _ = ref.load_checkpoint(single / "final.npz")
-    got, _ = ref.load_checkpoint(tmp_path / "multi" / "final.npz")  # written by the chief only
+    got, _ = ref.load_checkpoint(multi / "final.npz")  # written by the chief only
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-6, err_msg=k)
