@@ -1,35 +1,37 @@
-"""Train-step throughput: tf_impl's XLA-compiled step against the NumPy reference and TensorFlow without XLA.
+"""Train-step time of the shipped block configuration: structured and dense paths, XLA and plain TF graph,
+against the NumPy reference; GFLOP/s and the fraction of this machine's matmul peak; peak memory.
 
-Same model and batch everywhere: block parametrization, 4 layers, 1 head, K = 3 identities, a batch of
-1024 systems with N uniform in [2, 9] (padded to M = 9, token width D = 37), Adam with global-norm
-clipping. One train step = loss, gradients, clipping and the Adam update:
+Model: block parametrization, 4 layers, 4 heads, K = 3 identity copies, attention_norm "n" (the block
+presets); a batch of 512 systems (kappa 10) per size range: N in [2, 9], [10, 20] and N = 30. One train
+step = loss, gradients, global-norm clipping and the Adam update, on one fixed batch (the same for every
+implementation; the ``*_sampled`` rows draw it on device, as training does):
 
-* ``reference``: ``reference.loss_and_grads`` + ``clip_by_global_norm`` + ``adam_update`` (NumPy, float64:
-  the reference has no float32 path);
-* ``tf_xla``: :class:`tf_impl.optim.Trainer` ``mode="xla"``, the whole step one ``tf.function(jit_compile=True)``;
-* ``tf_graph``: the same step function under ``tf.function`` without XLA;
-* ``tf_eager``: the same Python function run eagerly (few steps);
-* ``*_sampled``: the same steps drawing their batch on device (the training configuration); the other
-  rows are fed one fixed batch (the same for every implementation), so they time the model and optimiser only.
+* ``xla_structured`` / ``xla_dense``: :class:`tf_impl.optim.Trainer` ``mode="xla"`` (the whole step one
+  ``tf.function(jit_compile=True)``), ``structured=True`` (the default) / ``False`` (D x D matrices);
+* ``graph_structured`` / ``graph_dense``: the same step under ``tf.function`` without XLA;
+* ``reference``: ``reference.loss_and_grads(structured=True)`` + clipping + Adam, NumPy float64 (the
+  reference has no float32 path).
 
-TensorFlow runs in float32 (training precision). Rounds are interleaved (reference, XLA, graph, ...)
-so that a change in machine load hits every implementation alike; the report gives the median and the
+TensorFlow runs in float32 (training precision), TF32 off. Rounds are interleaved (every implementation
+once per round) so that a change of machine load hits all alike; the report gives the median and the
 minimum over rounds of the mean step time of a round, and the load average before and after.
 
-FLOP count (analytic, matrix products only; elementwise work is ignored). Per layer and system, with
-T = M + 1 tokens and H heads, as implemented in :mod:`tf_impl.layers`::
+FLOPs (matrix products only, forward + backward = 3 x forward; ``docs/concepts.md``, section 8): per
+layer, head and system, with T = M + 1 tokens, D = M + 1 + K M and W = K + 1, in multiply-adds
 
-    keys    K = Z_kv Q^T-stack     2 M D (H D)        (every layer)
-    values  V = Z_kv P-stack       2 M D (H D)        (last layer: x-slot only, 2 M D (H M))
-    scores  S = Z K^T              2 T D (M H)        (last layer: query row only, 2 D (M H))
-    update  S V                    2 T (M H) D        (last layer: 2 (M H) M)
+    dense:       keys + values 2 M D^2,            scores + update 2 T M D
+    structured:  keys + values 2 M^2 (W + 1) W,    scores + update 2 T M D
 
-The backward pass of a product C = A B costs two products of the same size (dA = dC B^T, dB = A^T dC),
-so forward + backward = 3 x forward (an upper bound by the first layer's unneeded input gradients,
-~1/(3L) of the total). GFLOP/s = FLOPs / step time; the machine's reference point is a 2048 x 2048 float32
-matmul in TensorFlow (best of several).
+counted for every layer (the last layer's query-only shortcut is not subtracted, so GFLOP/s is an upper
+bound, by at most 1/L). The dense count is the work the dense path does; the structured count, the work
+the structured path does: "effective" GFLOP/s of the structured path use the dense count (what the same
+step would cost done densely). The peak: a 2048 x 2048 float32 matmul in TensorFlow (best of several).
 
-    python scripts/bench_train_step.py [--rounds 7] [--steps 10] [--out results/bench_train_step.json]
+Memory (``--memory``): peak resident set size of a fresh process that trains 3 steps at batch 2048,
+N = 20 (structured, XLA), and of one that solves one 256 x 256 system with ``reference.solve`` and with
+``tf_impl.solve`` (shipped model, one pass).
+
+    python scripts/bench_train_step.py [--rounds 5] [--steps 5] [--memory] [--out results/bench_train_step.json]
 """
 
 from __future__ import annotations
@@ -38,30 +40,31 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
+import numpy as np
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import reference as ref
+from reference.optim import clip_by_global_norm
+from tf_impl._quiet import tf
+from tf_impl.optim import Trainer
 
-import reference as ref  # noqa: E402
-from reference.optim import clip_by_global_norm  # noqa: E402
-from tf_impl.optim import Trainer  # noqa: E402
-
-BATCH, N_MIN, N_MAX, LAYERS, HEADS = 1024, 2, 9, 4, 1
+RANGES = [(2, 9), (10, 20), (30, 30)]
+BATCH, LAYERS, HEADS, K = 512, 4, 4, 3
 CLIP, LR = 10.0, 1e-3
 
 
-def train_step_flops(B: int, M: int, D: int, H: int, L: int) -> int:
-    """Forward + backward matrix-product FLOPs of one step (see the module docstring)."""
-    T = M + 1
-    layer = 2 * M * D * H * D + 2 * M * D * H * D + 2 * T * D * M * H + 2 * T * M * H * D
-    last = 2 * M * D * H * D + 2 * M * D * H * M + 2 * D * M * H + 2 * M * H * M
-    return 3 * B * ((L - 1) * layer + last)
+def train_step_flops(B: int, M: int, structured: bool) -> int:
+    """Forward + backward matrix-product FLOPs of one step (module docstring)."""
+    T, D, W = M + 1, M + 1 + K * M, K + 1
+    kv = 2 * M * M * (W + 1) * W if structured else 2 * M * D * D
+    macs = LAYERS * HEADS * (kv + 2 * T * M * D)  # per system
+    return 3 * 2 * B * macs
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -76,115 +79,143 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rounds", type=int, default=7, help="interleaved rounds")
-    ap.add_argument("--steps", type=int, default=10, help="TF steps per round (the reference does 1)")
-    ap.add_argument("--out", default=str(ROOT / "results" / "bench_train_step.json"))
-    ap.add_argument("--note", default="", help="free text stored in the report (e.g. how the run was launched)")
-    args = ap.parse_args()
-    tf.config.experimental.enable_tensor_float_32_execution(False)
-    load_before = os.getloadavg()
-
-    cfg = ref.ModelConfig(parametrization="block", n_layers=LAYERS, n_heads=HEADS, init_scale=0.05)
+def bench_range(n_min: int, n_max: int, rounds: int, steps: int, with_reference: bool) -> dict:
+    """Median and minimum step times (ms) of every implementation on one size range."""
+    cfg = ref.ModelConfig(parametrization="block", n_layers=LAYERS, n_heads=HEADS, n_identity=K,
+                          attention_norm="n", init_scale=0.05)
     params0 = ref.init_params(cfg, seed=0)
-    A, b, x, mask = ref.sample_systems(BATCH, (N_MIN, N_MAX), 10.0, seed=0)
-    D = cfg.token_width(N_MAX)
-    flops = train_step_flops(BATCH, N_MAX, D, HEADS, LAYERS)
-
-    # --- the implementations: each a callable running `n` steps, returning a float to sync on
+    A, b, x, mask = ref.sample_systems(BATCH, (n_min, n_max), 10.0, seed=0)
     state = {"params": params0, "adam": ref.adam_init(params0)}
 
     def reference_steps(n):
         for _ in range(n):
-            loss, grads = ref.loss_and_grads(state["params"], cfg, A, b, x, mask)
+            _, grads = ref.loss_and_grads(state["params"], cfg, A, b, x, mask, structured=True)
             grads, _ = clip_by_global_norm(grads, CLIP)
             state["params"], state["adam"] = ref.adam_update(state["params"], grads, state["adam"], LR)
-        return loss
 
-    trainers, compile_s = {}, {}
-    for mode in ("xla", "graph", "eager"):
-        trainers[mode] = Trainer(cfg, params0, sizes=(N_MIN, N_MAX), batch_size=BATCH, lr=LR, total_steps=10**6,
-                                 clip_norm=CLIP, dtype=tf.float32, mode=mode)
-    batch = trainers["xla"].prepare_batch(A, b, x, mask)
-
-    def tf_steps(mode, sampled):
-        def run(n):
-            out = None
-            for _ in range(n):
-                out = trainers[mode]._step_fn(None if sampled else batch)
-            return float(out["loss"].numpy())
-        return run
-
-    impls = {"reference": (reference_steps, 1),
-             "tf_xla": (tf_steps("xla", False), args.steps),
-             "tf_graph": (tf_steps("graph", False), args.steps),
-             "tf_eager": (tf_steps("eager", False), 2),
-             "tf_xla_sampled": (tf_steps("xla", True), args.steps),
-             "tf_graph_sampled": (tf_steps("graph", True), args.steps)}
-    for name, (fn, _) in impls.items():  # compile / warm up
+    impls = {}
+    for mode in ("xla", "graph"):
+        for structured in (True, False):
+            tr = Trainer(cfg, params0, sizes=(n_min, n_max), batch_size=BATCH, lr=LR, total_steps=10**6,
+                         clip_norm=CLIP, dtype=tf.float32, mode=mode, structured=structured)
+            batch = tr.prepare_batch(A, b, x, mask)
+            name = f"{mode}_{'structured' if structured else 'dense'}"
+            impls[name] = (lambda n, tr=tr, batch=batch: [tr.train_step(batch) for _ in range(n)], steps)
+            if mode == "xla":
+                impls[name + "_sampled"] = (lambda n, tr=tr: [tr.train_step() for _ in range(n)], steps)
+    if with_reference:
+        impls["reference"] = (reference_steps, 1)
+    first_call = {}
+    for name, (fn, _) in impls.items():  # compile and warm up
         t0 = time.perf_counter()
         fn(1)
-        compile_s[name] = time.perf_counter() - t0
+        first_call[name] = time.perf_counter() - t0
         fn(1)
     times = {name: [] for name in impls}
-    for r in range(args.rounds):
+    for r in range(rounds):
         for name, (fn, n) in impls.items():
             t0 = time.perf_counter()
             fn(n)
             times[name].append((time.perf_counter() - t0) / n)
-        print(f"round {r + 1}/{args.rounds}: " + "  ".join(f"{k} {v[-1] * 1e3:.1f} ms" for k, v in times.items()),
-              flush=True)
-    peak = matmul_gflops()
-    load_after = os.getloadavg()
+        print(f"N in [{n_min}, {n_max}] round {r + 1}/{rounds}: "
+              + "  ".join(f"{k} {v[-1] * 1e3:.0f}" for k, v in times.items()) + " (ms)", flush=True)
+    return {name: {"step_ms_median": 1e3 * statistics.median(ts), "step_ms_min": 1e3 * min(ts),
+                   "first_call_s": first_call[name]} for name, ts in times.items()}
 
-    results = {}
-    for name, ts in times.items():
-        med, best = statistics.median(ts), min(ts)
-        results[name] = {"step_ms_median": med * 1e3, "step_ms_min": best * 1e3,
-                         "systems_per_s_median": BATCH / med, "first_call_s": compile_s[name]}
-        if name != "reference":
-            results[name]["gflops_median"] = flops / med / 1e9
-            results[name]["fraction_of_matmul_peak"] = flops / med / 1e9 / peak
-    med = {k: v["step_ms_median"] for k, v in results.items()}
-    speedups = {
-        "xla_vs_reference": med["reference"] / med["tf_xla"],
-        "xla_vs_tf_graph": med["tf_graph"] / med["tf_xla"],
-        "xla_vs_tf_eager": med["tf_eager"] / med["tf_xla"],
-        "xla_sampled_vs_reference": med["reference"] / med["tf_xla_sampled"],
-        "xla_sampled_vs_tf_graph_sampled": med["tf_graph_sampled"] / med["tf_xla_sampled"],
-    }
+
+def peak_rss_mib(code: str) -> float:
+    """Peak resident set size (MiB) of a fresh Python process running ``code``: its VmHWM (Linux). Not
+    ru_maxrss, which a child inherits from the (large) benchmark process that forked it."""
+    report = ("; print('peak_rss_kib', next(line.split()[1] for line in open('/proc/self/status') "
+              "if line.startswith('VmHWM')))")
+    out = subprocess.run([sys.executable, "-c", code + report], check=True, capture_output=True, text=True).stdout
+    return int(out.split("peak_rss_kib")[-1]) / 1024
+
+
+MEMORY_CASES = {
+    "train_batch2048_n20": (
+        "import os, tempfile; from tf_impl.train import main; "
+        "main(['--preset', 'block-mixed', '--n-min', '20', '--n-max', '20', '--batch-size', '2048', '--steps', '3', "
+        "'--eval-every', '0', '--eval-systems', '10', '--out', tempfile.mkdtemp()])"),
+    "solve_n256_reference": (
+        "import numpy as np, reference; from reference.data import sample_systems; "
+        "A, b, x, m = sample_systems(1, 256, 10.0, seed=0); import warnings; warnings.simplefilter('ignore'); "
+        "reference.solve(A[0], b[0], model='broad')"),
+    "solve_n256_tf_impl": (
+        "import numpy as np, tf_impl; from reference.data import sample_systems; "
+        "A, b, x, m = sample_systems(1, 256, 10.0, seed=0); import warnings; warnings.simplefilter('ignore'); "
+        "tf_impl.solve(A[0], b[0], model='broad')"),
+}
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    ap.add_argument("--steps", type=int, default=5, help="TF steps per round (the reference does 1)")
+    ap.add_argument("--ranges", default=None, help="lo-hi,lo-hi (default 2-9,10-20,30-30)")
+    ap.add_argument("--no-reference", action="store_true", help="skip the NumPy reference (slow at N = 30)")
+    ap.add_argument("--memory", action="store_true", help="also measure peak RSS (module docstring)")
+    ap.add_argument("--out", default="results/bench_train_step.json")
+    args = ap.parse_args(argv)
+    ranges = RANGES if args.ranges is None else [tuple(int(v) for v in s.split("-")) for s in args.ranges.split(",")]
+    tf.config.experimental.enable_tensor_float_32_execution(False)
+    load_before = os.getloadavg()
+    rows = []
+    for n_min, n_max in ranges:
+        res = bench_range(n_min, n_max, args.rounds, args.steps, not args.no_reference)
+        rows.append({"n_min": n_min, "n_max": n_max, "results": res})
+    peak = matmul_gflops()
+    for row in rows:
+        M = row["n_max"]
+        dense, structured = train_step_flops(BATCH, M, False), train_step_flops(BATCH, M, True)
+        row["flops_dense"], row["flops_structured"] = dense, structured
+        for name, r in row["results"].items():
+            own = structured if "structured" in name or name == "reference" else dense
+            r["gflops"] = own / (r["step_ms_median"] / 1e3) / 1e9
+            r["fraction_of_matmul_peak"] = r["gflops"] / peak
+            r["effective_gflops"] = dense / (r["step_ms_median"] / 1e3) / 1e9
+        med = {k: v["step_ms_median"] for k, v in row["results"].items()}
+        row["speedups_median"] = {"structured_vs_dense_xla": med["xla_dense"] / med["xla_structured"],
+                                  "xla_vs_graph_structured": med["graph_structured"] / med["xla_structured"]}
+        if "reference" in med:
+            row["speedups_median"]["xla_structured_vs_reference"] = med["reference"] / med["xla_structured"]
+    memory = {name: peak_rss_mib(code) for name, code in MEMORY_CASES.items()} if args.memory else None
     report = {
-        "benchmark": "one train step (loss, gradients, global-norm clip, Adam) on the same model and batch",
-        "model": {"parametrization": "block", "n_layers": LAYERS, "n_heads": HEADS, "n_identity": 3,
-                  "token_width": D},
-        "batch": {"systems": BATCH, "n_min": N_MIN, "n_max": N_MAX, "kappa": 10.0},
-        "dtype": {"reference": "float64", "tf": "float32"},
+        "benchmark": "one train step (loss, gradients, global-norm clip, Adam), same model and batch everywhere",
+        "model": {"parametrization": "block", "n_layers": LAYERS, "n_heads": HEADS, "n_identity": K,
+                  "attention_norm": "n"},
+        "batch": BATCH, "kappa": 10.0, "dtype": {"reference": "float64", "tf": "float32"},
         "rounds": args.rounds, "tf_steps_per_round": args.steps,
-        "flops_per_step": flops,
-        "flops_formula": "matrix products only, forward + backward = 3 x forward; see the script's docstring",
-        "matmul_2048_gflops": peak,
-        "results": results,
-        "speedups_median": speedups,
-        "targets": {"xla_vs_reference>=30": speedups["xla_vs_reference"] >= 30,
-                    "xla_vs_tf_graph>=1.5": speedups["xla_vs_tf_graph"] >= 1.5},
-        "notes": [
-            "reference times are float64 NumPy with a multi-threaded BLAS: they degrade several-fold when "
-            "other processes compete for the cores (oversubscribed BLAS threads); check loadavg_before/after",
-            "an XLA profile of the step (tf.profiler, thunk durations) puts ~90% of the time in matrix products, "
-            "which TensorFlow without XLA runs with its own (oneDNN) kernels at least as fast: XLA's fusion only "
-            "covers the small elementwise remainder on CPU",
-        ] + ([args.note] if args.note else []),
-        "machine": {"nproc": os.cpu_count(), "affinity_cpus": len(os.sched_getaffinity(0)),
-                    "loadavg_before": load_before, "loadavg_after": load_after,
+        "flops_formula": "matrix products only, every layer full, forward + backward = 3 x forward; docstring",
+        "matmul_2048_gflops": peak, "rows": rows, "peak_rss_mib": memory,
+        "machine": {"nproc": os.cpu_count(), "loadavg_before": load_before, "loadavg_after": os.getloadavg(),
                     "tensorflow": tf.__version__, "numpy": np.__version__, "python": platform.python_version(),
                     "platform": platform.platform()},
     }
-    print(json.dumps({"speedups_median": speedups, "matmul_2048_gflops": peak,
-                      **{k: round(v["step_ms_median"], 2) for k, v in results.items()}}, indent=1))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+    print(markdown(report))
     print(f"wrote {args.out}")
+    return report
+
+
+def markdown(report: dict) -> str:
+    """The table of the performance page."""
+    lines = ["| N | XLA structured | XLA dense | graph structured | graph dense | reference (f64) | "
+             "dense / structured | structured: GFLOP/s, % of peak |", "|---|" + "---:|" * 7]
+    for row in report["rows"]:
+        r = row["results"]
+        ms = [f"{r[k]['step_ms_median']:.0f}" if k in r else "-"
+              for k in ("xla_structured", "xla_dense", "graph_structured", "graph_dense", "reference")]
+        s = r["xla_structured"]
+        lines.append(f"| [{row['n_min']}, {row['n_max']}] | " + " | ".join(ms)
+                     + f" | {row['speedups_median']['structured_vs_dense_xla']:.2f} | "
+                       f"{s['gflops']:.1f}, {100 * s['fraction_of_matmul_peak']:.0f}% |")
+    lines.append(f"\nStep times in ms (median of {report['rounds']} interleaved rounds), batch {report['batch']}; "
+                 f"matmul peak {report['matmul_2048_gflops']:.0f} GFLOP/s.")
+    if report["peak_rss_mib"]:
+        lines.append("Peak RSS (MiB): " + ", ".join(f"{k} {v:.0f}" for k, v in report["peak_rss_mib"].items()) + ".")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

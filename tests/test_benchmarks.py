@@ -35,8 +35,14 @@ def test_bench_solve_one_case(tmp_path):
     assert (tmp_path / "b.json").exists() and "| 5 | 2 |" in bench.markdown(result)
 
 
-def test_bench_block_paths_one_range(tmp_path):
-    bench = load_script("bench_block_paths")
-    result = bench.main(["--sizes", "2-3", "--repeats", "1", "--out", str(tmp_path / "p.json")])
-    (row,) = result["rows"]
-    assert row["structured_fixed_ms"] > 0 and row["dense_fixed_ms"] > 0 and row["speedup_fixed"] > 0
+def test_bench_train_step_one_range(tmp_path):
+    bench = load_script("bench_train_step")
+    report = bench.main(["--ranges", "2-3", "--rounds", "1", "--steps", "1", "--out", str(tmp_path / "t.json")])
+    (row,) = report["rows"]
+    assert set(row["results"]) == {"xla_structured", "xla_structured_sampled", "xla_dense", "xla_dense_sampled",
+                                   "graph_structured", "graph_dense", "reference"}
+    for r in row["results"].values():
+        assert r["step_ms_median"] > 0 and 0 < r["fraction_of_matmul_peak"] < 10
+    assert row["flops_structured"] < row["flops_dense"] and report["matmul_2048_gflops"] > 0
+    assert "| [2, 3] |" in bench.markdown(report) and (tmp_path / "t.json").exists()
+    assert 10 < bench.peak_rss_mib("import numpy") < 10_000
