@@ -204,6 +204,9 @@ def test_evaluate_cli_end_to_end(tmp_path, checkpoints):
     assert set(data["models"]) == {"blk", "full"} and data["models"]["full"]["config"]["n"] == 4
     md = (out / "eval.md").read_text()
     assert md.count("### MSE at kappa") == 2 and "**full** (L=2)" in md
+    assert md == ev.eval_markdown(data)  # rendered again from eval.json alone: the same page
+    widths = [line.count("|") - 1 for line in md.splitlines() if line.startswith("| N |")]
+    assert widths and max(widths) <= 8, widths  # baselines in their own table: every table fits a page
     assert sorted(a["name"] for a in data["layers"]) == ["blk", "blk", "full", "full"]  # N = 4, two kappas
     assert all(len(a["model"]) == 3 for a in data["layers"] if a["name"] == "full")  # x0 + 2 layers
     for png in ("error_vs_n_kappa10.png", "error_vs_n_kappa100.png", "layers_N4_kappa10.png",
@@ -312,3 +315,25 @@ def test_plots_have_integer_ticks_and_titles_inside_the_figure(tmp_path, checkpo
         if ax.axison:
             lo, hi = ax.get_ylim()
             assert lo > 1e-13 and hi < 10  # fitted to the data (MSE in [~1e-3, 1]), not down to 1e-10
+
+
+def test_robustness_cli_end_to_end(tmp_path, checkpoints):
+    """``--robustness``: every family, one pass and to tol, against CG; tables that fit a page."""
+    from reference.robustness import FAMILIES
+    from tf_impl import evaluate as ev
+
+    out = tmp_path / "rob"
+    ev.evaluate_cli([str(checkpoints[0]), "--robustness", "--sizes", "3", "5", "--n-systems", "4", "--tol", "1e-6",
+                     "--no-plots", "--out", str(out)])
+    data = json.loads((out / "robustness.json").read_text())
+    (name,) = data["models"]
+    recs = {(r["family"], r["n"], r["method"], r["kind"]): r for r in data["records"]}
+    for family in FAMILIES:
+        for n in (3, 5):
+            assert {(family, n, name, kind) for kind in ("solve", "bare", "to_tol")} <= set(recs)
+            assert recs[(family, n, name, "to_tol")]["converged"] == 1.0  # solve reaches tol on every family
+            assert recs[(family, n, "CG", "to_tol")]["converged"] == 1.0
+    md = (out / "robustness.md").read_text()
+    assert md.count("### ") == len(FAMILIES)
+    widths = [line.count("|") - 1 for line in md.splitlines() if line.startswith("| N |")]
+    assert len(widths) == 3 * len(FAMILIES) and max(widths) <= 8, widths

@@ -25,6 +25,7 @@ import numpy as np
 
 from reference.baselines import BASELINES
 from reference.checkpoint import load_checkpoint, load_checkpoint_extra
+from reference.config import ModelConfig
 from reference.evaluation import EVAL_SEED, evaluate, layer_analysis, model_can_run
 
 
@@ -114,26 +115,35 @@ def fmt(v: float) -> str:
 
 
 def markdown_tables(records, models, kappas, sizes) -> str:
-    """One table per kappa: N, each model's MSE, then each baseline's MSE at each depth."""
+    """Per kappa: N, each model's MSE beside CG's (at each depth) and the zero predictor's; the other
+    baselines in a table of their own (so that no table is wider than a page); the model / CG ratios."""
     lines = []
     by = {(r["kappa"], r["n"], r["method"], r["iters"]): r for r in records}
     methods = [(r["method"], r["iters"]) for r in records if r["kind"] == "baseline"]
     methods = list(dict.fromkeys(methods))
+    first = [(m, k) for m, k in methods if m == "cg"]  # beside the models: CG at their depths
+    depths = list(dict.fromkeys(k for m, k in methods if m not in ("cg", "cholesky")))
+    others = [[(m, k) for m, k in methods if m != "cg" and (k == d or (m == "cholesky" and d == depths[0]))]
+              for d in depths]  # the other baselines: a table per depth
     for kappa in kappas:
         kappa = float(kappa)
-        head = ["N"] + [f"**{m}** (L={models[m][1].n_layers})" for m in models] + \
-            [f"{m}-{k}" if m != "cholesky" else "cholesky" for m, k in methods] + ["zero"]
-        lines += [f"### MSE at kappa = {kappa:g}", "", "| " + " | ".join(head) + " |",
-                  "|" + "---|" * len(head)]
-        for n in sizes:
-            row = [str(n)]
-            for m in models:
-                r = by.get((kappa, n, m, models[m][1].n_layers))
-                row.append(fmt(r["mse"]) if r else "—")
-            row += [fmt(by[(kappa, n, m, k)]["mse"]) for m, k in methods]
-            row.append(fmt(by[(kappa, n, "zero", 0)]["mse"]))
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+        tables = [(f"### MSE at kappa = {kappa:g}", list(models), first, True)]
+        tables += [(f"#### Other baselines, {d} iterations, at kappa = {kappa:g} (MSE)", [], base, False)
+                   for d, base in zip(depths, others, strict=True)]
+        for title, names, base, zero in tables:
+            head = ["N"] + [f"**{m}** (L={models[m][1].n_layers})" for m in names] + \
+                [f"{m}-{k}" if m != "cholesky" else "cholesky" for m, k in base] + (["zero"] if zero else [])
+            lines += [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for n in sizes:
+                row = [str(n)]
+                for m in names:
+                    r = by.get((kappa, n, m, models[m][1].n_layers))
+                    row.append(fmt(r["mse"]) if r else "—")
+                row += [fmt(by[(kappa, n, m, k)]["mse"]) for m, k in base]
+                if zero:
+                    row.append(fmt(by[(kappa, n, "zero", 0)]["mse"]))
+                lines.append("| " + " | ".join(row) + " |")
+            lines.append("")
         lines += [f"#### Model / CG MSE ratio at kappa = {kappa:g} (below 1: the model wins at equal depth)", "",
                   "| N | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
         for n in sizes:
@@ -320,6 +330,24 @@ def main(argv=None) -> int:
     return 0
 
 
+def eval_markdown(result: dict) -> str:
+    """``eval.md`` from the contents of ``eval.json`` (so it can be rendered again from the file)."""
+    args = result["args"]
+    args = args if isinstance(args, dict) else vars(args)
+    models = {name: (None, ModelConfig.from_json(json.dumps(m["config"]))) for name, m in result["models"].items()}
+    sizes = list(range(args["n_min"], args["n_max"] + 1))
+    md = ["# Evaluation", "", f"Checkpoints: {', '.join(f'`{m}`' for m in models)}; {args['n_systems']} systems per "
+          f"(kappa, N), seed {args['seed']}; iterative baselines run as many iterations as the model has layers.", "",
+          markdown_tables(result["records"], models, args["kappa"], sizes), "### Layer by layer", "",
+          "| model | N | kappa | MSE after each layer | CG after each iteration | effective Krylov dim. per layer |",
+          "|---|---|---|---|---|---|"]
+    for a in result["layers"]:
+        dims = ", ".join(f"{d:.2f}" for d in a["effective_krylov_dim"])
+        md.append(f"| {a['name']} | {a['n']} | {a['kappa']:g} | {', '.join(fmt(v) for v in a['model'])} | "
+                  f"{', '.join(fmt(v) for v in a['cg'])} | {dims} |")
+    return "\n".join(md) + "\n"
+
+
 def evaluate_checkpoints(args) -> dict:
     from tqdm import tqdm
 
@@ -346,16 +374,7 @@ def evaluate_checkpoints(args) -> dict:
     result = {"args": vars(args), "models": metas, "records": records,
               "layers": [{"name": name, **a} for name, a in analyses]}  # a["model"]: its MSE per layer
     write_json(out / "eval.json", result)
-    md = ["# Evaluation", "", f"Checkpoints: {', '.join(f'`{m}`' for m in models)}; {args.n_systems} systems per "
-          f"(kappa, N), seed {args.seed}; iterative baselines run as many iterations as the model has layers.", "",
-          markdown_tables(records, models, args.kappa, sizes), "### Layer by layer", "",
-          "| model | N | kappa | MSE after each layer | CG after each iteration | effective Krylov dim. per layer |",
-          "|---|---|---|---|---|---|"]
-    for name, a in analyses:
-        dims = ", ".join(f"{d:.2f}" for d in a["effective_krylov_dim"])
-        md.append(f"| {name} | {a['n']} | {a['kappa']:g} | {', '.join(fmt(v) for v in a['model'])} | "
-                  f"{', '.join(fmt(v) for v in a['cg'])} | {dims} |")
-    (out / "eval.md").write_text("\n".join(md) + "\n")
+    (out / "eval.md").write_text(eval_markdown(result))
     if not args.no_plots:
         for kappa in args.kappa:
             plot_error_vs_n(records, models, float(kappa), out / f"error_vs_n_kappa{kappa:g}.png")
