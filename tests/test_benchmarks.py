@@ -46,3 +46,16 @@ def test_bench_train_step_one_range(tmp_path):
     assert row["flops_structured"] < row["flops_dense"] and report["matmul_2048_gflops"] > 0
     assert "| [2, 3] |" in bench.markdown(report) and (tmp_path / "t.json").exists()
     assert 10 < bench.peak_rss_mib("import numpy") < 10_000
+
+
+def test_training_curves_reads_a_run(tmp_path):
+    from tf_impl.train import main as train_main
+
+    run = tmp_path / "run"
+    assert train_main(["--n-layers", "1", "--n-max", "3", "--batch-size", "8", "--steps", "6", "--warmup", "1",
+                       "--eval-every", "2", "--eval-systems", "5", "--mode", "graph", "--out", str(run)]) == 0
+    script = load_script("training_curves")
+    data = script.main([str(run), "--labels", "tiny", "--window", "3", "--out", str(tmp_path / "c")])
+    assert [s for s, _ in data["tiny"]["eval_loss"]] == [2, 4, 6]
+    assert [s for s, _ in data["tiny"]["train_loss_windowed"]] == [2, 5]  # steps 0-2 and 3-5
+    assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "c.json").exists()
