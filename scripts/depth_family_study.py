@@ -43,8 +43,9 @@ def evaluate(paths, n_systems: int) -> list[dict]:
                     "chebyshev": system_errors(chebyshev(A, b, L, mask, lam_min=1 / kappa, lam_max=1.0), x, mask)[0],
                     "krylov_best": krylov_best_errors(A, b, x, mask, d_max=L)[:, L],
                 }
-                rows.append({"checkpoint": str(path), "layers": L, "n": n, "kappa": kappa,
-                             "train_steps": meta.get("step"), **{k: float(np.mean(v)) for k, v in mse.items()}})
+                rows.append({"checkpoint": str(path), "name": Path(path).parent.name, "layers": L, "n": n,
+                             "kappa": kappa, "train_steps": meta.get("step"),
+                             **{k: float(np.mean(v)) for k, v in mse.items()}})
                 r = rows[-1]
                 print(f"L={L} N={n:2d} kappa={kappa:5.0f}: model {r['model']:.2e}  CG {r['cg']:.2e}  "
                       f"Chebyshev {r['chebyshev']:.2e}  Krylov-best {r['krylov_best']:.2e}", flush=True)
@@ -57,11 +58,10 @@ def markdown(rows) -> str:
         note = "" if kappa == 10 else " (out of the training distribution: trained at kappa = 10)"
         out += [f"**kappa = {kappa:g}**{note}. MSE on fresh systems; CG, Chebyshev and the Krylov floor with "
                 "L iterations.", "",
-                "| L | N | model | CG-L | Chebyshev-L | best in K_L | model / CG |", "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            if r["kappa"] == kappa:
-                out.append(f"| {r['layers']} | {r['n']} | {r['model']:.2e} | {r['cg']:.2e} | {r['chebyshev']:.2e} "
-                           f"| {r['krylov_best']:.2e} | {r['model'] / r['cg']:.3g} |")
+                "| run | L | N | model | CG-L | Chebyshev-L | best in K_L | model / CG |", "|---" * 8 + "|"]
+        for r in sorted((r for r in rows if r["kappa"] == kappa), key=lambda r: (r["n"], r["layers"], r["name"])):
+            out.append(f"| {r['name']} | {r['layers']} | {r['n']} | {r['model']:.2e} | {r['cg']:.2e} "
+                       f"| {r['chebyshev']:.2e} | {r['krylov_best']:.2e} | {r['model'] / r['cg']:.3g} |")
         out.append("")
     return "\n".join(out)
 
@@ -78,9 +78,13 @@ def plot(rows, path: Path) -> None:
     for i, kappa in enumerate(KAPPAS):
         for j, n in enumerate(SIZES):
             ax = axes[i, j]
-            sel = sorted((r for r in rows if r["kappa"] == kappa and r["n"] == n), key=lambda r: r["layers"])
+            here = [r for r in rows if r["kappa"] == kappa and r["n"] == n]
+            sel = sorted((r for r in here if not r["name"].endswith("-scratch")), key=lambda r: r["layers"])
+            for r in here:  # a model trained from scratch where the family's line was grown: a separate marker
+                if r["name"].endswith("-scratch"):
+                    ax.semilogy([r["layers"]], [r["model"]], "*", ms=11, color="C4", label="model from scratch")
             Ls = [r["layers"] for r in sel]
-            values = []
+            values = [r["model"] for r in here]
             for key, (style, label) in styles.items():
                 ys = [r[key] for r in sel]
                 values += ys
