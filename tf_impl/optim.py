@@ -13,6 +13,12 @@ the same batches and compare)::
 Adam is written out by hand (Keras's Adam puts epsilon elsewhere). The learning rate is computed
 from the step variable inside the compiled step.
 
+Where this file must differ from :mod:`reference.optim`: the parameters, the moments and the step are
+``tf.Variable`` s, in the order of ``model.trainable_variables`` (what ``tf.GradientTape`` and the
+distribution strategies work on), so :func:`adam_update` takes lists and assigns in place instead
+of returning new dicts; and the loop is a class (:class:`Trainer`) rather than the reference's
+``train()`` function, because a compiled step needs its variables to outlive one call.
+
 :class:`Trainer` holds the model (:class:`tf_impl.model.LinearTransformer`), the Adam moments and
 the step counter as ``tf.Variable`` s and runs one training step:
 
