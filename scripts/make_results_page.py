@@ -29,6 +29,69 @@ ROBUST_PAGE = ROOT / "docs" / "results-robustness.md"
 TRIED_PAGE = ROOT / "docs" / "results-tried.md"
 ROBUST = ROOT / "results" / "robustness"
 DEPTH_FAMILY = ROOT / "results" / "depth_family"
+CLAIM3 = ROOT / "results" / "claim3" / "curves"  # scripts/train_claim3.sh, then scripts/training_curves.py
+DEPTH_CURVES = ROOT / "results" / "depth_family_curves"
+
+
+def final_mse(run: dict, n: int):
+    """The model's MSE at size ``n`` in a run's final table (``training_curves.py`` JSON), or None."""
+    for r in run.get("final_evaluation") or []:
+        if r["n"] == n:
+            return r["mse_model"]
+    return None
+
+
+def late_improvement(run: dict) -> float:
+    """How much the evaluation loss fell over the last quarter of the run (a ratio, 1 = flat)."""
+    ev = run["eval_loss"]
+    last = ev[-1][0]
+    before = [v for s, v in ev if s <= 0.75 * last]
+    return before[-1] / ev[-1][1] if before else float("nan")
+
+
+def claim3_lines() -> list[str]:
+    if not CLAIM3.with_suffix(".json").exists():
+        return []
+    runs = json.loads(CLAIM3.with_suffix(".json").read_text())["curves"]
+    full, block = runs["full-n9"], runs["block-n9"]
+    f9, b9 = final_mse(full, 9), final_mse(block, 9)
+    shutil.copy(CLAIM3.with_suffix(".png"), ASSETS / "claim3_curves.png")
+    return [f"   At three times the presets' budget ({full['steps']} steps of {full['train_config']['batch_size']} "
+            f"systems each, `bash scripts/train_claim3.sh`): `full-n9` {f9:.2e}, `block-n9` {b9:.2e} at N = 9 "
+            f"(1000 fresh systems): the claim {verdict(f9 < b9)} at this budget either. Neither run is flat at "
+            f"its end: over the last quarter of the cosine schedule the evaluation loss still fell "
+            f"{late_improvement(full):.1f}x (full) and {late_improvement(block):.1f}x (block); training took "
+            f"{full['train_time_s'] / 60:.0f} and {block['train_time_s'] / 60:.0f} minutes on one core each.", "",
+            "   ![claim 3: loss curves](assets/results/claim3_curves.png)", ""]
+
+
+def depth_family_summary() -> list[str]:
+    """The depth family in brief: model / CG-L at kappa 10 per depth and size, and the issue's target."""
+    if not DEPTH_FAMILY.with_suffix(".json").exists():
+        return []
+    rows = [r for r in json.loads(DEPTH_FAMILY.with_suffix(".json").read_text())["rows"] if r["kappa"] == 10.0]
+    names = sorted({(r["layers"], r["name"]) for r in rows})
+    sizes = sorted({r["n"] for r in rows})
+    by = {(r["name"], r["n"]): r for r in rows}
+    out = ["## Depth: does a deeper model keep getting more accurate?", "",
+           "Block models trained on N in [2, 20] (kappa 10) with 2 to 8 layers (the 6- and 8-layer ones grown from "
+           "the 4-layer one, `bash scripts/train_depth_family.sh`); MSE and the ratio to CG with as many "
+           "iterations as layers, on 500 fresh systems per size. Full tables, Chebyshev and the Krylov floor: "
+           "[what we tried](results-tried.md).", "",
+           "| run | L | " + " | ".join(f"N = {n}: MSE (model / CG-L)" for n in sizes) + " |",
+           "|---|---:|" + "---:|" * len(sizes)]
+    for L, name in names:
+        cells = [f"{by[(name, n)]['model']:.1e} ({by[(name, n)]['model'] / by[(name, n)]['cg']:.2g})" for n in sizes]
+        out.append(f"| `{name}` | {L} | " + " | ".join(cells) + " |")
+    family = {L: name for L, name in names if not name.endswith("-scratch")}
+    if 4 in family and 8 in family:
+        ratio = {(L, n): by[(family[L], n)]["model"] / by[(family[L], n)]["cg"] for L in (4, 8) for n in (15, 20)}
+        ok = all(ratio[(8, n)] <= ratio[(4, n)] for n in (15, 20))
+        out += ["", f"Target (model / CG-L at N = 15 and 20 no worse at L = 8 than at L = 4): {verdict(ok)} - "
+                f"N = 15: {ratio[(4, 15)]:.2g} (L = 4) vs {ratio[(8, 15)]:.2g} (L = 8); N = 20: {ratio[(4, 20)]:.2g} "
+                f"vs {ratio[(8, 20)]:.2g}. Stretch target (L = 8 below CG-8 at N = 15, MSE <= 8e-6): "
+                f"{verdict(by[(family[8], 15)]['model'] <= 8e-6)} ({by[(family[8], 15)]['model']:.1e}).", ""]
+    return out + [""]
 
 
 def mse(records, method, n, kappa=10.0, iters=None):
@@ -122,12 +185,15 @@ def main():
         lines += [f"3. *Full N = 9 is best at N = 9.* {verdict(best == 'full-n9')}: MSE at N = 9: "
                   + ", ".join(f"`{k}` {v:.2e}" for k, v in sorted(at9.items(), key=lambda kv: kv[1]))
                   + f"; CG with {depth['full-n9']} iterations {cg('full-n9', 9):.2e}.", ""]
+        lines += claim3_lines()
     if {"block-mixed", "block-finetune"} <= have:
         rng = [n for n in ns if 10 <= n <= 20]
         better = [n for n in rng if m("block-finetune", n) < m("block-mixed", n)]
         lines += [f"4. *Fine-tuning on [10, 20] helps there.* {verdict(len(better) == len(rng))}: `block-finetune` "
                   f"beats `block-mixed` at {len(better)} of the {len(rng)} sizes in [10, 20] (N = 15: "
                   f"{m('block-finetune', 15):.2e} vs {m('block-mixed', 15):.2e}); rule: at every one of them.", ""]
+
+    lines += depth_family_summary()
 
     # ---- per-N wins and losses against CG
     tables = ["# Results: every number", "", "Ratio of each model's MSE to CG's at equal depth, then every table "
@@ -229,6 +295,16 @@ def main():
         if DEPTH_FAMILY.with_suffix(".png").exists():
             shutil.copy(DEPTH_FAMILY.with_suffix(".png"), ASSETS / "depth_family.png")
             tried_lines += ["![depth family](assets/results/depth_family.png)", ""]
+        if DEPTH_CURVES.with_suffix(".json").exists():
+            shutil.copy(DEPTH_CURVES.with_suffix(".png"), ASSETS / "depth_family_curves.png")
+            curves = json.loads(DEPTH_CURVES.with_suffix(".json").read_text())["curves"]
+            tried_lines += ["Training of the depth family (4000 steps per run, cosine schedule; the grown runs start "
+                            "from the 4-layer model, so their curves start low):", "",
+                            "| run | final evaluation loss | fall over the last quarter | minutes |",
+                            "|---|---:|---:|---:|"]
+            tried_lines += [f"| `{name}` | {c['eval_loss'][-1][1]:.2e} | {late_improvement(c):.2f}x | "
+                            f"{(c.get('train_time_s') or float('nan')) / 60:.0f} |" for name, c in curves.items()]
+            tried_lines += ["", "![depth family curves](assets/results/depth_family_curves.png)", ""]
     tried = ROOT / "results" / "tried.md"
     if tried.exists():
         tried_lines += [tried.read_text().replace("## What we tried, and why the presets are what they are",

@@ -1,4 +1,5 @@
-"""Loss curves of training runs, read from their TensorBoard events (``RUN/tb``): one JSON and one plot.
+"""Loss curves of training runs, read from their TensorBoard events (``RUN/tb``), and their final tables
+(``RUN/final.npz``): one JSON and one plot.
 
 For each run: the evaluation loss (the fixed evaluation batch, every ``eval_every`` steps) and the
 training loss averaged over windows of ``--window`` steps, against the step; the plot draws both
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reference.checkpoint import load_checkpoint_extra
 from tf_impl._quiet import tf
 
 
@@ -34,13 +36,19 @@ def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def curves(run: Path, window: int) -> dict:
+    """The run's curves, and (when ``run/final.npz`` exists) its steps, training time and final table."""
     scalars = read_scalars(run)
     train = scalars.get("loss", [])
     steps = np.array([s for s, _ in train])
     values = np.array([v for _, v in train])
     smooth = [(int(steps[i:i + window][-1]), float(np.mean(values[i:i + window])))
               for i in range(0, len(steps) - window + 1, window)]
-    return {"eval_loss": scalars.get("eval_loss", []), "train_loss_windowed": smooth}
+    out = {"eval_loss": scalars.get("eval_loss", []), "train_loss_windowed": smooth}
+    if (run / "final.npz").exists():
+        meta, _ = load_checkpoint_extra(run / "final.npz")
+        out.update(steps=meta.get("step"), train_time_s=meta.get("metrics", {}).get("train_time_s"),
+                   final_evaluation=meta.get("evaluation"), train_config=meta.get("train_config"))
+    return out
 
 
 def main(argv=None) -> dict:

@@ -59,3 +59,4 @@ def test_training_curves_reads_a_run(tmp_path):
     assert [s for s, _ in data["tiny"]["eval_loss"]] == [2, 4, 6]
     assert [s for s, _ in data["tiny"]["train_loss_windowed"]] == [2, 5]  # steps 0-2 and 3-5
     assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "c.json").exists()
+    assert data["tiny"]["steps"] == 6 and [r["n"] for r in data["tiny"]["final_evaluation"]] == [2, 3]
