@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Regenerates every shipped model, table and plot of the results pages (CPU, ~3.5 hours on 2 cores).
-#   bash scripts/reproduce_paper.sh            # train the four presets and broad, evaluate, robustness, depth study
+# Regenerates every shipped model, table and plot of the results pages (CPU, ~7 hours on 2 cores).
+#   bash scripts/reproduce_paper.sh    # train the four presets and broad, evaluate, robustness, depth studies,
+#                                      # claim 3 at a longer budget
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m tf_impl.train --preset full-n9 --out runs/full-n9
@@ -16,4 +17,13 @@ python -m tf_impl.evaluate reference/pretrained/{full-n9,block-n9,block-mixed,bl
 python -m tf_impl.evaluate --robustness block-mixed block-finetune block-n9 full-n9 broad \
   --sizes 3 5 9 15 20 30 --n-systems 100 --out results/robustness
 python scripts/depth_study.py --preset block-mixed --depths 1 2 3 4 6 8 --steps 1500 --batch-size 256
+# claim 3 at three times the presets' budget (~50 min), with the loss curves
+bash scripts/train_claim3.sh 24000 runs
+python scripts/training_curves.py runs/full-n9-long runs/block-n9-long --labels full-n9 block-n9 \
+  --title "Claim 3: full vs block at N = 9, 24000 steps" --out results/claim3/curves
+# the depth family on N in [2, 20] (~2.5 h): L = 2, 4 from scratch, 6 and 8 grown from 4, 8 from scratch
+bash scripts/train_depth_family.sh 4000 runs
+python scripts/depth_family_study.py runs/depth-L{2,4,6,8,8-scratch}/final.npz --out results/depth_family
+python scripts/training_curves.py runs/depth-L{2,4,6,8,8-scratch} \
+  --title "Depth family: evaluation loss (N in [2, 20])" --out results/depth_family_curves
 python scripts/make_results_page.py
