@@ -124,20 +124,20 @@ def test_two_workers_on_localhost_train_like_one_process_and_resume_after_a_kill
     assert res.returncode == 0, res.stderr[-3000:]
     multi = tmp_path / "multi"
 
-    def launch(extra_env: dict, extra_args: list[str]):
+    def launch(delay: float | None, extra_args: list[str]):
         ports = _free_ports(2)
         cluster = {"worker": [f"localhost:{p}" for p in ports]}
         procs = []
         for i in range(2):
-            env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-                       **extra_env)
-            procs.append(subprocess.Popen([sys.executable, "-m", "tf_impl.train", *args, "--out", str(multi),
-                                           *extra_args], cwd=root, env=env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))
+            env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+            cli = [sys.executable, "-m", "tf_impl.train"] if delay is None else \
+                [sys.executable, str(root / "tests" / "slow_train.py"), str(delay)]  # sleeps after every step
+            procs.append(subprocess.Popen([*cli, *args, "--out", str(multi), *extra_args], cwd=root, env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
         return procs
 
     # 1. two workers, one second per step; kill worker 1 once the chief has written the step-3 checkpoint
-    procs = launch({"TF_IMPL_TRAIN_STEP_DELAY": "1.0"}, [])
+    procs = launch(1.0, [])
     try:
         deadline = time.time() + 300
         while not (multi / "ckpt.npz").exists():
@@ -155,7 +155,7 @@ def test_two_workers_on_localhost_train_like_one_process_and_resume_after_a_kill
     assert load_checkpoint_extra(multi / "ckpt.npz")[0]["step"] == 3 and not (multi / "final.npz").exists()
 
     # 2. both restarted with --resume: the run finishes from step 3
-    procs = launch({}, ["--resume"])
+    procs = launch(None, ["--resume"])
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err[-3000:]

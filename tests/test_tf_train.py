@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--n-layers", "2", "--n-min", "2", "--n-max", "4", "--batch-size", "16", "--lr", "0.01",
         "--warmup", "3", "--eval-systems", "50", "--seed", "3"]
 FAST = TINY + ["--mode", "graph"]
+SLOW = [sys.executable, str(ROOT / "tests" / "slow_train.py")]  # + DELAY: the CLI, sleeping after every step
 
 
 # ----------------------------------------------------------------------------------------------
@@ -158,9 +159,10 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(tmp_path, capsys):
 
     # interrupted: a subprocess that sleeps after each step, killed with SIGKILL after its 3rd checkpoint
     out = tmp_path / "killed"
-    cmd = [sys.executable, "-m", "tf_impl.train", *FAST, *steps, "--out", str(out), "--resume"]
-    env = dict(os.environ, TF_IMPL_TRAIN_STEP_DELAY="0.1", TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    options = [*FAST, *steps, "--out", str(out), "--resume"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(SLOW + ["0.1", *options], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
@@ -177,7 +179,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_result(tmp_path, capsys):
     assert 12 <= killed_at < 40 and not (out / "final.npz").exists()
 
     # resumed: continues from the last checkpoint to the end
-    res = subprocess.run(cmd, cwd=ROOT, env=dict(env, TF_IMPL_TRAIN_STEP_DELAY="0"), capture_output=True,
+    res = subprocess.run([sys.executable, "-m", "tf_impl.train", *options], cwd=ROOT, env=env, capture_output=True,
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     assert f"resuming {out / 'ckpt.npz'} at step {killed_at}" in res.stdout
@@ -222,10 +224,9 @@ def test_divergence_rule_can_be_turned_off(tmp_path, capsys):
 
 
 def _start_slow_run(out, steps=400):
-    cmd = [sys.executable, "-m", "tf_impl.train", *FAST, "--steps", str(steps), "--ckpt-every", "2",
-           "--eval-every", "0", "--out", str(out), "--resume"]
-    env = dict(os.environ, TF_IMPL_TRAIN_STEP_DELAY="0.05")
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = SLOW + ["0.05", *FAST, "--steps", str(steps), "--ckpt-every", "2", "--eval-every", "0", "--out", str(out),
+                  "--resume"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not (out / "ckpt.npz").exists():
         assert proc.poll() is None, "the run ended early"
@@ -303,12 +304,11 @@ def test_the_command_line_is_quiet_by_default():
 
 
 def test_ctrl_c_message(tmp_path):
-    cmd = [sys.executable, "-m", "tf_impl.train", *FAST, "--steps", "400", "--ckpt-every", "2", "--eval-every", "0",
-           "--out", str(tmp_path / "i")]
-    env = dict(os.environ, TF_IMPL_TRAIN_STEP_DELAY="0.05")
+    cmd = SLOW + ["0.05", *FAST, "--steps", "400", "--ckpt-every", "2", "--eval-every", "0",
+                  "--out", str(tmp_path / "i")]
     # a shell that runs the suite in the background starts it with SIGINT ignored, and Python keeps an
     # inherited SIG_IGN: give the child the default disposition, as a terminal would
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "i" / "ckpt.npz").exists():

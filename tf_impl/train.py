@@ -31,8 +31,8 @@ What a run does:
 Exit status: 0 done, 1 the run diverged (non-finite loss or gradient, or the rule above), 2 bad
 arguments, configuration or output folder, 130 interrupted (Ctrl-C: one line says where the last
 checkpoint is; ``--resume`` continues).
-The environment variable ``TF_IMPL_TRAIN_STEP_DELAY`` (seconds) sleeps after every step: a hook
-for the resume test, which kills a run mid-way.
+``main(argv, on_step=f)`` / ``run(tcfg, on_step=f)`` call ``f(step)`` after every step (the tests
+slow a run down this way, ``tests/slow_train.py``, to kill or interrupt it mid-way).
 """
 
 from __future__ import annotations
@@ -183,8 +183,9 @@ def prepare_out(out: str):
     return lock
 
 
-def run(tcfg: TrainConfig) -> int:
-    """Train according to ``tcfg``; returns the exit status (0 done, 1 the run diverged or failed)."""
+def run(tcfg: TrainConfig, on_step=None) -> int:
+    """Train according to ``tcfg``; returns the exit status (0 done, 1 the run diverged or failed).
+    ``on_step``: called with the step number after every step (or None)."""
     from tqdm import tqdm
 
     from reference.checkpoint import save_checkpoint
@@ -217,7 +218,6 @@ def run(tcfg: TrainConfig) -> int:
         writer = tf.summary.create_file_writer(os.path.join(out, "tb"))
     else:
         writer = tf.summary.create_noop_writer()
-    delay = float(os.environ.get("TF_IMPL_TRAIN_STEP_DELAY", "0") or 0)
     metrics: dict = {}
     # divergence threshold: the loss of x_hat = 0 on the evaluation batch (the same loss as training's)
     _, _, x_eval, m_eval = eval_batch
@@ -277,8 +277,8 @@ def run(tcfg: TrainConfig) -> int:
                     bar.write(f"step {step:6d}  train loss {res['loss']:.4e}  eval loss {ev:.4e}  lr {res['lr']:.2e}")
                 if tcfg.ckpt_every and step % tcfg.ckpt_every == 0 and step < tcfg.steps and above == 0:
                     save(ckpt_path, with_state=True)  # never while the loss is above the divergence threshold
-                if delay:
-                    time.sleep(delay)
+                if on_step is not None:
+                    on_step(step)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -314,7 +314,7 @@ def _ckpt_step(path: str):
         return "?"
 
 
-def main(argv=None) -> int:
+def main(argv=None, on_step=None) -> int:
     try:
         tcfg = parse_config(argv)
     except ValueError as e:
@@ -322,7 +322,7 @@ def main(argv=None) -> int:
         return 2
     quiet_tensorflow(tcfg.verbose)
     try:
-        return run(tcfg)
+        return run(tcfg, on_step)
     except ValueError as e:  # a bad checkpoint, an incompatible --resume / --init-from, an unusable --out
         print(f"error: {e}", file=sys.stderr)
         return 2
