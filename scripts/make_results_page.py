@@ -139,13 +139,15 @@ def main():
         meta = info["meta"]
         if "train_config" in meta:
             tr[name] = {"train_config": meta["train_config"], **meta.get("metrics", {})}
-    try:  # the broad model is not in the paper's evaluation: its training record comes from its checkpoint
-        from reference.pretrained import load_pretrained
+    from reference.pretrained import PRETRAINED, load_pretrained
 
-        meta = load_pretrained("broad")[2]
-        tr["broad"] = {"train_config": meta["train_config"], **meta.get("metrics", {})}
-    except ValueError:
-        pass
+    for name in PRETRAINED:  # models outside the paper's evaluation (broad, deep): records from their checkpoints
+        if name not in tr:
+            try:
+                meta = load_pretrained(name)[2]
+            except ValueError:  # not shipped in this install
+                continue
+            tr[name] = {"train_config": meta["train_config"], **meta.get("metrics", {})}
     if tr:
         lines += ["## The shipped models", "",
                   "| model | layers x heads | sizes | kappa | steps x batch | time (2 cores) | final loss |",
