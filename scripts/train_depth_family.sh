@@ -3,8 +3,8 @@
 # lr 3e-3 with cosine decay to 3e-4, STEPS steps per stage (4000: L4 ~15 min, L8 ~31 min alone on 2 cores).
 #   L = 4 and L = 2 from scratch (the block-mixed recipe on the wider size range);
 #   L = 6 and L = 8 grown from L = 4 (--init-from a shallower checkpoint appends no-op layers,
-#   see reference.model.grow_params) and trained at the full learning rate;
-#   L = 8 from scratch (L8-scratch), to compare with growth.
+#   see reference.model.grow_params), at lr 1e-3; L = 8 from scratch (L8-scratch) at lr 1e-3, to compare.
+#   (L = 8 grown at lr 3e-3 diverged: loss spikes from step ~1730, inf at step 1812, lr 2.2e-3 then.)
 # The previous recipe (L = 2 from scratch, then grown by 2 layers at lr 1e-3) left L = 4 worse than
 # CG-4 (docs/results-tried.md). Re-running continues where it stopped (--resume; a stage with its
 # final.npz is skipped). Then: python scripts/depth_family_study.py RUNS/depth-L*/final.npz
@@ -24,9 +24,9 @@ for name in $STAGES; do
   case "$name" in
     L4) stage L4 4 ;;
     L2) stage L2 2 ;;
-    L6) stage L6 6 --init-from "$RUNS/depth-L4/final.npz" ;;
-    L8) stage L8 8 --init-from "$RUNS/depth-L4/final.npz" ;;
-    L8-scratch) stage L8-scratch 8 ;;
+    L6) stage L6 6 --init-from "$RUNS/depth-L4/final.npz" --lr 1e-3 ;;
+    L8) stage L8 8 --init-from "$RUNS/depth-L4/final.npz" --lr 1e-3 ;;
+    L8-scratch) stage L8-scratch 8 --lr 1e-3 ;;
     *) echo "unknown stage $name" >&2; exit 2 ;;
   esac
 done
