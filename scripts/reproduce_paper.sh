@@ -21,9 +21,9 @@ python scripts/depth_study.py --preset block-mixed --depths 1 2 3 4 6 8 --steps 
 bash scripts/train_claim3.sh 24000 runs
 python scripts/training_curves.py runs/full-n9-long runs/block-n9-long --labels full-n9 block-n9 \
   --title "Claim 3: full vs block at N = 9, 24000 steps" --out results/claim3/curves
-# the depth family on N in [2, 20] (~2.5 h): L = 2, 4 from scratch, 6 and 8 grown from 4, 8 from scratch
+# the depth family on N in [2, 20] (~2 h): L = 2, 4 from scratch, 6 and 8 grown from 4
 bash scripts/train_depth_family.sh 4000 runs
-python scripts/depth_family_study.py runs/depth-L{2,4,6,8,8-scratch}/final.npz --out results/depth_family
-python scripts/training_curves.py runs/depth-L{2,4,6,8,8-scratch} \
+python scripts/depth_family_study.py runs/depth-L{2,4,6,8}/final.npz --out results/depth_family
+python scripts/training_curves.py runs/depth-L{2,4,6,8} \
   --title "Depth family: evaluation loss (N in [2, 20])" --out results/depth_family_curves
 python scripts/make_results_page.py
