@@ -311,7 +311,9 @@ def main():
                             "| run | final evaluation loss | fall over the last quarter | minutes |",
                             "|---|---:|---:|---:|"]
             tried_lines += [f"| `{name}` | {c['eval_loss'][-1][1]:.2e} | {late_improvement(c):.2f}x | "
-                            f"{(c.get('train_time_s') or float('nan')) / 60:.0f} |" for name, c in curves.items()]
+                            f"{c['train_time_s'] / 60:.0f} |" if c.get("train_time_s") else
+                            f"| `{name}` | {c['eval_loss'][-1][1]:.2e} (step {c['eval_loss'][-1][0]}) | "
+                            "no final checkpoint (stopped early) | - |" for name, c in curves.items()]
             tried_lines += ["", "![depth family curves](assets/results/depth_family_curves.png)", ""]
     tried = ROOT / "results" / "tried.md"
     if tried.exists():
