@@ -23,6 +23,7 @@ python scripts/training_curves.py runs/full-n9-long runs/block-n9-long --labels 
   --title "Claim 3: full vs block at N = 9, 24000 steps" --out results/claim3/curves
 # the depth family on N in [2, 20] (~2 h): L = 2, 4 from scratch, 6 and 8 grown from 4
 bash scripts/train_depth_family.sh 4000 runs
+cp runs/depth-L4/final.npz reference/pretrained/block-mixed-20.npz   # = python -m tf_impl.train --preset block-mixed-20
 python scripts/depth_family_study.py runs/depth-L{2,4,6,8}/final.npz --out results/depth_family
 python scripts/training_curves.py runs/depth-L{2,4,6,8} \
   --title "Depth family: evaluation loss (N in [2, 20])" --out results/depth_family_curves

@@ -16,6 +16,7 @@ import pytest
 
 import reference as ref
 from reference.config import ModelConfig
+from reference.pretrained import PRETRAINED
 from tf_impl.train import PRESETS, TrainConfig, main, parse_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,6 +39,7 @@ def test_model_fields_share_model_config_defaults_and_presets_are_valid():
     assert all(getattr(TrainConfig(), k) == getattr(ModelConfig(), k) for k in model_fields)
     assert parse_config([]) == TrainConfig(**PRESETS["small"])  # a command-line run starts from small
     assert set(PRESETS) >= {"small", "full-n9", "block-n9", "block-mixed", "block-finetune"}
+    assert set(PRETRAINED) <= set(PRESETS)  # "train them with --preset NAME" works for every shipped model
     for name, values in PRESETS.items():
         extra = {"init_from": "x.npz"} if name == "block-finetune" else {}
         tcfg = TrainConfig(**{**values, "preset": name, **extra})

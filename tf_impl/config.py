@@ -179,6 +179,9 @@ PRESETS: dict[str, dict] = {
     # fine-tunes block-mixed (same architecture) on larger systems: --init-from runs/block-mixed/final.npz
     "block-finetune": {**_PAPER_BLOCK, "n_min": 10, "n_max": 20, "batch_size": 256, "steps": 1200, "lr": 1e-3,
                        "warmup": 50, "eval_every": 200, "ckpt_every": 200},
+    # the depth family's 4-layer model (scripts/train_depth_family.sh): block-mixed's recipe on N in [2, 20],
+    # the deepest model of the family that beats CG with as many iterations on average over its sizes
+    "block-mixed-20": {**_PAPER_BLOCK, "n_min": 2, "n_max": 20, "steps": 4000, "eval_every": 500, "eval_systems": 200},
     # the model for solve() on users' systems: every family, sizes to 30, kappa log-uniform in [2, 1000],
     # right-hand sides normalised as solve() feeds them, relative loss (no system family dominates)
     "broad": {**_PAPER_BLOCK, "n_min": 2, "n_max": 30, "kappa": 2.0, "kappa_max": 1000.0, "spectrum": "mix",

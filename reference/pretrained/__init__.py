@@ -1,5 +1,5 @@
-"""The shipped models: the paper's four experiments (``docs/concepts.md``, section 6) and the broad model,
-trained by ``python -m tf_impl.train``.
+"""The shipped models: the paper's four experiments (``docs/concepts.md``, section 6), the broad model and
+the depth family's 4-layer model on N in [2, 20] (``block-mixed-20``), trained by ``python -m tf_impl.train``.
 
     from reference.pretrained import PRETRAINED, load_pretrained, training_sizes
     params, cfg, meta = load_pretrained("block-mixed")
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PRETRAINED = ("full-n9", "block-n9", "block-mixed", "block-finetune", "broad")
+PRETRAINED = ("full-n9", "block-n9", "block-mixed", "block-finetune", "broad", "block-mixed-20")
 """Names of the shipped models, also the ``--preset`` names of ``python -m tf_impl.train``."""
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
