@@ -12,7 +12,7 @@
 set -euo pipefail
 STEPS="${1:-4000}"
 RUNS="${2:-runs}"
-STAGES="${3:-L4 L8 L6 L2}"  # L8-scratch: optional (not in the committed results)
+STAGES="${3:-L4 L8 L6 L2}"  # L8-scratch: optional; it diverged at step 1146 (docs/results-tried.md)
 COMMON=(--preset block-mixed --n-min 2 --n-max 20 --batch-size 512 --lr 3e-3 --eval-every 500 --ckpt-every 1000
         --eval-systems 200 --resume)
 stage() {  # stage NAME L [extra arguments]: train RUNS/depth-NAME with L layers
