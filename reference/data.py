@@ -42,7 +42,7 @@ def haar_orthogonal(rng: np.random.Generator, batch: int, n: int) -> np.ndarray:
     return q * signs[:, None, :]
 
 
-SPECTRUM_LAWS = ("uniform", "loguniform", "clustered", "mix")
+EIGENVALUE_LAWS = ("uniform", "loguniform", "clustered", "mix")
 """Eigenvalue laws on ``[1/kappa, 1]`` (``docs/conventions.md``, "System families"); "mix": one of the
 three others per system, with equal probability."""
 RHS_LAWS = ("solution", "normal", "mix")
@@ -72,8 +72,8 @@ def parse_kappa(kappa) -> tuple[float, float]:
 
 def check_law(kappa, spectrum: str, rhs: str, normalize_rhs: bool) -> tuple[float, float]:
     """Validate a system law (both samplers call this); returns ``parse_kappa(kappa)``."""
-    if spectrum not in SPECTRUM_LAWS:
-        raise ValueError(f"spectrum must be one of {SPECTRUM_LAWS}, got {spectrum!r}")
+    if spectrum not in EIGENVALUE_LAWS:
+        raise ValueError(f"spectrum must be one of {EIGENVALUE_LAWS}, got {spectrum!r}")
     if rhs not in RHS_LAWS:
         raise ValueError(f"rhs must be one of {RHS_LAWS}, got {rhs!r}")
     if not isinstance(normalize_rhs, (bool, np.bool_)):
@@ -103,11 +103,11 @@ def spectrum_from_uniforms(u, c, family, lo):
 def spd_spectrum(rng: np.random.Generator, batch: int, n: int, kappa, spectrum="uniform") -> np.ndarray:
     """Eigenvalues ``(batch, n)`` on ``[1/kappa, 1]``, smallest pinned to ``1/kappa``, largest to 1.
 
-    ``kappa``: a number or one per system (batch,); ``spectrum``: a name of :data:`SPECTRUM_LAWS` other than
+    ``kappa``: a number or one per system (batch,); ``spectrum``: a name of :data:`EIGENVALUE_LAWS` other than
     "mix", or one family index per system (batch,) as in :func:`spectrum_from_uniforms`.
     """
     lo = 1.0 / np.broadcast_to(np.asarray(kappa, dtype=np.float64), (batch,))  # (B,)
-    family = SPECTRUM_LAWS.index(spectrum) if isinstance(spectrum, str) else spectrum
+    family = EIGENVALUE_LAWS.index(spectrum) if isinstance(spectrum, str) else spectrum
     family = np.broadcast_to(np.asarray(family), (batch,))  # (B,)
     u = rng.random((batch, n))  # (B, n)
     c = rng.random((batch, n)) if np.any(family == 2) else np.zeros((batch, n))  # cluster choice
@@ -124,7 +124,7 @@ def sample_systems(batch: int, sizes, kappa=10.0, seed=0, *, spectrum: str = "un
     Every system draws its own ``N`` uniformly from ``sizes`` (an int, or ``(n_min, n_max)``), and
     is padded with zeros to ``n_max``. ``||A||_2 = 1`` and ``cond(A) = kappa`` exactly (up to
     rounding); ``kappa`` is a number, or a pair ``(k_min, k_max)``: one ``kappa`` per system,
-    log-uniform. ``spectrum`` (:data:`SPECTRUM_LAWS`) is the law of the other eigenvalues, ``rhs``
+    log-uniform. ``spectrum`` (:data:`EIGENVALUE_LAWS`) is the law of the other eigenvalues, ``rhs``
     (:data:`RHS_LAWS`) that of ``b``; ``normalize_rhs`` rescales ``b`` and ``x`` so that
     ``||b|| = sqrt(N)`` (rms 1: what :func:`reference.solve.solve` feeds a model). The defaults are
     the paper's law, drawn as before these options existed (same stream).
@@ -140,7 +140,7 @@ def sample_systems(batch: int, sizes, kappa=10.0, seed=0, *, spectrum: str = "un
     n_s = rng.integers(lo, hi + 1, size=batch)  # (B,)
     # extra draws only for the non-default options, so that the paper's law keeps its stream
     kap = np.full(batch, k_lo) if k_lo == k_hi else np.exp(rng.uniform(np.log(k_lo), np.log(k_hi), size=batch))
-    family = (rng.integers(0, 3, size=batch) if spectrum == "mix" else np.full(batch, SPECTRUM_LAWS.index(spectrum)))
+    family = (rng.integers(0, 3, size=batch) if spectrum == "mix" else np.full(batch, EIGENVALUE_LAWS.index(spectrum)))
     normal_rhs = (rng.random(batch) < 0.5) if rhs == "mix" else np.full(batch, rhs == "normal")  # (B,)
     A = np.zeros((batch, hi, hi))
     x = np.zeros((batch, hi))

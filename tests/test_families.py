@@ -13,7 +13,7 @@ import pytest
 from helpers import check_grad, check_tensor, fd_vjp
 
 import reference as ref
-from reference.data import CLUSTER_WIDTH, RHS_LAWS, SPECTRUM_LAWS, rhs_rms
+from reference.data import CLUSTER_WIDTH, EIGENVALUE_LAWS, RHS_LAWS, rhs_rms
 from reference.layers import mse_backward, mse_forward
 from tf_impl import data as tf_data
 
@@ -41,7 +41,7 @@ def test_the_papers_law_keeps_its_stream():
 
 
 @pytest.mark.parametrize("twin", ["reference", "tf_impl"])
-@pytest.mark.parametrize("spectrum", SPECTRUM_LAWS)
+@pytest.mark.parametrize("spectrum", EIGENVALUE_LAWS)
 def test_spectrum_law(twin, spectrum):
     kappa = 50.0
     A, b, x, mask = sample(twin, B, (3, 12), kappa, seed=3, spectrum=spectrum)

@@ -18,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 
 from reference.config import ATTENTION_NORMS, PARAMETRIZATIONS, ModelConfig
-from reference.data import RHS_LAWS, SPECTRUM_LAWS
+from reference.data import EIGENVALUE_LAWS, RHS_LAWS
 
 FIELD_GROUPS = ("run", "model", "data", "optimisation", "bookkeeping")
 
@@ -61,7 +61,7 @@ class TrainConfig:
     kappa_max: float | None = _f(None, "largest condition number: kappa log-uniform in [kappa, kappa_max] per "
                                        "system ('none': every system has kappa)", "data")
     spectrum: str = _f("uniform", "eigenvalues on [1/kappa, 1]: 'uniform', 'loguniform', 'clustered' (two clusters "
-                                  "at the ends) or 'mix' (one of the three per system)", "data", SPECTRUM_LAWS)
+                                  "at the ends) or 'mix' (one of the three per system)", "data", EIGENVALUE_LAWS)
     rhs: str = _f("solution", "right-hand side: 'solution' (x ~ N(0, I), b = A x), 'normal' (b ~ N(0, I)) or "
                               "'mix' (one of the two per system)", "data", RHS_LAWS)
     normalize_rhs: bool = _f(False, "scale b (and x) to ||b|| = sqrt(N), as solve() feeds a model", "data")

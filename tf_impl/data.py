@@ -39,7 +39,7 @@ import math
 
 import numpy as np
 
-from reference.data import CLUSTER_WIDTH, SPECTRUM_LAWS, check_law, parse_sizes
+from reference.data import CLUSTER_WIDTH, EIGENVALUE_LAWS, check_law, parse_sizes
 from tf_impl._quiet import tf
 from tf_impl.model import as_float_dtype
 
@@ -138,7 +138,7 @@ def sample_systems_tf(seed, batch: int, n_min: int, n_max: int, kappa, dtype=tf.
         if spectrum == "mix":
             family = tf.minimum(tf.cast(3.0 * _uniform([B], e[1], dtype), tf.int32), 2)  # (B,) in {0, 1, 2}
         else:
-            family = tf.fill([B], SPECTRUM_LAWS.index(spectrum))
+            family = tf.fill([B], EIGENVALUE_LAWS.index(spectrum))
         lam = _spectrum(u, _uniform([B, M], e[2], dtype), family, lo)  # (B, M)
         if rhs == "mix":
             normal_rhs = _uniform([B], e[3], dtype) < 0.5
