@@ -115,16 +115,15 @@ def fmt(v: float) -> str:
 
 
 def markdown_tables(records, models, kappas, sizes) -> str:
-    """Per kappa: N, each model's MSE beside CG's (at each depth) and the zero predictor's; the other
-    baselines in a table of their own (so that no table is wider than a page); the model / CG ratios."""
+    """Per kappa: N, each model's MSE beside CG's (at each depth), Cholesky's and the zero predictor's; the
+    other baselines in a table per depth (so that no table is wider than a page); the model / CG ratios."""
     lines = []
     by = {(r["kappa"], r["n"], r["method"], r["iters"]): r for r in records}
     methods = [(r["method"], r["iters"]) for r in records if r["kind"] == "baseline"]
     methods = list(dict.fromkeys(methods))
-    first = [(m, k) for m, k in methods if m == "cg"]  # beside the models: CG at their depths
-    depths = list(dict.fromkeys(k for m, k in methods if m not in ("cg", "cholesky")))
-    others = [[(m, k) for m, k in methods if m != "cg" and (k == d or (m == "cholesky" and d == depths[0]))]
-              for d in depths]  # the other baselines: a table per depth
+    first = [(m, k) for m, k in methods if m in ("cg", "cholesky")]  # beside the models: CG and the exact floor
+    depths = list(dict.fromkeys(k for m, k in methods if (m, k) not in first))
+    others = [[(m, k) for m, k in methods if k == d and (m, k) not in first] for d in depths]  # a table per depth
     for kappa in kappas:
         kappa = float(kappa)
         tables = [(f"### MSE at kappa = {kappa:g}", list(models), first, True)]
@@ -333,8 +332,7 @@ def main(argv=None) -> int:
 def eval_markdown(result: dict) -> str:
     """``eval.md`` from the contents of ``eval.json`` (so it can be rendered again from the file)."""
     args = result["args"]
-    args = args if isinstance(args, dict) else vars(args)
-    models = {name: (None, ModelConfig.from_json(json.dumps(m["config"]))) for name, m in result["models"].items()}
+    models = {name: (None, ModelConfig(**m["config"])) for name, m in result["models"].items()}
     sizes = list(range(args["n_min"], args["n_max"] + 1))
     md = ["# Evaluation", "", f"Checkpoints: {', '.join(f'`{m}`' for m in models)}; {args['n_systems']} systems per "
           f"(kappa, N), seed {args['seed']}; iterative baselines run as many iterations as the model has layers.", "",
