@@ -23,6 +23,7 @@ from reference.data import EIGENVALUE_LAWS, RHS_LAWS
 FIELD_GROUPS = ("run", "model", "data", "optimisation", "bookkeeping")
 
 
+# the choices of the training options (tf_impl.optim checks SCHEDULES and MODES with these too)
 LOSSES = ("mse", "relative")
 SCHEDULES = ("constant", "cosine")
 DTYPES = ("float32", "float64")

@@ -50,13 +50,12 @@ from reference.config import ModelConfig
 from reference.data import check_law, check_systems, parse_sizes
 from reference.model import check_params
 from tf_impl._quiet import tf
+from tf_impl.config import MODES, SCHEDULES
 from tf_impl.data import sample_systems_tf
 from tf_impl.layers import mse_sum
 from tf_impl.model import LinearTransformer, as_float_dtype, loss_and_grads_tensors, model_forward
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
-SCHEDULES = ("constant", "cosine")
-MODES = ("xla", "graph", "eager")
 
 
 def lr_at(step, lr: float, total_steps: int, warmup: int = 0, schedule: str = "constant") -> tf.Tensor:
