@@ -1,5 +1,7 @@
-"""Layer growth (``reference.model.grow_params``, ``python -m tf_impl.train --init-from`` a shallower checkpoint):
-the grown model's first layers are the checkpoint's, the new layers start as exact no-ops, and they can learn."""
+"""Starts that make depth trainable. Layer growth (``reference.model.grow_params``, ``python -m tf_impl.train
+--init-from`` a shallower checkpoint): the grown model's first layers are the checkpoint's, the new layers start
+as exact no-ops, and they can learn. The Newton-Schulz start (``--init newton-schulz``): the twin runs the
+construction as the reference does, and a run starts from it."""
 
 from __future__ import annotations
 
@@ -59,3 +61,50 @@ def test_train_init_from_shallower_checkpoint(tmp_path):
     tcfg = parse_config(["--n-layers", "1", *common])  # shrinking is not growth: refused, named
     with pytest.raises(ValueError, match="n_layers: 2 \\(checkpoint\\) > 1"):
         _load_start(tcfg, tcfg.model_config(), str(tmp_path / "run" / "ckpt.npz"))
+
+
+def test_twin_runs_the_newton_schulz_construction():
+    """The TensorFlow forward of the construction equals the reference's in float64 (both paths), and in
+    float32 a deep one stays at float32's floor instead of growing (MSE of 8 layers < 1e-11)."""
+    from reference.constructions import newton_schulz_params
+
+    A, b, x, mask = ref.sample_systems(16, (2, 20), seed=9)
+    for n_layers in (2, 5):
+        params, cfg = newton_schulz_params(n_layers, kappa=10.0, n_heads=2)
+        want = ref.forward(params, cfg, A, b, mask)
+        for structured in (True, False):
+            check_tensor(f"tf Newton-Schulz L={n_layers} structured={structured}",
+                         tf_impl.forward(params, cfg, A, b, mask, structured=structured), want, rtol=1e-10,
+                         atol=1e-12)
+    params, cfg = newton_schulz_params(8, kappa=10.0)
+    x_hat = np.asarray(tf_impl.forward(params, cfg, A, b, mask, dtype="float32"))
+    mse = (((x_hat - x) ** 2).sum(axis=1) / mask.sum(axis=1)).mean()
+    assert mse < 1e-11, mse
+
+
+def test_train_init_newton_schulz(tmp_path):
+    from reference.constructions import newton_schulz_init
+    from tf_impl.train import _load_start, parse_config
+
+    argv = ["--n-layers", "3", "--n-heads", "2", "--attention-norm", "none", "--kappa", "5", "--kappa-max", "40",
+            "--init", "newton-schulz", "--out", str(tmp_path / "run")]
+    tcfg = parse_config(argv)
+    params, extra, step = _load_start(tcfg, tcfg.model_config(), str(tmp_path / "run" / "ckpt.npz"))
+    assert extra is None and step == 0
+    want = newton_schulz_init(tcfg.model_config(), kappa=40.0, seed=tcfg.seed)  # the largest kappa of the run
+    for name in want:
+        assert np.array_equal(params[name], want[name]), name
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--parametrization", "full", "--n-min", "4", "--n-max", "4"], "block model with n_identity >= 2"),
+    (["--n-identity", "1"], "block model with n_identity >= 2"),
+    (["--attention-norm", "n"], "exact at one size only"),
+    (["--init-from", "x.npz"], "two starts"),
+])
+def test_train_init_newton_schulz_refuses(argv, message):
+    from tf_impl.train import parse_config
+
+    with pytest.raises(ValueError, match=message):
+        parse_config(["--init", "newton-schulz", *argv])
+    parse_config(["--init", "newton-schulz", "--attention-norm", "n", "--n-min", "6", "--n-max", "6"])  # one size

@@ -18,6 +18,7 @@ import typing
 from dataclasses import dataclass, field
 
 from reference.config import ATTENTION_NORMS, PARAMETRIZATIONS, ModelConfig
+from reference.constructions import INITS
 from reference.data import EIGENVALUE_LAWS, RHS_LAWS
 
 FIELD_GROUPS = ("run", "model", "data", "optimisation", "bookkeeping")
@@ -77,6 +78,9 @@ class TrainConfig:
                        SCHEDULES)
     clip_norm: float | None = _f(10.0, "global-norm gradient clipping ('none': off)", "optimisation")
     seed: int = _f(0, "initialisation and data seed (batch t is drawn from (seed, t))", "optimisation")
+    init: str = _f("random", "start: 'random' (Gaussian, std init_scale) or 'newton-schulz' (block: the hand-set "
+                             "model whose layers run Newton-Schulz for the spectrum [1/kappa, 1], kappa_max if set; "
+                             "docs/concepts.md)", "optimisation", INITS)
     dtype: str = _f("float32", "'float32' (training) or 'float64' (checking)", "optimisation", DTYPES)
     mode: str = _f("xla", "'xla': one XLA-compiled step; 'graph': tf.function without XLA; 'eager': debug",
                    "optimisation", MODES)
@@ -128,6 +132,14 @@ class TrainConfig:
         if self.parametrization == "full":
             need(self.n_min == self.n_max, f"the full parametrization trains on one size: n_min = n_max, "
                                            f"got ({self.n_min}, {self.n_max})")
+        if self.init == "newton-schulz":
+            need(self.parametrization == "block" and self.n_identity >= 2,
+                 f"--init newton-schulz builds a block model with n_identity >= 2, got {self.parametrization!r} "
+                 f"with n_identity {self.n_identity}")
+            need(self.attention_norm == "none" or self.n_min == self.n_max,
+                 "--init newton-schulz with attention_norm 'n' is exact at one size only: use attention_norm "
+                 "'none' or n_min = n_max")
+            need(self.init_from is None, "--init newton-schulz and --init-from are two starts: give one")
         if self.preset == "block-finetune":
             need(self.init_from is not None, "the block-finetune preset starts from a trained model: give "
                                              "--init-from CHECKPOINT (e.g. runs/block-mixed/final.npz)")
