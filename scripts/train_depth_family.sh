@@ -9,6 +9,12 @@
 # CG-4 (docs/results-tried.md). Re-running continues where it stopped (--resume; a stage with its
 # final.npz is skipped). Then: python scripts/depth_family_study.py RUNS/depth-L*/final.npz
 #   bash scripts/train_depth_family.sh [STEPS_PER_STAGE] [RUNS_DIR] [STAGES]   (STAGES e.g. "L2 L8-scratch")
+# The Newton-Schulz family (stages NS-L2 NS-L4 NS-L6 NS-L8, RUNS/depth-ns-L*): attention_norm "none" (the
+# construction is exact at every N with it only), --init newton-schulz (reference.constructions), 4 heads, N in
+# [2, 20], kappa 10, batch 512; lr scaled to the start's accuracy (Adam moves every weight by ~lr per step, which
+# is noise once the model is more accurate than that): L2 1e-3 and L4 1e-4 for 1500 steps; L6 and L8 start at
+# float32's floor (MSE ~1e-13), lr 1e-7 for 500 steps (1e-5 took L8 from 8e-14 to 1.1e-6 in 50 steps).
+#   bash scripts/train_depth_family.sh 0 runs "NS-L4 NS-L2 NS-L8 NS-L6"   (STEPS_PER_STAGE is not used by them)
 set -euo pipefail
 STEPS="${1:-4000}"
 RUNS="${2:-runs}"
@@ -27,6 +33,11 @@ for name in $STAGES; do
     L6) stage L6 6 --init-from "$RUNS/depth-L4/final.npz" --lr 1e-3 ;;
     L8) stage L8 8 --init-from "$RUNS/depth-L4/final.npz" --lr 1e-3 ;;
     L8-scratch) stage L8-scratch 8 --lr 1e-3 ;;
+    NS-L*) L="${name#NS-L}"
+      case "$L" in 2) lr=1e-3 steps=1500 ;; 4) lr=1e-4 steps=1500 ;; *) lr=1e-7 steps=500 ;; esac
+      if [ -f "$RUNS/depth-ns-L$L/final.npz" ]; then echo "depth-ns-L$L: done"; continue; fi
+      python -m tf_impl.train "${COMMON[@]}" --attention-norm none --init newton-schulz --n-layers "$L" \
+        --lr "$lr" --warmup 20 --steps "$steps" --eval-every 250 --out "$RUNS/depth-ns-L$L" ;;
     *) echo "unknown stage $name" >&2; exit 2 ;;
   esac
 done
