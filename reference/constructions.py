@@ -65,7 +65,8 @@ def richardson_params(eta: float, n_identity: int = 3, attention_norm: str = "no
     return {"layers.0.P": P, "layers.0.Q": Q}, cfg
 
 
-def newton_schulz_schedule(n_layers: int, kappa: float) -> tuple[list[tuple[float, float]], list[float]]:
+def newton_schulz_schedule(n_layers: int, kappa: float, upper: float = 1.0
+                           ) -> tuple[list[tuple[float, float]], list[float]]:
     """The per-layer steps of :func:`newton_schulz_params`: ``(coefficients, bounds)``.
 
     The equation tokens carry a matrix ``X_l`` (``X_0 = I``); layer ``l < L - 1`` maps it to
@@ -74,23 +75,31 @@ def newton_schulz_schedule(n_layers: int, kappa: float) -> tuple[list[tuple[floa
 
     so the residual matrix ``I - A X_{l+1} = r_l(A X_l)`` with ``r_l(y) = 1 - gamma_l y - beta_l y^2``.
     ``r_l`` is the degree-2 Chebyshev polynomial with ``r_l(0) = 1`` on the interval ``[lo, hi]`` that
-    holds the spectrum of ``A X_l`` (``[1/kappa, 1]`` for ``X_0 = I`` when ``||A|| = 1``); it is
+    holds the spectrum of ``A X_l`` (``[1/kappa, upper]`` for ``X_0 = I``; ``upper = 1`` is the data's
+    ``||A|| = 1``, a larger one tolerates a scale estimate that is too low, see below); it is
     bounded by ``m_l = w^2 / (2 (hi + lo)^2 - w^2)`` there (``w = hi - lo``), so the spectrum of
     ``A X_{l+1}`` lies in ``[1 - m_l, 1 + m_l]``: ``m`` is roughly squared at every layer (plain
     Newton-Schulz, ``gamma = 2, beta = -1``, is the limit ``w -> 0``).
 
     ``bounds[l]`` is ``||I - A X_l||_2`` for ``l = 0..L-1`` on any system with its spectrum in
-    ``[1/kappa, 1]``; the last layer's error is ``||x_hat - x|| <= bounds[-1] ||x0 - x||`` (for
-    ``L = 1`` the readout takes the optimal Richardson step ``2 / (1 + 1/kappa)`` and the bound is
-    ``(kappa - 1) / (kappa + 1)``).
+    ``[1/kappa, upper]``; the last layer's error is ``||x_hat - x|| <= bounds[-1] ||x0 - x||`` (for
+    ``L = 1`` the readout takes the optimal Richardson step ``2 / (upper + 1/kappa)``).
+
+    Above ``upper`` the first polynomial leaves ``[-1, 1]`` at once (``r_0(upper) = m_0``, close to 1 for a
+    large ``kappa``, and its slope there is ``~8 / w``), ``A X_1`` gets negative eigenvalues and the later
+    layers blow them up: an eigenvalue 0.1% above ``upper`` ruins a ``kappa = 1e4`` model. Hence
+    ``upper``: ``solve`` scales ``A`` by its largest eigenvalue, exact up to ``N = 64`` but a Lanczos
+    estimate above, which can be ~1% low; the shipped model takes ``upper = 1.1``.
     """
     if not is_int(n_layers) or n_layers < 1:
         raise ValueError(f"n_layers must be an int >= 1, got {n_layers!r}")
     if not (is_real(kappa) and np.isfinite(kappa) and kappa >= 1):
         raise ValueError(f"kappa must be a finite number >= 1, got {kappa!r}")
+    if not (is_real(upper) and np.isfinite(upper) and upper >= 1):
+        raise ValueError(f"upper must be a finite number >= 1, got {upper!r}")
     # the interval holding the spectrum of A X_l, as centre-sum t = hi + lo and width w = hi - lo
     # (kept apart so that a width of 1e-20 around 1 does not round to zero)
-    t, w = 1.0 + 1.0 / float(kappa), 1.0 - 1.0 / float(kappa)
+    t, w = float(upper) + 1.0 / float(kappa), float(upper) - 1.0 / float(kappa)
     coefficients = []
     bounds = [w / t]  # ||I - eta A|| with the best step eta = 2 / (lo + hi)
     for _ in range(n_layers - 1):
@@ -100,15 +109,15 @@ def newton_schulz_schedule(n_layers: int, kappa: float) -> tuple[list[tuple[floa
         t, w = 2.0, 2.0 * m  # the spectrum of A X_{l+1} lies in [1 - m, 1 + m]
         bounds.append(m)
     if n_layers > 1:
-        bounds[0] = 1 - 1 / float(kappa)  # X_0 = I: ||I - A||
+        bounds[0] = max(1 - 1 / float(kappa), float(upper) - 1)  # X_0 = I: ||I - A||
     return coefficients, bounds
 
 
 def newton_schulz_params(n_layers: int, kappa: float = 10.0, n_heads: int = 1, n_identity: int = 3,
-                         attention_norm: str = "none", n: int | None = None
+                         attention_norm: str = "none", n: int | None = None, upper: float = 1.0
                          ) -> tuple[dict[str, np.ndarray], ModelConfig]:
-    """Weights of an ``n_layers`` block model that solves systems with spectrum in ``[1/kappa, 1]``
-    to ``||x_hat - x|| <= m ||x0 - x||``, ``m = newton_schulz_schedule(n_layers, kappa)[1][-1]``
+    """Weights of an ``n_layers`` block model that solves systems with spectrum in ``[1/kappa, upper]``
+    to ``||x_hat - x|| <= m ||x0 - x||``, ``m = newton_schulz_schedule(n_layers, kappa, upper)[1][-1]``
     (``m`` = 0.50, 0.14, 1.1e-2, 5.6e-5, 1.6e-9 for ``L`` = 2..6 at ``kappa = 10``).
 
     Equation token ``j`` is ``(a_j, b_j, u_j, u_j, ...)``: its ``h^1`` group is row ``j`` of a matrix
@@ -133,7 +142,7 @@ def newton_schulz_params(n_layers: int, kappa: float = 10.0, n_heads: int = 1, n
                          f"got {n_identity!r}")
     if not is_int(n_heads) or n_heads < 1:
         raise ValueError(f"n_heads must be an int >= 1, got {n_heads!r}")
-    coefficients, _ = newton_schulz_schedule(n_layers, kappa)
+    coefficients, _ = newton_schulz_schedule(n_layers, kappa, upper)
     p_scale = 1.0
     if attention_norm == "n":
         if not is_int(n) or n < 1:
@@ -150,7 +159,7 @@ def newton_schulz_params(n_layers: int, kappa: float = 10.0, n_heads: int = 1, n
         Q[0, _H1 + 1, _H1 + 1] = (gamma - 1.0) / beta
         P[0, _H1, _H1] = beta * p_scale
         params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"] = P, Q
-    eta = 2.0 / (1.0 + 1.0 / float(kappa)) if n_layers == 1 else 1.0
+    eta = 2.0 / (float(upper) + 1.0 / float(kappa)) if n_layers == 1 else 1.0
     P = np.zeros((n_heads, G, G))
     Q = np.zeros((n_heads, G, G))
     Q[0, _A, _A] = 1.0
@@ -165,7 +174,8 @@ INITS = ("random", "newton-schulz")
 (:func:`reference.model.init_params`) or :func:`newton_schulz_init`."""
 
 
-def newton_schulz_init(cfg: ModelConfig, kappa: float, n: int | None = None, seed=0) -> dict[str, np.ndarray]:
+def newton_schulz_init(cfg: ModelConfig, kappa: float, n: int | None = None, seed=0, upper: float = 1.0
+                       ) -> dict[str, np.ndarray]:
     """Weights of shape ``cfg`` that start training at :func:`newton_schulz_params`'s model.
 
     Head 0 of every layer is the construction; the other heads have ``P = 0`` and ``Q`` Gaussian with
@@ -177,7 +187,7 @@ def newton_schulz_init(cfg: ModelConfig, kappa: float, n: int | None = None, see
     if cfg.parametrization != "block":
         raise ValueError(f"the Newton-Schulz start is a block model; this config is {cfg.parametrization!r}")
     params, _ = newton_schulz_params(cfg.n_layers, kappa, n_heads=cfg.n_heads, n_identity=cfg.n_identity,
-                                     attention_norm=cfg.attention_norm, n=n)
+                                     attention_norm=cfg.attention_norm, n=n, upper=upper)
     rng = np.random.default_rng(seed)
     for layer in range(cfg.n_layers):
         Q = params[f"layers.{layer}.Q"]  # (H, G, G)

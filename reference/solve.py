@@ -41,21 +41,22 @@ from reference.config import ModelConfig, is_int, is_real
 from reference.data import check_systems, rhs_rms
 from reference.evaluation import model_can_run
 from reference.model import check_params, forward
-from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_law, training_sizes
+from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_law, valid_sizes
 
-AUTO_MODELS = ("block-mixed", "block-finetune", "broad")
-"""The shipped models ``model="auto"`` chooses from: the first whose training sizes cover ``N``
-(``block-mixed`` [2, 9], ``block-finetune`` [10, 20], ``broad`` [2, 30] for the rest), else the one whose
-sizes are nearest. The order is measured (``results/robustness``): averaged over the robustness families,
-``block-mixed`` has the smallest one-pass error up to N = 5-9, ``block-finetune`` from 9 to 20, ``broad`` at 30;
-on ill-conditioned systems (kappa >= 100, log-uniform or clustered spectra) ``broad`` is the better model at
-every N >= 5: pass ``model="broad"`` for those."""
+AUTO_MODELS = ("newton-schulz", "block-mixed", "block-finetune", "broad")
+"""The shipped models ``model="auto"`` chooses from: the first whose sizes (:func:`~reference.pretrained.valid_sizes`)
+cover ``N``, else the one whose sizes are nearest. ``newton-schulz`` (the hand-set Newton-Schulz model, exact at
+every size) covers every ``N``; the trained models (``block-mixed`` [2, 9], ``block-finetune`` [10, 20],
+``broad`` [2, 30]) are the choice of an install without it. The order is measured (``results/robustness``):
+``newton-schulz`` has the smallest one-pass error on every family and size there; among the trained ones,
+averaged over the families, ``block-mixed`` is best up to N = 5-9, ``block-finetune`` from 9 to 20, ``broad``
+at 30."""
 
 
 class ResolvedModel(NamedTuple):
     params: dict
     cfg: ModelConfig
-    train_sizes: tuple[int, int] | None  # (n_min, n_max) from the checkpoint's metadata, None if unknown
+    train_sizes: tuple[int, float] | None  # valid_sizes of the checkpoint: (n_min, n_max), (1, inf) or None
     label: str  # how error messages name the model
     law: dict  # the training data law (reference.pretrained.training_law): sets the rhs scale rho
 
@@ -102,9 +103,9 @@ def prepare_inputs(A, b, x0=None):
 
 
 def auto_model(n: int) -> str:
-    """The shipped block model for systems of size ``n``: the first of :data:`AUTO_MODELS` whose
-    training sizes cover ``n``, else the one whose sizes are nearest (``block-mixed`` for ``N <= 9``,
-    ``block-finetune`` for 10 to 20, ``broad`` above). ``ValueError`` if none of them is shipped."""
+    """The shipped block model for systems of size ``n``: the first of :data:`AUTO_MODELS` whose sizes
+    cover ``n`` (``newton-schulz``: every size), else the one whose sizes are nearest. ``ValueError`` if
+    none of them is shipped."""
     shipped = []
     for name in AUTO_MODELS:
         try:
@@ -112,7 +113,7 @@ def auto_model(n: int) -> str:
         except ValueError:  # not in this install
             continue
         meta, _ = load_checkpoint_extra(path)
-        shipped.append((name, training_sizes(meta)))
+        shipped.append((name, valid_sizes(meta)))
     if not shipped:
         raise ValueError(f"model='auto' picks one of the shipped models {', '.join(AUTO_MODELS)}, and none of "
                          "their weights is shipped in this install; train one with `python -m tf_impl.train "
@@ -137,7 +138,7 @@ def resolve_model(model, n: int) -> ResolvedModel:
         model = auto_model(n)
     if isinstance(model, str) and model in PRETRAINED:
         params, cfg, meta = load_pretrained(model)
-        out = ResolvedModel(params, cfg, training_sizes(meta), f"shipped model {model!r}", training_law(meta))
+        out = ResolvedModel(params, cfg, valid_sizes(meta), f"shipped model {model!r}", training_law(meta))
     elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if isinstance(model, str) and not os.path.exists(path) and not path.endswith(".npz") and os.sep not in path:
@@ -145,7 +146,7 @@ def resolve_model(model, n: int) -> ResolvedModel:
                              "(or give 'auto', a checkpoint path or (params, cfg))")
         params, cfg = load_checkpoint(path)  # ValueError if missing or unreadable
         meta, _ = load_checkpoint_extra(path)
-        out = ResolvedModel(params, cfg, training_sizes(meta), f"checkpoint {path!r}", training_law(meta))
+        out = ResolvedModel(params, cfg, valid_sizes(meta), f"checkpoint {path!r}", training_law(meta))
     elif isinstance(model, tuple) and len(model) == 2 and isinstance(model[1], ModelConfig):
         out = ResolvedModel(check_params(model[0], model[1]), model[1], None, "the given (params, cfg)",
                             training_law({}))  # unknown: the paper's law
@@ -293,6 +294,11 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
             break
     converged = np.ones(B, dtype=bool) if tol is None else res <= tol
     result = SolveResult(x, converged, passes, res, history, resolved.label)
+    if tol is None and np.any((passes == 0) & (res > 0)):  # one pass asked, and it made things worse
+        bad = np.flatnonzero((passes == 0) & (res > 0))
+        warnings.warn(f"the pass of {resolved.label} did not reduce the residual of {len(bad)} of {B} system(s) "
+                      f"(first: system {bad[0]}): their answer is x0 (relative residual {res[bad[0]]:.3g}); the "
+                      "model cannot handle these systems", UserWarning, stacklevel=3)
     if not converged.all():
         bad = np.flatnonzero(~converged)
         msg = (f"solve did not reach tol={tol:g} on {len(bad)} of {B} system(s) (first: system {bad[0]}, relative "
@@ -314,16 +320,18 @@ def _single(result: SolveResult) -> SolveResult:
 
 def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False,
           strict=False) -> np.ndarray | SolveResult:
-    """Solve ``A x = b`` (``A`` symmetric positive definite) with a trained model, to ``tol`` if asked.
+    """Solve ``A x = b`` (``A`` symmetric positive definite) with a linear Transformer, to ``tol`` if asked.
 
     Args:
         A (array_like): one matrix ``(N, N)`` or a batch ``(B, N, N)``, of any scale. Every system of a
             call has the same size ``N`` (for mixed sizes, pad and call :func:`reference.forward` with a mask).
         b (array_like): ``(N,)`` or ``(B, N)``, matching ``A``, any scale and direction.
-        model (str | os.PathLike | tuple): ``"auto"`` (``block-mixed`` for ``N <= 9``, ``block-finetune``
-            for 10 to 20, ``broad`` above: :data:`AUTO_MODELS`), a shipped name (``"full-n9"``,
-            ``"block-n9"``, ``"block-mixed"``, ``"block-finetune"``, ``"broad"``: the model trained on every
-            system family, better for ill-conditioned systems), a checkpoint path, or a ``(params, cfg)`` tuple.
+        model (str | os.PathLike | tuple): ``"auto"`` (``newton-schulz``, the hand-set Newton-Schulz model:
+            one pass has error at most ``3e-18`` times the initial one for ``cond(A) <= 1e4``, any ``N``; without
+            it in the install, the trained ``block-mixed`` for ``N <= 9``, ``block-finetune`` for 10 to 20,
+            ``broad`` above: :data:`AUTO_MODELS`), a shipped name (``"full-n9"``, ``"block-n9"``,
+            ``"block-mixed"``, ``"block-finetune"``, ``"broad"``, ``"block-mixed-20"``, ``"block-ns-8"``,
+            ``"newton-schulz"``), a checkpoint path, or a ``(params, cfg)`` tuple.
         x0 (array_like | None): initial guess, shaped like ``b`` (default zeros): the passes correct its
             residual, so the exact solution is returned unchanged and a good guess is improved.
         tol (float | None): ``None`` (default): one pass, the model's approximation. A number in (0, 1):

@@ -1,12 +1,17 @@
-"""Error against depth for the depth family (block models grown layer by layer on N in [2, 20]).
+"""Error against depth for the depth families (block models on N in [2, 20]) and the Newton-Schulz construction.
 
-For every checkpoint, N in {9, 15, 20} and kappa in {10, 100} (the models were trained at kappa = 10):
+For every checkpoint (and every depth given to ``--newton-schulz``: the hand-set model of
+:func:`reference.constructions.newton_schulz_params` for kappa 10, untrained), N in {9, 15, 20, 40} (40: outside
+the training sizes) and kappa in {10, 100} (the models were trained at kappa = 10):
 the model's MSE on the fixed test systems of :mod:`reference.evaluation`, CG and Chebyshev (exact spectrum
 bounds [1/kappa, 1]) with as many iterations as the model has layers, and the floor of every polynomial method
 of that degree, the best 2-norm point of ``x0 + K_L(A, r0)`` (:func:`reference.analysis.krylov_best_errors`).
 
     python scripts/depth_family_study.py runs/depth-L2/final.npz runs/depth-L4/final.npz ... \
-        [--n-systems 500] [--out results/depth_family]
+        [--newton-schulz 2 4 6 8] [--n-systems 500] [--out results/depth_family]
+
+A model's family is its run name without the depth (``depth-L4`` -> ``depth``, ``depth-ns-L4`` -> ``depth-ns``);
+each family is one line of the plot.
 
 Writes ``<out>.json``, ``<out>.md`` and ``<out>.png``.
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +28,33 @@ import numpy as np
 from reference.analysis import krylov_best_errors
 from reference.baselines import chebyshev, conjugate_gradient
 from reference.checkpoint import load_checkpoint, load_checkpoint_extra
+from reference.constructions import newton_schulz_params
 from reference.evaluation import eval_systems, system_errors
 from reference.model import forward
 
-SIZES, KAPPAS = (9, 15, 20), (10.0, 100.0)
+SIZES, KAPPAS = (9, 15, 20, 40), (10.0, 100.0)
+TRAIN_SIZES = (2, 20)
 
 
-def evaluate(paths, n_systems: int) -> list[dict]:
-    rows = []
+def family(name: str) -> str:
+    """The run name without its depth: ``depth-L8-scratch`` -> ``depth-scratch``, ``depth-ns-L6`` -> ``depth-ns``."""
+    return re.sub(r"-L\d+", "", name)
+
+
+def models(paths, ns_depths):
+    """``(name, path, params, cfg, train_steps)`` for every checkpoint, then every construction."""
     for path in paths:
         params, cfg = load_checkpoint(path)
         meta, _ = load_checkpoint_extra(path)
+        yield Path(path).parent.name, str(path), params, cfg, meta.get("step")
+    for L in ns_depths:
+        params, cfg = newton_schulz_params(L, kappa=10.0)
+        yield f"newton-schulz-L{L}", "reference.constructions.newton_schulz_params", params, cfg, 0
+
+
+def evaluate(paths, n_systems: int, ns_depths=()) -> list[dict]:
+    rows = []
+    for name, path, params, cfg, train_steps in models(paths, ns_depths):
         L = cfg.n_layers
         for kappa in KAPPAS:
             for n in SIZES:
@@ -43,11 +65,11 @@ def evaluate(paths, n_systems: int) -> list[dict]:
                     "chebyshev": system_errors(chebyshev(A, b, L, mask, lam_min=1 / kappa, lam_max=1.0), x, mask)[0],
                     "krylov_best": krylov_best_errors(A, b, x, mask, d_max=L)[:, L],
                 }
-                rows.append({"checkpoint": str(path), "name": Path(path).parent.name, "layers": L, "n": n,
-                             "kappa": kappa, "train_steps": meta.get("step"),
+                rows.append({"checkpoint": path, "name": name, "family": family(name), "layers": L, "n": n,
+                             "kappa": kappa, "train_steps": train_steps,
                              **{k: float(np.mean(v)) for k, v in mse.items()}})
                 r = rows[-1]
-                print(f"L={L} N={n:2d} kappa={kappa:5.0f}: model {r['model']:.2e}  CG {r['cg']:.2e}  "
+                print(f"{name}: L={L} N={n:2d} kappa={kappa:5.0f}: model {r['model']:.2e}  CG {r['cg']:.2e}  "
                       f"Chebyshev {r['chebyshev']:.2e}  Krylov-best {r['krylov_best']:.2e}", flush=True)
     return rows
 
@@ -57,7 +79,7 @@ def markdown(rows) -> str:
     for kappa in KAPPAS:
         note = "" if kappa == 10 else " (out of the training distribution: trained at kappa = 10)"
         out += [f"**kappa = {kappa:g}**{note}. MSE on fresh systems; CG, Chebyshev and the Krylov floor with "
-                "L iterations.", "",
+                f"L iterations. N = 40 is outside the training sizes [{TRAIN_SIZES[0]}, {TRAIN_SIZES[1]}].", "",
                 "| run | L | N | model | CG-L | Chebyshev-L | best in K_L | model / CG |", "|---" * 8 + "|"]
         for r in sorted((r for r in rows if r["kappa"] == kappa), key=lambda r: (r["n"], r["layers"], r["name"])):
             out.append(f"| {r['name']} | {r['layers']} | {r['n']} | {r['model']:.2e} | {r['cg']:.2e} "
@@ -72,25 +94,27 @@ def plot(rows, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(len(KAPPAS), len(SIZES), figsize=(11, 6.5), sharex=True)
-    styles = {"model": ("o-", "model"), "cg": ("s--", "CG-L"), "chebyshev": ("^:", "Chebyshev-L"),
-              "krylov_best": ("x-.", "best point of K_L")}
+    fig, axes = plt.subplots(len(KAPPAS), len(SIZES), figsize=(14, 6.5), sharex=True)
+    baselines = {"cg": ("s--", "CG-L"), "chebyshev": ("^:", "Chebyshev-L"), "krylov_best": ("x-.", "best point of K_L")}
+    families = list(dict.fromkeys(r["family"] for r in rows))
     for i, kappa in enumerate(KAPPAS):
         for j, n in enumerate(SIZES):
             ax = axes[i, j]
             here = [r for r in rows if r["kappa"] == kappa and r["n"] == n]
-            sel = sorted((r for r in here if not r["name"].endswith("-scratch")), key=lambda r: r["layers"])
-            for r in here:  # a model trained from scratch where the family's line was grown: a separate marker
-                if r["name"].endswith("-scratch"):
-                    ax.semilogy([r["layers"]], [r["model"]], "*", ms=11, color="C4", label="model from scratch")
-            Ls = [r["layers"] for r in sel]
-            values = [r["model"] for r in here]
-            for key, (style, label) in styles.items():
-                ys = [r[key] for r in sel]
+            values = []
+            for k, fam in enumerate(families):
+                sel = sorted((r for r in here if r["family"] == fam), key=lambda r: r["layers"])
+                ys = [r["model"] for r in sel]
                 values += ys
-                ax.semilogy(Ls, ys, style, label=label)
+                ax.semilogy([r["layers"] for r in sel], ys, "o-*Dv"[k % 5] + "-", color=f"C{4 + k}", label=fam)
+            by_depth = {r["layers"]: r for r in here}  # the baselines do not depend on the model
+            Ls = sorted(by_depth)
+            for key, (style, label) in baselines.items():
+                ys = [by_depth[L][key] for L in Ls]
+                values += ys
+                ax.semilogy(Ls, ys, style, label=label, color="0.4" if key == "cg" else None)
             positive = [v for v in values if v > 0]
-            ax.set_ylim(min(positive) / 3, max(positive) * 3)
+            ax.set_ylim(max(min(positive) / 3, 1e-33), max(positive) * 3)
             ax.set_xticks(Ls)
             ax.set_title(f"N = {n}, kappa = {kappa:g}", fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
@@ -99,18 +123,21 @@ def plot(rows, path: Path) -> None:
             if j == 0:
                 ax.set_ylabel("MSE")
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle("Depth family (trained on N in [2, 20], kappa 10): error against depth")
+    fig.suptitle("Depth families (trained on N in [2, 20], kappa 10) and the Newton-Schulz construction: "
+                 "error against depth")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoints", nargs="+")
+    p.add_argument("checkpoints", nargs="*")
+    p.add_argument("--newton-schulz", type=int, nargs="*", default=[], metavar="L",
+                   help="also the untrained Newton-Schulz construction (kappa 10) with these depths")
     p.add_argument("--n-systems", type=int, default=500)
     p.add_argument("--out", default="results/depth_family")
     args = p.parse_args(argv)
-    rows = evaluate(args.checkpoints, args.n_systems)
+    rows = evaluate(args.checkpoints, args.n_systems, args.newton_schulz)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"n_systems": args.n_systems, "rows": rows}, indent=1) + "\n")

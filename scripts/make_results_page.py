@@ -71,33 +71,49 @@ def claim3_lines() -> list[str]:
             "   ![claim 3: loss curves](assets/results/claim3_curves.png)", ""]
 
 
+FAMILY_TEXT = {
+    "depth": "trained from random weights (L = 2, 4; 4 heads, 1/N attention), 6 and 8 layers grown from the 4-layer "
+             "one, 4000 steps each",
+    "depth-ns": "trained from the Newton-Schulz construction (`--init newton-schulz`, attention norm 'none', "
+                "4 heads): L = 2, 4 for 1500 steps, L = 6, 8 (at float32's floor from the start) 500 steps at lr 1e-7",
+    "newton-schulz": "the construction itself, untrained (`reference.constructions.newton_schulz_params`, "
+                     "kappa 10), in float64",
+}
+
+
 def depth_family_summary() -> list[str]:
-    """The depth family in brief: model / CG-L at kappa 10 per depth and size, and the issue's target."""
+    """The depth families in brief: model / CG-L at kappa 10 per depth and size, and the issue's targets per family."""
     if not DEPTH_FAMILY.with_suffix(".json").exists():
         return []
     rows = [r for r in json.loads(DEPTH_FAMILY.with_suffix(".json").read_text())["rows"] if r["kappa"] == 10.0]
-    names = sorted({(r["layers"], r["name"]) for r in rows})
+    families = list(dict.fromkeys(r["family"] for r in rows))
     sizes = sorted({r["n"] for r in rows})
     by = {(r["name"], r["n"]): r for r in rows}
     out = ["## Depth: does a deeper model keep getting more accurate?", "",
-           "Block models trained on N in [2, 20] (kappa 10) with 2 to 8 layers (the 6- and 8-layer ones grown from "
-           "the 4-layer one, `bash scripts/train_depth_family.sh`); MSE and the ratio to CG with as many "
-           "iterations as layers, on 500 fresh systems per size. Full tables, Chebyshev and the Krylov floor: "
-           "[what we tried](results-tried.md).", "",
-           "| run | L | " + " | ".join(f"N = {n}: MSE (model / CG-L)" for n in sizes) + " |",
-           "|---|---:|" + "---:|" * len(sizes)]
-    for L, name in names:
-        cells = [f"{by[(name, n)]['model']:.1e} ({by[(name, n)]['model'] / by[(name, n)]['cg']:.2g})" for n in sizes]
-        out.append(f"| `{name}` | {L} | " + " | ".join(cells) + " |")
-    family = {L: name for L, name in names if not name.endswith("-scratch")}
-    if 4 in family and 8 in family:
-        ratio = {(L, n): by[(family[L], n)]["model"] / by[(family[L], n)]["cg"] for L in (4, 8) for n in (15, 20)}
+           "Block models on N in [2, 20] (kappa 10) with 2 to 8 layers (`bash scripts/train_depth_family.sh`, "
+           "`python scripts/depth_family_study.py`); MSE and the ratio to CG with as many iterations as layers, on "
+           "500 fresh systems per size (N = 40: outside the training sizes). The families:", ""]
+    out += [f"- `{fam}`: {FAMILY_TEXT.get(fam, '')}" for fam in families]
+    out += ["", "Full tables, kappa = 100, Chebyshev and the Krylov floor: [what we tried](results-tried.md).", "",
+            "| run | L | " + " | ".join(f"N = {n}" for n in sizes) + " |", "|---|---:|" + "---:|" * len(sizes)]
+    for fam in families:
+        for L, name in sorted({(r["layers"], r["name"]) for r in rows if r["family"] == fam}):
+            cells = [f"{by[(name, n)]['model']:.1e} ({by[(name, n)]['model'] / by[(name, n)]['cg']:.2g})"
+                     for n in sizes]
+            out.append(f"| `{name}` | {L} | " + " | ".join(cells) + " |")
+    out += ["", "Each cell: MSE (model / CG-L)."]
+    for fam in families:
+        depth = {r["layers"]: r["name"] for r in rows if r["family"] == fam}
+        if 4 not in depth or 8 not in depth:
+            continue
+        ratio = {(L, n): by[(depth[L], n)]["model"] / by[(depth[L], n)]["cg"] for L in (4, 8) for n in (15, 20)}
         ok = all(ratio[(8, n)] <= ratio[(4, n)] for n in (15, 20))
-        out += ["", f"Target (model / CG-L at N = 15 and 20 no worse at L = 8 than at L = 4): {verdict(ok)} - "
+        stretch = by[(depth[8], 15)]["model"]
+        out += ["", f"`{fam}`: target (model / CG-L at N = 15 and 20 no worse at L = 8 than at L = 4) {verdict(ok)} - "
                 f"N = 15: {ratio[(4, 15)]:.2g} (L = 4) vs {ratio[(8, 15)]:.2g} (L = 8); N = 20: {ratio[(4, 20)]:.2g} "
-                f"vs {ratio[(8, 20)]:.2g}. Stretch target (L = 8 below CG-8 at N = 15, MSE <= 8e-6): "
-                f"{verdict(by[(family[8], 15)]['model'] <= 8e-6)} ({by[(family[8], 15)]['model']:.1e}).", ""]
-    return out + [""]
+                f"vs {ratio[(8, 20)]:.2g}. Stretch (L = 8 below CG-8 at N = 15, MSE <= 8e-6): "
+                f"{verdict(stretch <= 8e-6)} ({stretch:.1e})."]
+    return out + ["", ""]
 
 
 def mse(records, method, n, kappa=10.0, iters=None):

@@ -187,8 +187,23 @@ def test_newton_schulz_init_starts_at_the_construction_and_can_learn():
         newton_schulz_init(ModelConfig(parametrization="full", n=4, n_layers=2), kappa=10.0)
 
 
+def test_newton_schulz_upper_tolerates_a_low_scale_estimate():
+    """A spectrum that reaches 1.05 (the scale estimate 5% low): the weights built for [1e-4, 1] fail (the first
+    polynomial leaves [-1, 1], the next layers blow up), those built for [1e-4, 1.1] meet their bound."""
+    A, b, x, mask = sample_systems(16, 12, kappa=100.0, seed=11)
+    A, x = 1.05 * A, x / 1.05  # b = A x unchanged
+    for upper, ok in ((1.0, False), (1.1, True)):
+        params, cfg = newton_schulz_params(12, kappa=1e4, upper=upper)
+        with np.errstate(over="ignore", invalid="ignore"):  # the failing one overflows: that is the point
+            rel = np.linalg.norm(forward(params, cfg, A, b, mask) - x, axis=1) / np.linalg.norm(x, axis=1)
+        bound = newton_schulz_schedule(12, 1e4, upper)[1][-1]
+        assert (rel.max() < 1e-10) == ok, (upper, rel.max(), bound)
+    assert bound < 1e-16
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"n_layers": 0}, "n_layers must be an int >= 1"),
+    ({"n_layers": 3, "upper": 0.9}, "upper must be a finite number >= 1"),
     ({"n_layers": 3, "kappa": 0.5}, "kappa must be a finite number >= 1"),
     ({"n_layers": 3, "n_identity": 1}, "n_identity must be an int >= 2"),
     ({"n_layers": 3, "n_heads": 0}, "n_heads must be an int >= 1"),

@@ -14,10 +14,10 @@ import pytest
 import reference
 import reference.pretrained as registry_module
 from reference.baselines import conjugate_gradient
-from reference.constructions import richardson_params
+from reference.constructions import newton_schulz_params, newton_schulz_schedule, richardson_params
 from reference.data import rhs_rms, sample_systems
 from reference.evaluation import system_errors
-from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_sizes
+from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_sizes, valid_sizes
 from reference.solve import (
     AUTO_MODELS,
     LANCZOS_ABOVE,
@@ -88,6 +88,16 @@ def test_training_sizes_from_metadata():
         assert training_sizes(meta) is None, meta
 
 
+def test_valid_sizes_every_size_for_the_untrained_construction_only():
+    """The Newton-Schulz construction exported with 0 steps and attention norm "none" is exact at every N;
+    trained further, or with the 1/N norm, it has its training sizes like any model."""
+    tc = {"n_min": 2, "n_max": 30, "init": "newton-schulz", "steps": 0, "attention_norm": "none"}
+    assert valid_sizes({"train_config": tc}) == (1, float("inf"))
+    for change in ({"steps": 500}, {"attention_norm": "n"}, {"init": "random"}):
+        assert valid_sizes({"train_config": {**tc, **change}}) == (2, 30), change
+    assert valid_sizes(sizes_meta(2, 9)) == (2, 9) and valid_sizes({}) is None
+
+
 def test_unknown_name_lists_the_registry():
     listing = "the shipped ones are full-n9, block-n9, block-mixed, block-finetune"
     for name in ("nope", "block-n10", None):
@@ -126,7 +136,7 @@ def test_load_pretrained_from_the_registry(registry):
 def test_auto_picks_the_model_whose_sizes_cover_n(registry):
     registry("block-mixed", 0.1, 2, 5)
     registry("block-finetune", 0.2, 6, 8)
-    assert AUTO_MODELS == ("block-mixed", "block-finetune", "broad")  # broad is not in this registry
+    assert AUTO_MODELS == ("newton-schulz", "block-mixed", "block-finetune", "broad")  # 1st, 4th not shipped here
     for n, name in ((2, "block-mixed"), (5, "block-mixed"), (6, "block-finetune"), (8, "block-finetune")):
         assert auto_model(n) == name
         A, b, _ = one_size(3, n, seed=n)
@@ -137,6 +147,26 @@ def test_auto_picks_the_model_whose_sizes_cover_n(registry):
     expect = r"N=12 is outside the training sizes \[6, 8\] of shipped model 'block-finetune'"
     with pytest.warns(UserWarning, match=expect):
         assert ran(A, b) == "block-finetune"  # beyond every range: the nearest one
+
+
+def test_auto_takes_the_newton_schulz_model_at_every_size(registry):
+    """Shipped, the untrained construction (valid at every size) is auto's choice everywhere, without a
+    size warning, ahead of trained models whose sizes cover N."""
+    registry("block-mixed", 0.1, 2, 5)
+    params, cfg = newton_schulz_params(6, kappa=100.0)
+    tc = {"n_min": 2, "n_max": 4, "init": "newton-schulz", "steps": 0, "attention_norm": "none"}
+    reference.save_checkpoint(registry_module.PRETRAINED_DIR / "newton-schulz.npz", params, cfg,
+                              meta={"train_config": tc})
+    for n in (3, 40):
+        assert auto_model(n) == "newton-schulz"
+        A, b, x = one_size(3, n, seed=n, kappa=50.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # N = 40 is outside n_max = 4, yet no warning: valid at every size
+            res = reference.solve(A, b, return_info=True)
+        assert res.model == "shipped model 'newton-schulz'"
+        bound = newton_schulz_schedule(6, 100.0)[1][-1]  # 3.3e-3, kappa 50 <= 100
+        rel = np.linalg.norm(res.x - x, axis=1) / np.linalg.norm(x, axis=1)
+        assert rel.max() <= bound * (1 + 1e-6), (n, rel, bound)
 
 
 @pytest.mark.parametrize("shipped, n, expect", [
@@ -371,13 +401,19 @@ def test_shipped_models_load_and_beat_the_zero_predictor(name):
 
 @pytest.mark.skipif(not all(shipped(n) for n in AUTO_MODELS), reason="the auto models are not all shipped")
 def test_shipped_auto_choice():
-    for n, name in ((2, "block-mixed"), (9, "block-mixed"), (10, "block-finetune"), (20, "block-finetune"),
-                    (21, "broad"), (30, "broad")):
-        assert auto_model(n) == name
-        A, b, _ = one_size(4, n)
-        check_tensor(f"auto N={n}", reference.solve(A, b), reference.solve(A, b, model=name), rtol=0)
+    """auto runs the shipped newton-schulz model at every size, without a size warning, to ~1e-12 in one pass
+    on systems far from the paper's law (kappa 1000, N = 70 with the Lanczos scale estimate)."""
+    for n in (2, 9, 20, 70):
+        assert auto_model(n) == "newton-schulz"
+        A, b, x = one_size(4, n, kappa=1000.0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            got = reference.solve(A, b)
+        check_tensor(f"auto N={n}", got, reference.solve(A, b, model="newton-schulz"), rtol=0)
+        rel = np.linalg.norm(got - x, axis=1) / np.linalg.norm(x, axis=1)
+        assert rel.max() < 1e-10, (n, rel)
     with pytest.warns(UserWarning, match=r"outside the training sizes \[2, 30\] of shipped model 'broad'"):
-        reference.solve(*one_size(2, 33)[:2])
+        reference.solve(*one_size(2, 33)[:2], model="broad")
 
 
 @pytest.mark.skipif(not shipped("broad"), reason="broad not shipped")
@@ -472,7 +508,9 @@ def test_a_useless_model_warns_or_raises_and_keeps_the_start(small):
     assert err.value.result.passes == 0 and not err.value.result.converged and err.value.result.x.shape == (5,)
     with pytest.warns(UserWarning, match=r"1 reached max_passes=1"):
         reference.solve(A[:1], b[:1], model=small, tol=1e-12, max_passes=1)
-    x1 = reference.solve(A, b, model=(zero, cfg))  # no tol: one pass, nothing asked, nothing to warn about
+    # no tol: one pass, no accuracy asked; but a pass that did not help at all is said, never silent
+    with pytest.warns(UserWarning, match=r"did not reduce the residual of 3 of 3 system\(s\).*answer is x0"):
+        x1 = reference.solve(A, b, model=(zero, cfg))
     assert np.array_equal(x1, np.zeros_like(b))
 
 

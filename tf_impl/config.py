@@ -81,6 +81,9 @@ class TrainConfig:
     init: str = _f("random", "start: 'random' (Gaussian, std init_scale) or 'newton-schulz' (block: the hand-set "
                              "model whose layers run Newton-Schulz for the spectrum [1/kappa, 1], kappa_max if set; "
                              "docs/concepts.md)", "optimisation", INITS)
+    init_upper: float = _f(1.0, "newton-schulz start: the largest eigenvalue its weights allow for (>= 1; above it "
+                                "they fail; the shipped newton-schulz takes 1.1, for solve's Lanczos scale estimate "
+                                "that can be ~1% low above N = 64)", "optimisation")
     dtype: str = _f("float32", "'float32' (training) or 'float64' (checking)", "optimisation", DTYPES)
     mode: str = _f("xla", "'xla': one XLA-compiled step; 'graph': tf.function without XLA; 'eager': debug",
                    "optimisation", MODES)
@@ -140,6 +143,8 @@ class TrainConfig:
                  "--init newton-schulz with attention_norm 'n' is exact at one size only: use attention_norm "
                  "'none' or n_min = n_max")
             need(self.init_from is None, "--init newton-schulz and --init-from are two starts: give one")
+        need(math.isfinite(self.init_upper) and self.init_upper >= 1, f"init_upper must be >= 1, got {self.init_upper}")
+        need(self.init_upper == 1 or self.init == "newton-schulz", "init_upper is an option of --init newton-schulz")
         if self.preset == "block-finetune":
             need(self.init_from is not None, "the block-finetune preset starts from a trained model: give "
                                              "--init-from CHECKPOINT (e.g. runs/block-mixed/final.npz)")
@@ -195,6 +200,18 @@ PRESETS: dict[str, dict] = {
     # the depth family's 4-layer model (scripts/train_depth_family.sh): block-mixed's recipe on N in [2, 20],
     # the deepest model of the family that beats CG with as many iterations on average over its sizes
     "block-mixed-20": {**_PAPER_BLOCK, "n_min": 2, "n_max": 20, "steps": 4000, "eval_every": 500, "eval_systems": 200},
+    # the Newton-Schulz family's 8-layer model (scripts/train_depth_family.sh, stage NS-L8): the construction
+    # (docs/concepts.md, section 9) for kappa 10, trained 500 steps at lr 1e-7 (it starts at float32's floor)
+    "block-ns-8": {**_PAPER_BLOCK, "n_min": 2, "n_max": 20, "n_layers": 8, "attention_norm": "none",
+                   "init": "newton-schulz", "lr": 1e-7, "warmup": 20, "steps": 500, "eval_every": 250,
+                   "eval_systems": 200},
+    # solve()'s model="auto": the Newton-Schulz construction exported untrained (0 steps, float64), 12 layers,
+    # error bound 2e-17 per pass for spectra in [1e-4, 1.1] (1.1: room for solve's Lanczos scale above N = 64),
+    # at every size; the data fields are broad's law, read by solve (rhs scale) and by the final table only
+    "newton-schulz": dict(parametrization="block", n_layers=12, n_heads=1, n_identity=2, attention_norm="none",
+                          init="newton-schulz", init_upper=1.1, n_min=2, n_max=30, kappa=2.0, kappa_max=1e4,
+                          spectrum="mix", rhs="mix", normalize_rhs=True, loss="relative", steps=0, dtype="float64",
+                          eval_every=0, ckpt_every=0, eval_systems=100),
     # the model for solve() on users' systems: every family, sizes to 30, kappa log-uniform in [2, 1000],
     # right-hand sides normalised as solve() feeds them, relative loss (no system family dominates)
     "broad": {**_PAPER_BLOCK, "n_min": 2, "n_max": 30, "kappa": 2.0, "kappa_max": 1000.0, "spectrum": "mix",

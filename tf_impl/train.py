@@ -107,8 +107,8 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
         from reference.constructions import newton_schulz_init
 
         kappa = tcfg.kappa if tcfg.kappa_max is None else tcfg.kappa_max
-        print(f"starting from the Newton-Schulz construction for the spectrum [1/{kappa:g}, 1]")
-        return newton_schulz_init(mcfg, kappa, n=tcfg.n_max, seed=tcfg.seed), None, 0
+        print(f"starting from the Newton-Schulz construction for the spectrum [1/{kappa:g}, {tcfg.init_upper:g}]")
+        return newton_schulz_init(mcfg, kappa, n=tcfg.n_max, seed=tcfg.seed, upper=tcfg.init_upper), None, 0
     return init_params(mcfg, tcfg.seed), None, 0
 
 

@@ -1,5 +1,8 @@
-"""The shipped models: the paper's four experiments (``docs/concepts.md``, section 6), the broad model and
-the depth family's 4-layer model on N in [2, 20] (``block-mixed-20``), trained by ``python -m tf_impl.train``.
+"""The shipped models: the paper's four experiments (``docs/concepts.md``, section 6), the broad model,
+the depth family's 4-layer model on N in [2, 20] (``block-mixed-20``), the Newton-Schulz family's 8-layer model
+(``block-ns-8``), all trained by ``python -m tf_impl.train``, and ``newton-schulz``, the hand-set Newton-Schulz
+model (``docs/concepts.md``, section 9) that ``solve``'s ``model="auto"`` runs, exported by the same command
+with 0 training steps.
 
     from reference.pretrained import PRETRAINED, load_pretrained, training_sizes
     params, cfg, meta = load_pretrained("block-mixed")
@@ -14,7 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PRETRAINED = ("full-n9", "block-n9", "block-mixed", "block-finetune", "broad", "block-mixed-20")
+PRETRAINED = ("full-n9", "block-n9", "block-mixed", "block-finetune", "broad", "block-mixed-20", "block-ns-8",
+              "newton-schulz")
 """Names of the shipped models, also the ``--preset`` names of ``python -m tf_impl.train``."""
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
@@ -62,6 +66,19 @@ def training_sizes(meta) -> tuple[int, int] | None:
         return None
     lo, hi = int(lo), int(hi)
     return (lo, hi) if 1 <= lo <= hi else None
+
+
+def valid_sizes(meta) -> tuple[int, float] | None:
+    """The sizes ``N`` on which a model is expected to be as accurate as where it was trained: every size,
+    ``(1, inf)``, for the Newton-Schulz construction exported untrained (``train_config`` with ``init``
+    ``"newton-schulz"``, ``steps`` 0 and ``attention_norm`` ``"none"``: its weights are exact at every ``N``,
+    ``docs/concepts.md`` section 9), else :func:`training_sizes`. ``solve`` warns outside them and
+    ``model="auto"`` chooses by them."""
+    tc = meta.get("train_config") if isinstance(meta, dict) else None
+    if (isinstance(tc, dict) and tc.get("init") == "newton-schulz" and tc.get("steps") == 0
+            and tc.get("attention_norm") == "none"):
+        return (1, float("inf"))
+    return training_sizes(meta)
 
 
 def training_law(meta) -> dict:
