@@ -87,11 +87,11 @@ def test_train_init_newton_schulz(tmp_path):
     from tf_impl.train import _load_start, parse_config
 
     argv = ["--n-layers", "3", "--n-heads", "2", "--attention-norm", "none", "--kappa", "5", "--kappa-max", "40",
-            "--init", "newton-schulz", "--out", str(tmp_path / "run")]
+            "--init", "newton-schulz", "--init-upper", "1.2", "--out", str(tmp_path / "run")]
     tcfg = parse_config(argv)
     params, extra, step = _load_start(tcfg, tcfg.model_config(), str(tmp_path / "run" / "ckpt.npz"))
     assert extra is None and step == 0
-    want = newton_schulz_init(tcfg.model_config(), kappa=40.0, seed=tcfg.seed)  # the largest kappa of the run
+    want = newton_schulz_init(tcfg.model_config(), kappa=40.0, seed=tcfg.seed, upper=1.2)  # the run's largest kappa
     for name in want:
         assert np.array_equal(params[name], want[name]), name
 
@@ -101,6 +101,7 @@ def test_train_init_newton_schulz(tmp_path):
     (["--n-identity", "1"], "block model with n_identity >= 2"),
     (["--attention-norm", "n"], "exact at one size only"),
     (["--init-from", "x.npz"], "two starts"),
+    (["--init-upper", "0.5"], "init_upper must be >= 1"),
 ])
 def test_train_init_newton_schulz_refuses(argv, message):
     from tf_impl.train import parse_config
@@ -108,3 +109,5 @@ def test_train_init_newton_schulz_refuses(argv, message):
     with pytest.raises(ValueError, match=message):
         parse_config(["--init", "newton-schulz", *argv])
     parse_config(["--init", "newton-schulz", "--attention-norm", "n", "--n-min", "6", "--n-max", "6"])  # one size
+    with pytest.raises(ValueError, match="init_upper is an option of --init newton-schulz"):
+        parse_config(["--init-upper", "1.1"])
