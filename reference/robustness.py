@@ -132,36 +132,38 @@ def robustness(models: dict, sizes, families=None, n_systems: int = 200, tol: fl
 
 
 def markdown(records, models, sizes, families=None, tol: float = 1e-8) -> str:
-    """Three tables per family: one pass at equal depth (relative error) through ``solve`` and of the bare
-    model, and the work to ``tol``."""
+    """Tables per family: one pass (relative error) through ``solve`` and of the bare model, one pair per depth
+    (the models of that depth beside CG and the Krylov floor at equal depth), and the work to ``tol``."""
     families = list(dict.fromkeys(r["family"] for r in records)) if families is None else families
     by = {(r["family"], r["n"], r["method"], r["kind"]): r for r in records}
     out = []
     for family in families:
-        depths = sorted({r["layers"] for r in records if r["family"] == family and r["kind"] == "cg"})
         names = [m for m in models if any(k[2] == m and k[0] == family for k in by)]
-        for kind, what in (("solve", "each model through `solve`"), ("bare", "each bare model (no normalisation)")):
-            head = ["N"] + list(names) + [f"CG-{L}" for L in depths] + \
-                ([f"best Krylov-{L}" for L in depths] if kind == "solve" else [])
-            out += [f"### {family}" if kind == "solve" else "", "",
-                    f"One pass of {what}, mean relative error ||x_hat - x|| / ||x||"
-                    + (" (bold: below CG at equal depth):" if kind == "solve" else ":"), "",
-                    "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
-            for n in sizes:
-                row = [str(n)]
-                for m in names:
-                    r = by.get((family, n, m, kind))
-                    if r is None:
-                        row.append("")
-                        continue
-                    cg = by[(family, n, f"CG-{r['layers']}", "cg")]["rel"]
-                    rel = r["rel"] if r["rel"] is not None else float("inf")  # null in JSON: not finite
-                    cell = f"{rel:.2e}" if np.isfinite(rel) else "overflow"
-                    row.append(f"**{cell}**" if kind == "solve" and rel < cg else cell)
-                row += [f"{by[(family, n, f'CG-{L}', 'cg')]['rel']:.2e}" for L in depths]
-                if kind == "solve":
-                    row += [f"{by[(family, n, f'Krylov-{L}', 'krylov')]['rel']:.2e}" for L in depths]
-                out.append("| " + " | ".join(row) + " |")
+        layers = {m: next(r["layers"] for k, r in by.items() if k[0] == family and k[2] == m and k[3] == "solve")
+                  for m in names}
+        out += [f"### {family}"]
+        for L in sorted(set(layers.values())):  # one table per depth: the models beside CG-L (tables that fit)
+            group = [m for m in names if layers[m] == L]
+            for kind, what in (("solve", "through `solve`"), ("bare", "bare (no normalisation)")):
+                head = ["N"] + group + [f"CG-{L}"] + ([f"best Krylov-{L}"] if kind == "solve" else [])
+                out += ["", f"One pass of each {L}-layer model {what}, mean relative error ||x_hat - x|| / ||x||"
+                        + (" (bold: below CG at equal depth):" if kind == "solve" else ":"), "",
+                        "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+                for n in sizes:
+                    row = [str(n)]
+                    cg = by[(family, n, f"CG-{L}", "cg")]["rel"]
+                    for m in group:
+                        r = by.get((family, n, m, kind))
+                        if r is None:
+                            row.append("")
+                            continue
+                        rel = r["rel"] if r["rel"] is not None else float("inf")  # null in JSON: not finite
+                        cell = f"{rel:.2e}" if np.isfinite(rel) else "overflow"
+                        row.append(f"**{cell}**" if kind == "solve" and rel < cg else cell)
+                    row.append(f"{cg:.2e}")
+                    if kind == "solve":
+                        row.append(f"{by[(family, n, f'Krylov-{L}', 'krylov')]['rel']:.2e}")
+                    out.append("| " + " | ".join(row) + " |")
         head = ["N"] + [f"{m}: layers (passes x L)" for m in names] + ["CG iterations"]
         out += ["", f"To a relative residual of {tol:g}: median work, and the share of systems that got there:", "",
                 "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
