@@ -31,6 +31,7 @@ ROBUST = ROOT / "results" / "robustness"
 DEPTH_FAMILY = ROOT / "results" / "depth_family"
 CLAIM3 = ROOT / "results" / "claim3" / "curves"  # scripts/train_claim3.sh, then scripts/training_curves.py
 DEPTH_CURVES = ROOT / "results" / "depth_family_curves"
+DEPTH_NS_CURVES = ROOT / "results" / "depth_ns_curves"
 
 
 def final_mse(run: dict, n: int):
@@ -116,6 +117,20 @@ def depth_family_summary() -> list[str]:
     return out + ["", ""]
 
 
+def curves_section(path: Path, intro: str) -> list[str]:
+    """A training-curves table (final evaluation loss, fall over the last quarter, minutes) and its plot."""
+    if not path.with_suffix(".json").exists():
+        return []
+    shutil.copy(path.with_suffix(".png"), ASSETS / f"{path.name}.png")
+    curves = json.loads(path.with_suffix(".json").read_text())["curves"]
+    out = [intro, "", "| run | final evaluation loss | fall over the last quarter | minutes |", "|---|---:|---:|---:|"]
+    out += [f"| `{name}` | {c['eval_loss'][-1][1]:.2e} | {late_improvement(c):.2f}x | "
+            f"{c['train_time_s'] / 60:.0f} |" if c.get("train_time_s") else
+            f"| `{name}` | {c['eval_loss'][-1][1]:.2e} (step {c['eval_loss'][-1][0]}) | "
+            "no final checkpoint (stopped early) | - |" for name, c in curves.items()]
+    return out + ["", f"![{path.name}](assets/results/{path.name}.png)", ""]
+
+
 def mse(records, method, n, kappa=10.0, iters=None):
     for r in records:
         if r["method"] == method and r["n"] == n and r["kappa"] == kappa and (iters is None or r["iters"] == iters):
@@ -177,6 +192,10 @@ def main():
         for name, t in tr.items():
             c = t["train_config"]
             kap = f"{c['kappa']:g}" if c.get("kappa_max") is None else f"{c['kappa']:g}-{c['kappa_max']:g}"
+            if c["steps"] == 0:  # exported untrained: the hand-set construction
+                lines.append(f"| `{name}` | {c['n_layers']} x {c['n_heads']} ({c['parametrization']}) | every N | "
+                             f"{kap} (built for) | 0: hand-set ({c.get('init')}) | - | - |")
+                continue
             lines.append(f"| `{name}` | {c['n_layers']} x {c['n_heads']} ({c['parametrization']}) | "
                          f"{c['n_min']}-{c['n_max']} | {kap} | {c['steps']} x {c['batch_size']} | "
                          f"{t['train_time_s'] / 60:.0f} min | {t['train_loss']:.1e} ({c.get('loss', 'mse')}) |")
@@ -256,10 +275,13 @@ def main():
     single = [name for name in models if all(m(name, n) is not None and m(name, n) < cg(name, n) for n in span)]
     auto_ok = {"block-mixed", "block-finetune"} <= set(models) and all(
         m(name, n) < cg(name, n) for n in span for name in ["block-mixed" if n <= 9 else "block-finetune"])
-    lines += [("No single shipped model beats CG at every N from 5 to 20 at kappa = 10"
+    lines += [("No single model of the paper beats CG at every N from 5 to 20 at kappa = 10"
                if not single else f"`{'`, `'.join(single)}` beat(s) CG at every N from 5 to 20 at kappa = 10")
-              + ": `model=\"auto\"` in `solve` takes `block-mixed` up to N = 9 and `block-finetune` from 10 to 20 "
-              "(`broad` above), which " + ("together do." if auto_ok else "together do not either."), ""]
+              + ": `block-mixed` up to N = 9 and `block-finetune` from 10 to 20 (`model=\"auto\"`'s choice when "
+              "the `newton-schulz` model is not installed) "
+              + ("together do." if auto_ok else "together do not either.")
+              + " `model=\"auto\"` runs `newton-schulz`, the hand-set 12-layer Newton-Schulz model (next sections).",
+              ""]
     bad = []
     for name in models:
         worse = [n for n in ns if m(name, n) is not None and m(name, n) > mse(recs, "zero", n)]
@@ -319,18 +341,12 @@ def main():
         if DEPTH_FAMILY.with_suffix(".png").exists():
             shutil.copy(DEPTH_FAMILY.with_suffix(".png"), ASSETS / "depth_family.png")
             tried_lines += ["![depth family](assets/results/depth_family.png)", ""]
-        if DEPTH_CURVES.with_suffix(".json").exists():
-            shutil.copy(DEPTH_CURVES.with_suffix(".png"), ASSETS / "depth_family_curves.png")
-            curves = json.loads(DEPTH_CURVES.with_suffix(".json").read_text())["curves"]
-            tried_lines += ["Training of the depth family (4000 steps per run, cosine schedule; the grown runs start "
-                            "from the 4-layer model, so their curves start low):", "",
-                            "| run | final evaluation loss | fall over the last quarter | minutes |",
-                            "|---|---:|---:|---:|"]
-            tried_lines += [f"| `{name}` | {c['eval_loss'][-1][1]:.2e} | {late_improvement(c):.2f}x | "
-                            f"{c['train_time_s'] / 60:.0f} |" if c.get("train_time_s") else
-                            f"| `{name}` | {c['eval_loss'][-1][1]:.2e} (step {c['eval_loss'][-1][0]}) | "
-                            "no final checkpoint (stopped early) | - |" for name, c in curves.items()]
-            tried_lines += ["", "![depth family curves](assets/results/depth_family_curves.png)", ""]
+        tried_lines += curves_section(DEPTH_CURVES, "Training of the depth family (4000 steps per run, cosine "
+                                      "schedule; the grown runs start from the 4-layer model, so their curves start "
+                                      "low):")
+        tried_lines += curves_section(DEPTH_NS_CURVES, "Training of the Newton-Schulz family (`--init newton-schulz`; "
+                                      "cosine schedule; the 6- and 8-layer runs start at float32's floor, where "
+                                      "Adam's warm-up steps first add noise):")
     tried = ROOT / "results" / "tried.md"
     if tried.exists():
         tried_lines += [tried.read_text().replace("## What we tried, and why the presets are what they are",
@@ -370,24 +386,34 @@ def _robustness_summary() -> list[str]:
     by = {(r["family"], r["n"], r["method"], r["kind"]): r for r in recs}
     families = list(dict.fromkeys(r["family"] for r in recs))
     models = list(dict.fromkeys(r["method"] for r in recs if r["kind"] == "solve"))
+    depth = {r["method"]: r["layers"] for r in recs if r["kind"] == "solve"}
     out = ["## solve() on the systems users bring", "",
-           "One pass of `solve` (relative error, the best model for each case) against CG with as many iterations "
-           "as the model has layers, and what reaching a relative residual of 1e-8 costs: model layers (passes x L) "
-           "vs CG iterations. Full tables: [robustness page](results-robustness.md).", "",
-           "| family | N | best model, one pass | CG-4 | layers to 1e-8 (share met) | CG its |",
-           "|---|---|---|---|---|---|"]
+           "One pass of `solve` (relative error) with the best model for each case and with the best trained "
+           "4-layer model, each against CG with as many iterations as the model has layers, and what reaching a "
+           "relative residual of 1e-8 costs with the best model: layers (passes x L) vs CG iterations. Full "
+           "tables: [robustness page](results-robustness.md).", "",
+           "| family | N | best model, one pass | CG, same depth | best 4-layer model | CG-4 | layers to 1e-8 "
+           "(share met) | CG its |", "|---|---|---|---|---|---|---|---|"]
+
+    def cell(rel, cg, name):
+        star = "**" if rel < cg else ""
+        return f"{star}{rel:.1e}{star} (`{name}`)"
+
     for family in families:
         for n in (9, 20):
             cands = [(by[(family, n, mdl, "solve")]["rel"], mdl) for mdl in models if (family, n, mdl, "solve") in by]
             if not cands:
                 continue
             rel, best = min(cands)
-            cg = by[(family, n, "CG-4", "cg")]["rel"]
+            cg = by[(family, n, f"CG-{depth[best]}", "cg")]["rel"]
+            four = [c for c in cands if depth[c[1]] == 4]
+            rel4, best4 = min(four) if four else (None, None)
+            cg4 = by[(family, n, "CG-4", "cg")]["rel"] if four else None
             tt = by[(family, n, best, "to_tol")]
             cgt = by[(family, n, "CG", "to_tol")]
-            out.append(f"| {family} | {n} | {'**' if rel < cg else ''}{rel:.1e}{'**' if rel < cg else ''} "
-                       f"(`{best}`) | {cg:.1e} | {tt['layers_median']:.0f} ({100 * tt['converged']:.0f}%) | "
-                       f"{cgt['iters_median']:.0f} |")
+            out.append(f"| {family} | {n} | {cell(rel, cg, best)} | {cg:.1e} (CG-{depth[best]}) | "
+                       + (f"{cell(rel4, cg4, best4)} | {cg4:.1e} | " if four else "- | - | ")
+                       + f"{tt['layers_median']:.0f} ({100 * tt['converged']:.0f}%) | {cgt['iters_median']:.0f} |")
     out.append("")
     return out
 

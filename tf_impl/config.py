@@ -83,7 +83,7 @@ class TrainConfig:
                              "docs/concepts.md)", "optimisation", INITS)
     init_upper: float = _f(1.0, "newton-schulz start: the largest eigenvalue its weights allow for (>= 1; above it "
                                 "they fail; the shipped newton-schulz takes 1.1, for solve's Lanczos scale estimate "
-                                "that can be ~1% low above N = 64)", "optimisation")
+                                "that can be 1 percent low above N = 64)", "optimisation")
     dtype: str = _f("float32", "'float32' (training) or 'float64' (checking)", "optimisation", DTYPES)
     mode: str = _f("xla", "'xla': one XLA-compiled step; 'graph': tf.function without XLA; 'eager': debug",
                    "optimisation", MODES)
