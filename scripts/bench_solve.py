@@ -2,8 +2,10 @@
 
 For each size N and batch B (systems of the paper's law, kappa = 10, b = A x):
 
-* ``model``: one pass of a shipped 4-layer block model, the bare forward pass in TensorFlow (float32,
-  XLA, the structured block path), on the batch as given: the inference cost of the model itself;
+* ``model``: one pass of a shipped block model (``--model``: ``paper``, the 4-layer ``block-mixed`` for
+  N <= 9 and ``block-finetune`` above, or a shipped name such as ``newton-schulz``, ``solve``'s default),
+  the bare forward pass in TensorFlow (float32, XLA, the structured block path), on the batch as given:
+  the inference cost of the model itself;
 * ``cg@model``: conjugate gradient (batched NumPy, float64) with the fewest iterations whose mean
   relative error is at most the model's: the classical method to the same accuracy;
 * ``scipy cg@model``: the same iterations with ``scipy.sparse.linalg.cg``, one system at a time
@@ -17,6 +19,7 @@ batch. The machine is noisy: compare rows of one run, not runs. Peak resident me
 is reported at the end. Writes ``--out`` (JSON) and prints a Markdown table.
 
     python scripts/bench_solve.py [--repeats 5] [--out results/bench_solve.json]
+    python scripts/bench_solve.py --model newton-schulz --out results/bench_solve_ns.json
 """
 
 from __future__ import annotations
@@ -58,12 +61,12 @@ def cholesky_solve(A, b):
     return np.linalg.solve(np.swapaxes(L, 1, 2), y)[..., 0]
 
 
-def bench_case(n: int, batch: int, repeats: int) -> dict:
+def bench_case(n: int, batch: int, repeats: int, model: str = "paper") -> dict:
     """One row of the table (see the module docstring)."""
     import tf_impl
     from tf_impl.model import forward
 
-    name = "block-mixed" if n <= 9 else "block-finetune"
+    name = ("block-mixed" if n <= 9 else "block-finetune") if model == "paper" else model
     params, cfg, _ = load_pretrained(name)
     A, b, x, _ = sample_systems(batch, n, 10.0, seed=[7, n, batch])
     Af, bf = A.astype(np.float32), b.astype(np.float32)
@@ -102,11 +105,13 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="results/bench_solve.json")
     p.add_argument("--cases", default=None, help="NxB,NxB,... (default: the full grid)")
+    p.add_argument("--model", default="paper", help="'paper' (block-mixed for N <= 9, block-finetune above) or a "
+                                                    "shipped model's name")
     args = p.parse_args(argv)
     cases = CASES if args.cases is None else [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
     rows = []
     for n, batch in cases:
-        rows.append(bench_case(n, batch, args.repeats))
+        rows.append(bench_case(n, batch, args.repeats, args.model))
         print(json.dumps(rows[-1]), flush=True)
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version(),
