@@ -18,7 +18,7 @@ import numpy as np
 from reference.config import ModelConfig, is_int, is_real
 
 # group indices of the block parametrization: [a, b, h^1, ..., h^K]
-_A, _B, _H1 = 0, 1, 2
+_A, _B, _H1, _H2 = 0, 1, 2, 3
 
 
 def richardson_params(eta: float, n_identity: int = 3, attention_norm: str = "none",
@@ -156,7 +156,7 @@ def newton_schulz_params(n_layers: int, kappa: float = 10.0, n_heads: int = 1, n
         P = np.zeros((n_heads, G, G))
         Q = np.zeros((n_heads, G, G))
         Q[0, _A, _H1] = 1.0
-        Q[0, _H1 + 1, _H1 + 1] = (gamma - 1.0) / beta
+        Q[0, _H2, _H2] = (gamma - 1.0) / beta
         P[0, _H1, _H1] = beta * p_scale
         params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"] = P, Q
     eta = 2.0 / (float(upper) + 1.0 / float(kappa)) if n_layers == 1 else 1.0
