@@ -57,19 +57,25 @@ def trend(run: dict) -> str:
 
 
 def claim3_lines() -> list[str]:
-    if not CLAIM3.with_suffix(".json").exists():
-        return []
-    runs = json.loads(CLAIM3.with_suffix(".json").read_text())["curves"]
-    full, block = runs["full-n9"], runs["block-n9"]
-    f9, b9 = final_mse(full, 9), final_mse(block, 9)
-    shutil.copy(CLAIM3.with_suffix(".png"), ASSETS / "claim3_curves.png")
-    return [f"   At three times the presets' budget ({full['steps']} steps of {full['train_config']['batch_size']} "
-            f"systems each, `bash scripts/train_claim3.sh`): `full-n9` {f9:.2e}, `block-n9` {b9:.2e} at N = 9 "
-            f"(1000 fresh systems): the claim {verdict(f9 < b9)} at this budget either. Over the last quarter of "
-            f"the cosine schedule the evaluation loss of `full-n9` {trend(full)}, that of `block-n9` {trend(block)}; "
-            f"training took {full['train_time_s'] / 60:.0f} and {block['train_time_s'] / 60:.0f} minutes (one "
-            "thread each, two runs sharing the 2 cores).", "",
-            "   ![claim 3: loss curves](assets/results/claim3_curves.png)", ""]
+    """Claim 3 at longer budgets: one paragraph per ``results/claim3/curves*.json`` (``scripts/train_claim3.sh``
+    then ``scripts/training_curves.py``), shortest budget first."""
+    out = []
+    paths = sorted(CLAIM3.parent.glob("curves*.json"),
+                   key=lambda p: json.loads(p.read_text())["curves"]["full-n9"]["steps"])
+    for path in paths:
+        runs = json.loads(path.read_text())["curves"]
+        full, block = runs["full-n9"], runs["block-n9"]
+        f9, b9 = final_mse(full, 9), final_mse(block, 9)
+        shutil.copy(path.with_suffix(".png"), ASSETS / f"claim3_{path.stem}.png")
+        times = (f"{full['train_time_s'] / 60:.0f} and {block['train_time_s'] / 60:.0f} minutes (one thread each, "
+                 "two runs sharing the 2 cores)")
+        out += [f"   At {full['steps'] / 8000:g} times the presets' budget ({full['steps']} steps of "
+                f"{full['train_config']['batch_size']} systems each, `bash scripts/train_claim3.sh {full['steps']} "
+                f"...`): `full-n9` {f9:.2e}, `block-n9` {b9:.2e} at N = 9 (1000 fresh systems): the claim "
+                f"{verdict(f9 < b9)} at this budget. Over the last quarter of the cosine schedule the evaluation "
+                f"loss of `full-n9` {trend(full)}, that of `block-n9` {trend(block)}; training took {times}.", "",
+                f"   ![claim 3: loss curves, {full['steps']} steps](assets/results/claim3_{path.stem}.png)", ""]
+    return out
 
 
 FAMILY_TEXT = {

@@ -416,6 +416,21 @@ def test_shipped_auto_choice():
         reference.solve(*one_size(2, 33)[:2], model="broad")
 
 
+@pytest.mark.skipif(not shipped("newton-schulz"), reason="newton-schulz not shipped")
+def test_newton_schulz_beyond_its_range_converges_with_tol_or_says_so():
+    """Built for cond(A) <= 1e4: at 1e6 one pass is far from the answer, tol adds passes that get there;
+    at 1e12 float64 cannot get there, and solve warns instead of returning a wrong answer silently."""
+    A, b, x, _ = sample_systems(4, 20, kappa=1e6, seed=2, spectrum="loguniform", rhs="normal")
+    one = reference.solve(A, b, model="newton-schulz", return_info=True)
+    assert one.residual.max() > 1e-3
+    res = reference.solve(A, b, model="newton-schulz", tol=1e-8, return_info=True)
+    assert res.converged.all() and res.passes.max() <= 30
+    A, b, x, _ = sample_systems(2, 20, kappa=1e12, seed=3, spectrum="loguniform", rhs="normal")
+    with pytest.warns(UserWarning, match="did not reach tol=1e-12"):
+        res = reference.solve(A, b, model="newton-schulz", tol=1e-12, max_passes=20, return_info=True)
+    assert not res.converged.all()
+
+
 @pytest.mark.skipif(not shipped("broad"), reason="broad not shipped")
 def test_broad_model_reads_its_law_and_solves_ill_conditioned_systems_to_tol():
     """broad was trained on normalised right-hand sides (rho = 1) and every family; on kappa = 1000 systems
