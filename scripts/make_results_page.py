@@ -200,7 +200,8 @@ def main():
             kap = f"{c['kappa']:g}" if c.get("kappa_max") is None else f"{c['kappa']:g}-{c['kappa_max']:g}"
             if c["steps"] == 0:  # exported untrained: the hand-set construction
                 lines.append(f"| `{name}` | {c['n_layers']} x {c['n_heads']} ({c['parametrization']}) | every N | "
-                             f"{kap} (built for) | 0: hand-set ({c.get('init')}) | - | - |")
+                             f"<= {c.get('kappa_max') or c['kappa']:g} (built for) | 0: hand-set ({c.get('init')}) "
+                             "| - | - |")
                 continue
             lines.append(f"| `{name}` | {c['n_layers']} x {c['n_heads']} ({c['parametrization']}) | "
                          f"{c['n_min']}-{c['n_max']} | {kap} | {c['steps']} x {c['batch_size']} | "
