@@ -19,6 +19,8 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parent.parent
 EVAL = ROOT / "results" / "eval"
 DEPTH = ROOT / "results" / "depth_study.json"
@@ -43,11 +45,16 @@ def final_mse(run: dict, n: int):
 
 
 def late_improvement(run: dict) -> float:
-    """How much the evaluation loss fell over the last quarter of the run (a ratio, 1 = flat)."""
+    """How much the evaluation loss fell over the last quarter of the run (a ratio, 1 = flat): the median of
+    the evaluations in the third quarter over the median of those in the last one (medians: one noisy
+    evaluation does not decide it)."""
     ev = run["eval_loss"]
     last = ev[-1][0]
-    before = [v for s, v in ev if s <= 0.75 * last]
-    return before[-1] / ev[-1][1] if before else float("nan")
+    third = [v for s, v in ev if 0.5 * last < s <= 0.75 * last]
+    fourth = [v for s, v in ev if s > 0.75 * last]
+    if not third:  # too few evaluations: the last one before the final quarter
+        third = [v for s, v in ev if s <= 0.75 * last][-1:]
+    return float(np.median(third) / np.median(fourth)) if third and fourth else float("nan")
 
 
 def trend(run: dict) -> str:
@@ -134,7 +141,8 @@ def curves_section(path: Path, intro: str) -> list[str]:
             f"{c['train_time_s'] / 60:.0f} |" if c.get("train_time_s") else
             f"| `{name}` | {c['eval_loss'][-1][1]:.2e} (step {c['eval_loss'][-1][0]}) | "
             "no final checkpoint (stopped early) | - |" for name, c in curves.items()]
-    return out + ["", f"![{path.name}](assets/results/{path.name}.png)", ""]
+    return out + ["", "Fall over the last quarter: the median evaluation loss of the run's third quarter over that of "
+                  "its last quarter (1 = flat).", "", f"![{path.name}](assets/results/{path.name}.png)", ""]
 
 
 def mse(records, method, n, kappa=10.0, iters=None):
