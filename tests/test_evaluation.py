@@ -270,6 +270,18 @@ def test_evaluate_writes_strict_json_and_defaults_outside_tracked_files(tmp_path
     assert json.loads(text) == {"a": None, "b": [1.0, None], "c": 2.0} and "NaN" not in text
 
 
+def test_models_are_named_as_given_not_by_their_preset():
+    """A run started from a preset with other options is another model: block-ns-8 was trained as
+    `--preset block-mixed --n-layers 8 ...` and must not be called block-mixed."""
+    from tf_impl.evaluate import model_name
+
+    assert model_name("block-ns-8", set()) == "block-ns-8"
+    assert model_name("runs/depth-ns-L8/final.npz", set()) == "depth-ns-L8"
+    assert model_name("runs/x/ckpt.npz", {"x"}) == "x-2"
+    assert model_name("reference/pretrained/full-n9.npz", set()) == "full-n9"
+    assert model_name("somewhere/cg.npz", {"cg"}) == "cg-2"
+
+
 def test_evaluate_accepts_shipped_names(tmp_path, capsys):
     from reference.pretrained import pretrained_path
     from tf_impl import evaluate as ev

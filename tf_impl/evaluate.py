@@ -29,10 +29,13 @@ from reference.config import ModelConfig
 from reference.evaluation import EVAL_SEED, evaluate, layer_analysis, model_can_run
 
 
-def model_name(path: str, meta: dict, taken: set) -> str:
-    """The run's preset (from the checkpoint's metadata) or the file's stem, made unique."""
-    cfg = meta.get("train_config", meta.get("config", {})) if isinstance(meta, dict) else {}
-    base = (cfg.get("preset") if isinstance(cfg, dict) else None) or Path(path).stem
+def model_name(arg: str, taken: set) -> str:
+    """How the tables name the model given as ``arg``, made unique: a shipped model by its name, a checkpoint by
+    its file's stem, or by its run folder for a run's ``final.npz`` / ``ckpt.npz`` (``runs/depth-ns-L8/final.npz``
+    -> ``depth-ns-L8``). Not the run's preset: a run started from a preset with other options is another model."""
+    path = Path(arg)
+    base = path.parent.name if path.suffix == ".npz" and path.stem in ("final", "ckpt") and path.parent.name \
+        else path.stem if path.suffix == ".npz" else path.name
     name, i = base, 2
     while name in taken:
         name, i = f"{base}-{i}", i + 1
@@ -289,8 +292,8 @@ def main_robustness(args) -> dict:
     models = {}
     for arg in args.checkpoints:
         path = checkpoint_path(arg)
-        meta, _ = load_checkpoint_extra(path)  # raises ValueError naming the problem
-        models[model_name(path, meta, set(models) | {"CG"})] = path
+        load_checkpoint_extra(path)  # raises ValueError naming the problem
+        models[model_name(arg, set(models) | {"CG"})] = path
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(FAMILIES) * len(args.sizes), desc="robustness", unit="size") as bar:
@@ -350,11 +353,12 @@ def evaluate_checkpoints(args) -> dict:
     from tqdm import tqdm
 
     models, metas = {}, {}
-    for path in map(checkpoint_path, args.checkpoints):
+    for arg in args.checkpoints:
+        path = checkpoint_path(arg)
         params, cfg = load_checkpoint(path)  # raises ValueError naming the problem
         meta, _ = load_checkpoint_extra(path)
         # a model may not take a baseline's name: records are keyed by (kappa, N, method, iters)
-        name = model_name(path, meta, set(models) | set(BASELINES) | {"zero"})
+        name = model_name(arg, set(models) | set(BASELINES) | {"zero"})
         models[name], metas[name] = (params, cfg), {"path": os.fspath(path), "config": json.loads(cfg.to_json()),
                                                     "meta": meta}
     sizes = list(range(args.n_min, args.n_max + 1))
