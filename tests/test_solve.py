@@ -417,6 +417,21 @@ def test_shipped_auto_choice():
 
 
 @pytest.mark.skipif(not shipped("newton-schulz"), reason="newton-schulz not shipped")
+def test_shipped_newton_schulz_is_the_construction_exactly():
+    """The shipped file is what `--preset newton-schulz` writes: the construction of its config, bit for bit
+    (0 training steps, float64), so its bound is the schedule's."""
+    from reference.constructions import newton_schulz_init
+
+    params, cfg, meta = load_pretrained("newton-schulz")
+    tc = meta["train_config"]
+    want = newton_schulz_init(cfg, kappa=tc["kappa_max"], n=tc["n_max"], seed=tc["seed"], upper=tc["init_upper"])
+    assert tc["steps"] == 0 and tc["dtype"] == "float64" and cfg.n_layers == 12
+    for name in want:
+        assert np.array_equal(params[name], want[name]), name
+    assert newton_schulz_schedule(12, tc["kappa_max"], tc["init_upper"])[1][-1] < 1e-16
+
+
+@pytest.mark.skipif(not shipped("newton-schulz"), reason="newton-schulz not shipped")
 def test_newton_schulz_beyond_its_range_converges_with_tol_or_says_so():
     """Built for cond(A) <= 1e4: at 1e6 one pass is far from the answer, tol adds passes that get there;
     at 1e12 float64 cannot get there, and solve warns instead of returning a wrong answer silently."""
