@@ -106,7 +106,7 @@ def plot(rows, path: Path) -> None:
                 sel = sorted((r for r in here if r["family"] == fam), key=lambda r: r["layers"])
                 ys = [r["model"] for r in sel]
                 values += ys
-                ax.semilogy([r["layers"] for r in sel], ys, "o-*Dv"[k % 5] + "-", color=f"C{4 + k}", label=fam)
+                ax.semilogy([r["layers"] for r in sel], ys, "oD*v^"[k % 5] + "-", color=f"C{4 + k}", label=fam)
             by_depth = {r["layers"]: r for r in here}  # the baselines do not depend on the model
             Ls = sorted(by_depth)
             for key, (style, label) in baselines.items():

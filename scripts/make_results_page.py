@@ -352,7 +352,11 @@ def main():
                   f"--batch-size {d['args']['batch_size']} {' '.join(d['args'].get('extra', []))}".rstrip() + "`",
                   ""]
     if (DEPTH_FAMILY.with_suffix(".md")).exists():
-        tried_lines += ["## The depth family", "", DEPTH_FAMILY.with_suffix(".md").read_text(), ""]
+        tried_lines += ["## The depth families", "",
+                        "Three families on N in [2, 20] (results page, \"Depth\"): `depth-L*` trained from random "
+                        "weights (6 and 8 layers grown from 4), `depth-ns-L*` trained from the Newton-Schulz "
+                        "construction, `newton-schulz-L*` the construction itself (untrained, float64).", "",
+                        DEPTH_FAMILY.with_suffix(".md").read_text(), ""]
         if DEPTH_FAMILY.with_suffix(".png").exists():
             shutil.copy(DEPTH_FAMILY.with_suffix(".png"), ASSETS / "depth_family.png")
             tried_lines += ["![depth family](assets/results/depth_family.png)", ""]
