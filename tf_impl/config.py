@@ -212,8 +212,8 @@ PRESETS: dict[str, dict] = {
                           init="newton-schulz", init_upper=1.1, n_min=2, n_max=30, kappa=2.0, kappa_max=1e4,
                           spectrum="mix", rhs="mix", normalize_rhs=True, loss="relative", steps=0, dtype="float64",
                           eval_every=0, ckpt_every=0, eval_systems=100),
-    # the model for solve() on users' systems: every family, sizes to 30, kappa log-uniform in [2, 1000],
-    # right-hand sides normalised as solve() feeds them, relative loss (no system family dominates)
+    # the trained model for solve() on users' systems (auto's fallback): every family, sizes to 30, kappa
+    # log-uniform in [2, 1000], right-hand sides normalised as solve() feeds them, relative loss (no family dominates)
     "broad": {**_PAPER_BLOCK, "n_min": 2, "n_max": 30, "kappa": 2.0, "kappa_max": 1000.0, "spectrum": "mix",
               "rhs": "mix", "normalize_rhs": True, "loss": "relative", "eval_every": 500, "ckpt_every": 500},
 }
