@@ -48,21 +48,30 @@ def richardson_params(eta: float, n_identity: int = 3, attention_norm: str = "no
         raise ValueError(f"eta must be a finite number, got {eta!r}")
     if not is_int(n_identity) or n_identity < 1:
         raise ValueError(f"n_identity must be an int >= 1 (the construction reads h^1), got {n_identity!r}")
-    if attention_norm == "n":
-        if not is_int(n) or n < 1:
-            raise ValueError(f'attention_norm="n" needs the system size n (an int >= 1), got {n!r}')
-        p_scale = eta * n
-    else:
-        p_scale = eta
     cfg = ModelConfig(parametrization="block", n_layers=1, n_heads=1, n_identity=n_identity,
                       attention_norm=attention_norm)
-    G = cfg.n_groups
-    P = np.zeros((1, G, G))
-    Q = np.zeros((1, G, G))
+    P, Q = _readout_layer(1, cfg.n_groups, eta * _p_scale(attention_norm, n))
+    return {"layers.0.P": P, "layers.0.Q": Q}, cfg
+
+
+def _p_scale(attention_norm: str, n) -> float:
+    """What the ``P`` scalars are multiplied by: ``n`` under the ``1/N`` norm (exact at that size), else 1."""
+    if attention_norm != "n":
+        return 1.0
+    if not is_int(n) or n < 1:
+        raise ValueError(f'attention_norm="n" needs the system size n (an int >= 1), got {n!r}')
+    return float(n)
+
+
+def _readout_layer(n_heads: int, n_groups: int, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(P, Q)`` (H, G, G) of a layer whose head 0 adds ``-step sum_j (a_j . x - b_j) h^1_j`` to the query's
+    ``x``-slot: its scores are the residuals (``q_aa = 1``, ``q_bb = -1``), its values the ``h^1`` rows."""
+    P = np.zeros((n_heads, n_groups, n_groups))
+    Q = np.zeros((n_heads, n_groups, n_groups))
     Q[0, _A, _A] = 1.0
     Q[0, _B, _B] = -1.0
-    P[0, _A, _H1] = -p_scale
-    return {"layers.0.P": P, "layers.0.Q": Q}, cfg
+    P[0, _A, _H1] = -step
+    return P, Q
 
 
 def newton_schulz_schedule(n_layers: int, kappa: float, upper: float = 1.0
@@ -143,11 +152,7 @@ def newton_schulz_params(n_layers: int, kappa: float = 10.0, n_heads: int = 1, n
     if not is_int(n_heads) or n_heads < 1:
         raise ValueError(f"n_heads must be an int >= 1, got {n_heads!r}")
     coefficients, _ = newton_schulz_schedule(n_layers, kappa, upper)
-    p_scale = 1.0
-    if attention_norm == "n":
-        if not is_int(n) or n < 1:
-            raise ValueError(f'attention_norm="n" needs the system size n (an int >= 1), got {n!r}')
-        p_scale = float(n)
+    p_scale = _p_scale(attention_norm, n)
     cfg = ModelConfig(parametrization="block", n_layers=n_layers, n_heads=n_heads, n_identity=n_identity,
                       attention_norm=attention_norm)
     G = cfg.n_groups
@@ -159,13 +164,8 @@ def newton_schulz_params(n_layers: int, kappa: float = 10.0, n_heads: int = 1, n
         Q[0, _H2, _H2] = (gamma - 1.0) / beta
         P[0, _H1, _H1] = beta * p_scale
         params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"] = P, Q
-    eta = 2.0 / (float(upper) + 1.0 / float(kappa)) if n_layers == 1 else 1.0
-    P = np.zeros((n_heads, G, G))
-    Q = np.zeros((n_heads, G, G))
-    Q[0, _A, _A] = 1.0
-    Q[0, _B, _B] = -1.0
-    P[0, _A, _H1] = -eta * p_scale
-    params[f"layers.{n_layers - 1}.P"], params[f"layers.{n_layers - 1}.Q"] = P, Q
+    eta = 2.0 / (float(upper) + 1.0 / float(kappa)) if n_layers == 1 else 1.0  # L = 1: the best Richardson step
+    params[f"layers.{n_layers - 1}.P"], params[f"layers.{n_layers - 1}.Q"] = _readout_layer(n_heads, G, eta * p_scale)
     return params, cfg
 
 
@@ -181,8 +181,9 @@ def newton_schulz_init(cfg: ModelConfig, kappa: float, n: int | None = None, see
     Head 0 of every layer is the construction; the other heads have ``P = 0`` and ``Q`` Gaussian with
     std ``cfg.init_scale`` (as the new layers of :func:`reference.model.grow_params`): they add nothing
     at the start, yet their gradient in ``P`` is not zero (``P = Q = 0`` would be a stationary point).
-    ``kappa``: the largest condition number of the training systems (their spectrum lies in
-    ``[1/kappa, 1]``); ``n``: the one size of the run when ``cfg.attention_norm == "n"``.
+    ``kappa``, ``upper``: the spectrum ``[1/kappa, upper]`` the weights are built for (``kappa``: the largest
+    condition number of the training systems; see :func:`newton_schulz_schedule`); ``n``: the one size of
+    the run when ``cfg.attention_norm == "n"``.
     """
     if cfg.parametrization != "block":
         raise ValueError(f"the Newton-Schulz start is a block model; this config is {cfg.parametrization!r}")
