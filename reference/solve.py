@@ -294,11 +294,12 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
             break
     converged = np.ones(B, dtype=bool) if tol is None else res <= tol
     result = SolveResult(x, converged, passes, res, history, resolved.label)
-    if tol is None and np.any((passes == 0) & (res > 0)):  # one pass asked, and it made things worse
-        bad = np.flatnonzero((passes == 0) & (res > 0))
-        warnings.warn(f"the pass of {resolved.label} did not reduce the residual of {len(bad)} of {B} system(s) "
-                      f"(first: system {bad[0]}): their answer is x0 (relative residual {res[bad[0]]:.3g}); the "
-                      "model cannot handle these systems", UserWarning, stacklevel=3)
+    if tol is None:  # one pass asked: say where it made things worse (rejected, so x is x0)
+        rejected = np.flatnonzero((passes == 0) & (res > 0))
+        if len(rejected):
+            warnings.warn(f"the pass of {resolved.label} did not reduce the residual of {len(rejected)} of {B} "
+                          f"system(s) (first: system {rejected[0]}): their answer is x0 (relative residual "
+                          f"{res[rejected[0]]:.3g}); the model cannot handle these systems", UserWarning, stacklevel=3)
     if not converged.all():
         bad = np.flatnonzero(~converged)
         msg = (f"solve did not reach tol={tol:g} on {len(bad)} of {B} system(s) (first: system {bad[0]}, relative "
@@ -327,7 +328,7 @@ def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info
             call has the same size ``N`` (for mixed sizes, pad and call :func:`reference.forward` with a mask).
         b (array_like): ``(N,)`` or ``(B, N)``, matching ``A``, any scale and direction.
         model (str | os.PathLike | tuple): ``"auto"`` (``newton-schulz``, the hand-set Newton-Schulz model:
-            one pass has error at most ``3e-18`` times the initial one for ``cond(A) <= 1e4``, any ``N``; without
+            one pass has error at most ``2e-17`` times the initial one for ``cond(A) <= 1e4``, any ``N``; without
             it in the install, the trained ``block-mixed`` for ``N <= 9``, ``block-finetune`` for 10 to 20,
             ``broad`` above: :data:`AUTO_MODELS`), a shipped name (``"full-n9"``, ``"block-n9"``,
             ``"block-mixed"``, ``"block-finetune"``, ``"broad"``, ``"block-mixed-20"``, ``"block-ns-8"``,
