@@ -59,21 +59,29 @@ class ResolvedModel(NamedTuple):
     train_sizes: tuple[int, float] | None  # valid_sizes of the checkpoint: (n_min, n_max), (1, inf) or None
     label: str  # how error messages name the model
     law: dict  # the training data law (reference.pretrained.training_law): sets the rhs scale rho
+    rho: float = 1.0  # rhs_rms(n, **law): the rms of the model's training right-hand sides at this n
+    law_recorded: bool = False  # the checkpoint records its law (else the paper's is assumed, kappa unknown)
 
 
 def first_not_positive_definite(A) -> int | None:
     """Index of the first system of the batch ``A`` (B, N, N) whose Cholesky factorisation fails, or ``None``."""
-    try:
-        np.linalg.cholesky(A)  # one batched attempt: the common case, every system is SPD
-        return None
-    except np.linalg.LinAlgError:
-        pass
-    for s in range(len(A)):
+    A = np.asarray(A)
+    n = A.shape[-1]
+    step = max(1, 2**25 // max(n * n, 1))  # batched attempts of at most 256 MiB each
+    for lo in range(0, len(A), step):
+        # at unit scale (powers of two, exact): the factorisation neither overflows nor underflows
+        chunk = np.ldexp(A[lo: lo + step], -_exponents(A[lo: lo + step], (1, 2))[:, None, None])
         try:
-            np.linalg.cholesky(A[s])
+            np.linalg.cholesky(chunk)  # one batched attempt: the common case, every system is SPD
+            continue
         except np.linalg.LinAlgError:
-            return s
-    return None  # unreachable unless the batched and per-system LAPACK calls disagree
+            pass
+        for s in range(len(chunk)):
+            try:
+                np.linalg.cholesky(chunk[s])
+            except np.linalg.LinAlgError:
+                return lo + s
+    return None
 
 
 def prepare_inputs(A, b, x0=None):
@@ -85,6 +93,8 @@ def prepare_inputs(A, b, x0=None):
     positive definite (a Cholesky attempt; the message names the first such system).
     """
     A, b = np.asarray(A), np.asarray(b)
+    if x0 is not None and np.iscomplexobj(x0):  # A and b are refused the same way by check_systems
+        raise ValueError(f"x0 must hold real numbers, got dtype {np.asarray(x0).dtype}")
     if A.ndim not in (2, 3):
         raise ValueError(f"A must be one matrix (N, N) or a batch (B, N, N), got shape {A.shape}")
     single = A.ndim == 2
@@ -138,7 +148,7 @@ def resolve_model(model, n: int) -> ResolvedModel:
         model = auto_model(n)
     if isinstance(model, str) and model in PRETRAINED:
         params, cfg, meta = load_pretrained(model)
-        out = ResolvedModel(params, cfg, valid_sizes(meta), f"shipped model {model!r}", training_law(meta))
+        label = f"shipped model {model!r}"
     elif isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if isinstance(model, str) and not os.path.exists(path) and not path.endswith(".npz") and os.sep not in path:
@@ -146,40 +156,68 @@ def resolve_model(model, n: int) -> ResolvedModel:
                              "(or give 'auto', a checkpoint path or (params, cfg))")
         params, cfg = load_checkpoint(path)  # ValueError if missing or unreadable
         meta, _ = load_checkpoint_extra(path)
-        out = ResolvedModel(params, cfg, valid_sizes(meta), f"checkpoint {path!r}", training_law(meta))
+        label = f"checkpoint {path!r}"
     elif isinstance(model, tuple) and len(model) == 2 and isinstance(model[1], ModelConfig):
-        out = ResolvedModel(check_params(model[0], model[1]), model[1], None, "the given (params, cfg)",
-                            training_law({}))  # unknown: the paper's law
+        if isinstance(model[0], dict):
+            for name, value in model[0].items():
+                if np.iscomplexobj(value):  # converting to float64 would drop the imaginary part silently
+                    raise ValueError(f"param {name!r} is complex; the parameters of a model are real numbers")
+        params, cfg, meta = check_params(model[0], model[1]), model[1], {}  # unknown: the paper's law
+        label = "the given (params, cfg)"
     else:
         raise ValueError(f"model must be 'auto', a shipped name ({', '.join(PRETRAINED)}), a checkpoint path "
                          f"or a (params, cfg) tuple; got {type(model).__name__}")
-    if not model_can_run(out.cfg, n):
-        raise ValueError(f"{out.label} is a full-encoding model: it runs only on systems of size n={out.cfg.n}, "
-                         f"got N={n}")
-    return out
+    if not model_can_run(cfg, n):
+        raise ValueError(f"{label} is a full-encoding model: it runs only on systems of size n={cfg.n}, got N={n}")
+    law = training_law(meta)
+    try:
+        rho = rhs_rms(n, **law)
+    except ValueError as e:  # e.g. a kappa that is NaN in the metadata
+        raise ValueError(f"{label}: the training data law its metadata records is unusable ({e})") from None
+    tc = meta.get("train_config") if isinstance(meta, dict) else None
+    recorded = isinstance(tc, dict) and is_real(tc.get("kappa"))
+    return ResolvedModel(params, cfg, valid_sizes(meta), label, law, rho, recorded)
 
 
 LANCZOS_ABOVE = 64
-"""Largest eigenvalue: exact (``eigvalsh``) up to this size, Lanczos above."""
+"""Extreme eigenvalues: exact (``eigvalsh``) up to this size, Lanczos above."""
 LANCZOS_STEPS = 30
+LANCZOS_SEED = 20240
+"""Seed of the Lanczos start vector: one fixed pseudo-random vector of length ``N``, the same for every system,
+so that a system's estimate does not depend on the batch it came in. Not ``(1, ..., 1)``: that vector is an
+eigenvector of every matrix with constant row sums (graph Laplacians plus a shift), from which Lanczos never
+leaves its one-dimensional invariant subspace."""
 
 
-def largest_eigenvalue(A) -> np.ndarray:
-    """``lambda_max`` of each SPD matrix of the batch ``A`` (B, N, N), the scale ``solve`` divides ``A`` by.
+def _lanczos_start(n: int) -> np.ndarray:
+    v = np.random.default_rng(LANCZOS_SEED).standard_normal(n)
+    return v / np.linalg.norm(v)
+
+
+def spectrum_estimate(A) -> tuple[np.ndarray, np.ndarray]:
+    """``(scale, cond)`` of each SPD matrix of the batch ``A`` (B, N, N): the number ``solve`` divides ``A`` by
+    (about ``lambda_max``) and an estimate of ``cond(A) = lambda_max / lambda_min`` that is never above it.
 
     ``N <= LANCZOS_ABOVE``: exact, ``np.linalg.eigvalsh`` (``O(N^3)``, about the cost of a few Cholesky
-    factorisations). Above: the largest Ritz value of ``min(N, LANCZOS_STEPS)`` Lanczos steps with full
-    re-orthogonalisation from the start vector ``(1, ..., 1)`` (``O(k N^2)``); it is at most
-    ``lambda_max`` and converges fastest for the extreme eigenvalue. Scale-equivariant: ``c A`` gives
-    ``c lambda_max`` (to rounding).
+    factorisations): ``scale = lambda_max``. Above: ``min(N, LANCZOS_STEPS)`` Lanczos steps with full
+    re-orthogonalisation from a fixed pseudo-random start (``LANCZOS_SEED``), ``O(k N^2)``. Its Ritz values
+    ``theta_1 <= ... <= theta_k`` lie in ``[lambda_min, lambda_max]``, so ``cond = theta_k / theta_1`` is a lower
+    bound of ``cond(A)``, and
+
+        scale = clip(theta_k + rho_k, max_i A_ii, max_i sum_j |A_ij|),   rho_k = beta_k |s_k|
+
+    with ``rho_k`` the residual norm ``||A y - theta_k y||`` of the top Ritz pair (an eigenvalue lies within it of
+    ``theta_k``): the clip bounds are a lower (diagonal) and an upper (Gershgorin) bound of ``lambda_max``, so the
+    scale can be neither far below nor above it. Scale-equivariant: ``2^j A`` gives ``2^j scale`` exactly.
     """
     B, N, _ = A.shape
     if N <= LANCZOS_ABOVE:
-        return np.linalg.eigvalsh(A)[:, -1]  # (B,)
+        ev = np.linalg.eigvalsh(A)  # (B, N), ascending
+        return ev[:, -1], ev[:, -1] / ev[:, 0]
     k = min(N, LANCZOS_STEPS)
     V = np.zeros((B, k + 1, N))
     alpha, beta = np.zeros((B, k)), np.zeros((B, k))
-    V[:, 0] = 1.0 / np.sqrt(N)
+    V[:, 0] = _lanczos_start(N)
     for j in range(k):
         w = np.einsum("bij,bj->bi", A, V[:, j])  # (B, N)
         alpha[:, j] = np.einsum("bi,bi->b", w, V[:, j])
@@ -187,12 +225,27 @@ def largest_eigenvalue(A) -> np.ndarray:
         w -= np.einsum("bki,bk->bi", V[:, : j + 1], np.einsum("bki,bi->bk", V[:, : j + 1], w))  # twice
         beta[:, j] = np.linalg.norm(w, axis=1)
         V[:, j + 1] = w / np.where(beta[:, j] > 0, beta[:, j], 1.0)[:, None]
+    # an invariant subspace found at step j (beta_j = 0 exactly) leaves the later steps empty (V = 0): they get
+    # the Rayleigh quotient alpha_0 on the diagonal, which lies between the Ritz values of the leading block, so
+    # that the extreme Ritz values are those of the steps that ran
+    live = np.concatenate([np.ones((B, 1), dtype=bool), np.cumprod(beta[:, :-1] > 0, axis=1).astype(bool)], axis=1)
+    alpha = np.where(live, alpha, alpha[:, :1])
     T = np.zeros((B, k, k))
     idx = np.arange(k)
     T[:, idx, idx] = alpha
     T[:, idx[:-1], idx[1:]] = T[:, idx[1:], idx[:-1]] = beta[:, :-1]
-    # an invariant subspace found early (beta = 0) leaves zero rows: Ritz values of the block still bound
-    return np.linalg.eigvalsh(T)[:, -1]  # (B,)
+    theta, S = np.linalg.eigh(T)  # (B, k) ascending, (B, k, k)
+    rho = np.abs(beta[:, -1] * S[:, -1, -1])  # residual norm of the top Ritz pair
+    diag_max = np.max(np.einsum("bii->bi", A), axis=1)
+    gershgorin = np.max(np.sum(np.abs(A), axis=2), axis=1)
+    scale = np.clip(theta[:, -1] + rho, diag_max, gershgorin)
+    return scale, theta[:, -1] / theta[:, 0]
+
+
+def largest_eigenvalue(A) -> np.ndarray:
+    """The scale ``solve`` divides each SPD matrix of the batch ``A`` (B, N, N) by: ``lambda_max`` exactly up to
+    ``N = LANCZOS_ABOVE``, a guarded Lanczos estimate above (:func:`spectrum_estimate`)."""
+    return spectrum_estimate(A)[0]
 
 
 class SolveResult(NamedTuple):
@@ -202,7 +255,8 @@ class SolveResult(NamedTuple):
     converged: np.ndarray  # (B,) bool: ||b - A x|| <= tol ||b|| (tol=None: True, nothing was asked)
     passes: np.ndarray  # (B,) int: passes accepted for each system
     residual: np.ndarray  # (B,) ||b - A x|| / ||b|| of the answer (0 where b = 0)
-    history: np.ndarray  # (B, max_passes + 1) relative residual after each accepted pass, NaN after the last
+    history: np.ndarray  # (B, K + 1), K the most passes a system of the call accepted: relative residual
+    #                      after each accepted pass (column 0: at x0), NaN after a system's last
     model: str  # which model ran
 
 
@@ -217,6 +271,52 @@ class NotConvergedError(RuntimeError):
 
 DEFAULT_MAX_PASSES = 100
 
+MEMORY_LIMIT: int | None = None
+"""Bytes one ``solve`` call may hold for the model's arrays (``None``: half of this machine's physical memory,
+:func:`memory_limit`). A batch is split into chunks that fit (systems are independent: the answer does not
+depend on the split); a size at which one system does not fit is refused before anything is allocated."""
+
+
+def memory_limit() -> int:
+    """:data:`MEMORY_LIMIT`, or half of the physical memory (4 GiB where the system does not say)."""
+    if MEMORY_LIMIT is not None:
+        return int(MEMORY_LIMIT)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def forward_bytes(cfg: ModelConfig, n: int, batch: int) -> int:
+    """Bytes the NumPy forward (:func:`reference.forward`) holds at its peak for ``batch`` systems of size ``n``,
+    from its arrays: per layer and system, the queries, values, scores and two token arrays,
+    ``(2H + 2) T D + H T n`` floats (``T = n + 1`` tokens of width ``D``; every layer's are kept), and per
+    layer the two expanded ``D x D`` weight matrices of each head. Measured (newton-schulz, n = 100, 200): the
+    peak is 0.8-0.9 of this."""
+    T, D, H, L = n + 1, cfg.token_width(n), cfg.n_heads, cfg.n_layers
+    per_system = L * ((2 * H + 2) * T * D + H * T * n) + 2 * T * D
+    return 8 * (2 * L * H * D * D + batch * per_system)
+
+
+def solve_bytes(cfg: ModelConfig, n: int, batch: int) -> int:
+    """Bytes a chunk of ``batch`` systems of size ``n`` holds in ``solve``: the forward on both signs
+    (``2 batch`` systems) and about six ``n x n`` matrices per system (the scaled ``A``, ``A / a`` twice for the
+    two signs, the Cholesky check)."""
+    return forward_bytes(cfg, n, 2 * batch) + 8 * 6 * batch * n * n
+
+
+def chunk_size(cfg: ModelConfig, n: int, batch: int, label: str = "the model") -> int:
+    """The most systems of size ``n`` (at most ``batch``) one chunk of ``solve`` may hold within
+    :func:`memory_limit`; ``ValueError`` naming the sizes and the limit when not even one fits."""
+    limit = memory_limit()
+    one = solve_bytes(cfg, n, 1)
+    if one > limit:
+        raise ValueError(f"solve with {label} on one system of size N={n} needs about {one / 2**30:.1f} GiB, above "
+                         f"the limit of {limit / 2**30:.1f} GiB (reference.solve.MEMORY_LIMIT; default half of this "
+                         "machine's memory): solve smaller systems, or raise the limit if the memory is there")
+    per = solve_bytes(cfg, n, 2) - one
+    return int(max(1, min(batch, 1 + (limit - one) // max(per, 1))))
+
 
 def _rel_residual(A, b, x, b_norm):
     r = b - np.einsum("bij,bj->bi", A, x)  # (B, N)
@@ -224,51 +324,68 @@ def _rel_residual(A, b, x, b_norm):
     return r, r_norm / np.where(b_norm > 0, b_norm, 1.0)
 
 
-def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False,
-               strict=False) -> np.ndarray | SolveResult:
-    """The body of both ``solve`` functions: validate, resolve the model, warn outside its training
-    sizes, run passes of ``forward_fn(params, cfg, A, b)`` (NumPy in, NumPy out) on the residuals
-    (module docstring), each system until it meets ``tol``, stops improving or reaches ``max_passes``."""
-    if tol is not None and not (is_real(tol) and 0 < tol < 1):
-        raise ValueError(f"tol must be a number in (0, 1) or None, got {tol!r}")
-    if max_passes is None:
-        max_passes = 1 if tol is None else DEFAULT_MAX_PASSES
-    if not is_int(max_passes) or max_passes < 1:
-        raise ValueError(f"max_passes must be an int >= 1, got {max_passes!r}")
-    A, b, x, single = prepare_inputs(A, b, x0)
+def _exponents(M, axes) -> np.ndarray:
+    """``e`` with ``max |M| = f 2^e``, ``f`` in ``[0.5, 1)``, over ``axes`` (0 where ``M`` is all zero)."""
+    return np.frexp(np.max(np.abs(M), axis=axes))[1].astype(np.int64)
+
+
+ROUNDING_FLOOR = 4.0
+"""A residual within this many times ``N eps (a ||x|| + ||b||) / ||b||`` (the rounding of ``b - A x`` itself) is
+already as small as float64 can show: a pass rejected there is not the model failing."""
+
+
+class _Passes(NamedTuple):
+    x: np.ndarray  # (B, N) at unit scale
+    residual: np.ndarray  # (B,)
+    passes: np.ndarray  # (B,)
+    history: np.ndarray  # (B, K + 1)
+    at_floor: np.ndarray  # (B,) the starting residual was already at rounding level
+    cond: np.ndarray  # (B,) estimate of cond(A), never above it
+
+
+def _run_passes(forward_fn, resolved, rho_sqrt_n, A, b, x, tol, max_passes) -> _Passes:
+    """The passes on one chunk of systems, each brought to unit scale (``max |A|``, ``max |b|`` in ``[0.5, 1)``:
+    no norm below can overflow or underflow)."""
     B, n = b.shape
-    resolved = resolve_model(model, n)
-    sizes = resolved.train_sizes
-    if sizes is not None and not sizes[0] <= n <= sizes[1]:
-        warnings.warn(f"N={n} is outside the training sizes [{sizes[0]}, {sizes[1]}] of {resolved.label}; "
-                      "expect a larger error (see the results page)", UserWarning, stacklevel=3)
-    rho_sqrt_n = rhs_rms(n, **resolved.law) * math.sqrt(n)  # ||r_hat||: the scale of the model's training b
-    a = largest_eigenvalue(A)  # (B,)
-    A_hat = A / a[:, None, None]  # (B, N, N): largest eigenvalue 1, as in training
+    a, cond = spectrum_estimate(A)  # (B,)
+    A_hat = A / a[:, None, None]  # (B, N, N): largest eigenvalue about 1, as in training
+    A_both = np.concatenate([A_hat, A_hat])  # (2B, N, N): the model runs on r_hat and -r_hat in one batch
     b_norm = np.linalg.norm(b, axis=1)  # (B,)
     r, res = _rel_residual(A, b, x, b_norm)  # (B, N), (B,)
-    history = np.full((B, max_passes + 1), np.nan)
+    at_floor = res <= ROUNDING_FLOOR * n * np.finfo(float).eps * (
+        a * np.linalg.norm(x, axis=1) / np.where(b_norm > 0, b_norm, 1.0) + 1.0)
+    cap = min(max_passes, 8)  # buffers grow with the passes that run (max_passes may be huge)
+    history = np.full((B, cap + 1), np.nan)
     history[:, 0] = res
     passes = np.zeros(B, dtype=int)
     goal = 0.0 if tol is None else tol
     active = res > goal  # (B,): b = 0 or an exact x0 needs no pass
-    D = np.zeros((B, max_passes, n))  # accepted directions, scaled so that their images A D are orthonormal
-    AD = np.zeros((B, max_passes, n))
+    D = np.zeros((B, cap, n))  # accepted directions, scaled so that their images A D are orthonormal
+    AD = np.zeros((B, cap, n))
+    rows = np.arange(B)
     for _ in range(max_passes):
         idx = np.flatnonzero(active)
         if len(idx) == 0:
             break
         k = passes[idx]  # (b,): directions so far
+        if k.max() >= cap:
+            grow = min(cap, max_passes - cap)
+            D, AD = (np.concatenate([M, np.zeros((B, grow, n))], axis=1) for M in (D, AD))
+            history = np.concatenate([history, np.full((B, grow), np.nan)], axis=1)
+            cap += grow
         # the model runs on the whole batch every pass (finished systems too, their rows unused): one shape,
-        # so a compiled forward (tf_impl, XLA) is traced once, not once per number of active systems
+        # so a compiled forward (tf_impl, XLA) is traced once, not once per number of active systems.
+        # It sees the residual with a canonical sign (its largest entry, the first on ties, positive): r and
+        # -r give the model the very same input, so solve(A, -b) runs the arithmetic of solve(A, b) with
+        # every sign flipped and is exactly its negative, whatever the kernels do at each batch position
         r_norm_all = np.linalg.norm(r, axis=1)  # (B,)
-        r_hat_all = r * (rho_sqrt_n / np.where(r_norm_all > 0, r_norm_all, 1.0))[:, None]  # (B, N): rms rho
-        both = forward_fn(resolved.params, resolved.cfg, np.concatenate([A_hat, A_hat]),
-                          np.concatenate([r_hat_all, -r_hat_all]))  # (2B, N): f(r_hat) and f(-r_hat) in one batch
-        both = np.asarray(both, dtype=np.float64)
+        sign = np.where(r[rows, np.argmax(np.abs(r), axis=1)] < 0, -1.0, 1.0)  # (B,)
+        r_hat_all = r * (sign * rho_sqrt_n / np.where(r_norm_all > 0, r_norm_all, 1.0))[:, None]  # (B, N): rms rho
+        both = forward_fn(resolved.params, resolved.cfg, A_both, np.concatenate([r_hat_all, -r_hat_all]))
+        both = np.asarray(both, dtype=np.float64)  # (2B, N): f(r_hat) and f(-r_hat)
         r_norm = r_norm_all[idx]  # (b,) > 0 for an active system
         d = 0.5 * (both[idx] - both[B + idx])  # (b, N): odd part, normalised scale
-        d = d * (r_norm / (rho_sqrt_n * a[idx]))[:, None]  # (b, N): the model's correction, user's scale
+        d = d * (sign[idx] * r_norm / (rho_sqrt_n * a[idx]))[:, None]  # (b, N): the model's correction
         w = np.einsum("bij,bj->bi", A[idx], d)  # (b, N): its image A d
         w_norm0 = np.linalg.norm(w, axis=1)  # (b,)
         for _ in range(2):  # Gram-Schmidt of A d against the earlier images, twice (orthogonal to rounding)
@@ -292,14 +409,76 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
         active[take] = res[take] > goal
         if tol is None:
             break
+    return _Passes(x, res, passes, history[:, : passes.max() + 1], at_floor, cond)
+
+
+def _model_kappa(resolved: ResolvedModel) -> float | None:
+    """The largest condition number the model was trained (or built) for, if its checkpoint records one."""
+    if not resolved.law_recorded:
+        return None
+    kappa = resolved.law["kappa"]
+    return float(kappa[1] if isinstance(kappa, tuple) else kappa)
+
+
+def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False,
+               strict=False) -> np.ndarray | SolveResult:
+    """The body of both ``solve`` functions: validate, resolve the model, warn outside its training
+    sizes, bring each system to unit scale by powers of two (exact), run passes of
+    ``forward_fn(params, cfg, A, b)`` (NumPy in, NumPy out) on the residuals (module docstring), each
+    system until it meets ``tol``, stops improving or reaches ``max_passes``, in chunks that fit
+    :func:`memory_limit`, and scale the answers back."""
+    if tol is not None and not (is_real(tol) and 0 < tol < 1):
+        raise ValueError(f"tol must be a number in (0, 1) or None, got {tol!r}")
+    if max_passes is None:
+        max_passes = 1 if tol is None else DEFAULT_MAX_PASSES
+    if not is_int(max_passes) or max_passes < 1:
+        raise ValueError(f"max_passes must be an int >= 1, got {max_passes!r}")
+    max_passes = int(max_passes)
+    A, b, x0, single = prepare_inputs(A, b, x0)
+    B, n = b.shape
+    resolved = resolve_model(model, n)
+    sizes = resolved.train_sizes
+    if sizes is not None and not sizes[0] <= n <= sizes[1]:
+        warnings.warn(f"N={n} is outside the training sizes [{sizes[0]}, {sizes[1]}] of {resolved.label}; "
+                      "expect a larger error (see the results page)", UserWarning, stacklevel=3)
+    chunk = chunk_size(resolved.cfg, n, B, resolved.label)
+    # A = 2^ea A', b = 2^eb b', x = 2^(eb - ea) x': the powers of two are exact, and at unit scale no square
+    # in a norm overflows or underflows, whatever the scale of the input
+    ea, eb = _exponents(A, (1, 2)), _exponents(b, 1)  # (B,)
+    parts = []
+    for lo in range(0, B, chunk):
+        s = slice(lo, lo + chunk)
+        As, bs = np.ldexp(A[s], -ea[s, None, None]), np.ldexp(b[s], -eb[s, None])
+        with np.errstate(over="ignore"):
+            xs = np.ldexp(x0[s], (ea[s] - eb[s])[:, None])
+        start = np.linalg.norm(bs - np.einsum("bij,bj->bi", As, np.where(np.isfinite(xs), xs, 0.0)), axis=1)
+        far = ~np.isfinite(xs).all(axis=1) | ~np.isfinite(start)
+        if far.any():
+            raise ValueError(f"x0 of system {lo + np.flatnonzero(far)[0]} is so far from the solution that its "
+                             "residual b - A x0 overflows float64; start from zeros (x0=None)")
+        parts.append(_run_passes(forward_fn, resolved, resolved.rho * math.sqrt(n), As, bs, xs, tol, max_passes))
+    width = max(p.history.shape[1] for p in parts)
+    history = np.concatenate([np.pad(p.history, ((0, 0), (0, width - p.history.shape[1])), constant_values=np.nan)
+                              for p in parts])
+    xs, res, passes, at_floor, cond = (np.concatenate([getattr(p, f) for p in parts])
+                                       for f in ("x", "residual", "passes", "at_floor", "cond"))
+    x = _to_user_scale(xs, eb - ea)
     converged = np.ones(B, dtype=bool) if tol is None else res <= tol
     result = SolveResult(x, converged, passes, res, history, resolved.label)
-    if tol is None:  # one pass asked: say where it made things worse (rejected, so x is x0)
-        rejected = np.flatnonzero((passes == 0) & (res > 0))
+    if tol is None:  # one pass asked, no accuracy checked: say where it cannot be trusted
+        rejected = np.flatnonzero((passes == 0) & (res > 0) & ~at_floor)
         if len(rejected):
             warnings.warn(f"the pass of {resolved.label} did not reduce the residual of {len(rejected)} of {B} "
                           f"system(s) (first: system {rejected[0]}): their answer is x0 (relative residual "
                           f"{res[rejected[0]]:.3g}); the model cannot handle these systems", UserWarning, stacklevel=3)
+        kappa = _model_kappa(resolved)
+        outside = np.flatnonzero((cond > kappa * (1 + 1e-6)) & (res > 0)) if kappa is not None else []
+        if len(outside):
+            first = outside[0]
+            warnings.warn(f"{len(outside)} of {B} system(s) have an estimated condition number above the "
+                          f"{kappa:g} {resolved.label} was built for (first: system {first}, at least "
+                          f"{cond[first]:.3g}): one pass may be far from the answer; give tol= to have solve "
+                          "check the residual and add passes", UserWarning, stacklevel=3)
     if not converged.all():
         bad = np.flatnonzero(~converged)
         msg = (f"solve did not reach tol={tol:g} on {len(bad)} of {B} system(s) (first: system {bad[0]}, relative "
@@ -313,6 +492,22 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
     if return_info:
         return _single(result) if single else result
     return x[0] if single else x
+
+
+def _to_user_scale(xs, e) -> np.ndarray:
+    """``2^e xs`` per system; ``ValueError`` where the answer is not representable in float64: its largest
+    entry would overflow, or fall below the smallest normal number (where precision is lost)."""
+    big = np.max(np.abs(xs), axis=1)
+    top = np.frexp(big)[1] + e  # exponent of the largest entry of the answer
+    info = np.finfo(float)
+    bad = np.flatnonzero((big > 0) & ((top > info.maxexp) | (top <= info.minexp)))
+    if len(bad):
+        s = bad[0]
+        magnitude = float(np.log10(big[s]) + e[s] * math.log10(2.0))
+        raise ValueError(f"the solution of system {s} is not representable in float64: its largest entry would be "
+                         f"about 1e{magnitude:.0f} (float64 holds normal numbers from 2.2e-308 to 1.8e308); "
+                         f"{len(bad)} of {len(xs)} system(s) are so. Rescale A or b")
+    return np.ldexp(xs, e[:, None])
 
 
 def _single(result: SolveResult) -> SolveResult:
