@@ -434,9 +434,14 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
     if not is_int(max_passes) or max_passes < 1:
         raise ValueError(f"max_passes must be an int >= 1, got {max_passes!r}")
     max_passes = int(max_passes)
+    shape, resolved = np.shape(A), None
+    if len(shape) in (2, 3) and shape[-1] == shape[-2] and shape[-1] > 0:  # before validating (a copy of A
+        # and its Cholesky factorisation): a size the model cannot hold in memory is refused at once
+        resolved = resolve_model(model, shape[-1])
+        chunk_size(resolved.cfg, shape[-1], 1, resolved.label)
     A, b, x0, single = prepare_inputs(A, b, x0)
     B, n = b.shape
-    resolved = resolve_model(model, n)
+    resolved = resolve_model(model, n) if resolved is None else resolved
     sizes = resolved.train_sizes
     if sizes is not None and not sizes[0] <= n <= sizes[1]:
         warnings.warn(f"N={n} is outside the training sizes [{sizes[0]}, {sizes[1]}] of {resolved.label}; "

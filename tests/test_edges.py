@@ -1,0 +1,236 @@
+"""Hostile inputs at the edges: float64's whole range of scales, graph Laplacians, ill-conditioned systems
+without ``tol``, calls that would not fit in memory, and the flags and environment of the command lines.
+
+Each test builds its case. ``solve`` runs on hand-set Newton-Schulz weights (exact up to rounding on the
+spectra they are built for), so a wrong answer is the solver's, not the model's.
+"""
+
+import importlib
+import math
+import time
+import tracemalloc
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import reference
+import tf_impl  # imported here, not inside a property test (TensorFlow's import changes the recursion limit)
+from reference.constructions import newton_schulz_params
+from reference.data import sample_systems
+
+solve_module = importlib.import_module("reference.solve")  # the module (reference.solve is also the function)
+NS = newton_schulz_params(8, kappa=100.0, n_identity=2)  # exact to ~1e-9 per pass for cond(A) <= 100
+
+
+def systems(batch=3, n=5, kappa=10.0, seed=0):
+    A, b, x, _ = sample_systems(batch, n, kappa, seed)
+    return A, b, x
+
+
+def twins():
+    return {"reference": reference.solve, "tf_impl": tf_impl.solve}
+
+
+def scaled(x, c, s):
+    """``(s / c) x`` without forming ``s / c`` (which can overflow or underflow where the product does not)."""
+    (mc, ec), (ms, es) = math.frexp(c), math.frexp(s)
+    return np.ldexp(x * (ms / mc), es - ec)
+
+
+# ------------------------------------------------------------------------------------------------
+# any scale: solve(c A, s b) = (s / c) solve(A, b), or one clear error
+
+
+def check_scale(solve, A, b, x, c, s):
+    """``solve(c A, s b)`` against ``(s / c) x``: equal to rounding where the answer is a normal float64 with
+    room to spare, a ValueError saying so where it is far outside, either in the band between."""
+    top = math.log10(np.abs(x).max()) + math.log10(s) - math.log10(c)  # decimal exponent of the answer's largest entry
+    if -306 < top < 307:
+        xs = solve(c * A, s * b, model=NS)
+        want = scaled(x, c, s)
+        assert np.all(np.isfinite(xs))
+        err = np.abs(xs - want).max() / np.abs(want).max()
+        assert err < 1e-10, (c, s, err)
+    elif top < -309 or top > 309:
+        with pytest.raises(ValueError, match="not representable in float64"):
+            solve(c * A, s * b, model=NS)
+
+
+exponents = st.floats(min_value=-300.0, max_value=300.0, allow_nan=False)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ec=exponents, es=exponents)
+def test_scale_property_reference(ec, es):
+    A, b, _ = systems()
+    x = reference.solve(A, b, model=NS)
+    check_scale(reference.solve, A, b, x, 10.0**ec, 10.0**es)
+
+
+@pytest.fixture(scope="module")
+def tf_answer():
+    """``tf_impl.solve`` on the property test's systems, run once before it: the first trace of the compiled
+    forward raises Python's recursion limit, which hypothesis would report if it happened inside the test."""
+    A, b, _ = systems()
+    return tf_impl.solve(A, b, model=NS)
+
+
+@settings(max_examples=12, deadline=None)
+@given(ec=exponents, es=exponents)
+def test_scale_property_tf(tf_answer, ec, es):
+    A, b, _ = systems()
+    x = tf_answer
+    check_scale(tf_impl.solve, A, b, x, 10.0**ec, 10.0**es)
+
+
+@pytest.mark.parametrize("twin", ["reference", "tf_impl"])
+@pytest.mark.parametrize("c, s", [(1.0, 1e-300), (1.0, 1e300), (1e300, 1e300), (1e-300, 1e-300), (1e-300, 1e-10),
+                                  (1e150, 1e155), (2.0**-1040, 2.0**-1040)])
+def test_extreme_scales_give_the_answer(twin, c, s):
+    """The cases that returned zeros (1e-300 b, 1e300 b, both at 1e300) or reported convergence with x = 0
+    (both at 1e-300); the last one has A and b subnormal."""
+    solve = twins()[twin]
+    A, b, x = systems(seed=1)
+    res = solve(c * A, s * b, model=NS, tol=1e-8, return_info=True)
+    assert res.converged.all() and np.all(res.passes >= 1) and np.all(res.residual <= 1e-8), (res.passes, res.residual)
+    want = scaled(x, c, s)
+    assert np.abs(res.x - want).max() < 1e-7 * np.abs(want).max()
+    one = solve(c * A, s * b, model=NS)
+    assert np.abs(one - want).max() < 1e-6 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("twin", ["reference", "tf_impl"])
+def test_unrepresentable_answers_are_one_clear_error(twin):
+    solve = twins()[twin]
+    A, b, _ = systems(seed=2)
+    for c, s in ((1e-300, 1e300), (1e300, 1e-300)):  # answers near 1e600 and 1e-600
+        with pytest.raises(ValueError, match=r"solution of system 0 is not representable in float64.*3 of 3"):
+            solve(c * A, s * b, model=NS, tol=1e-8)
+    b_sub = np.where(b > 0, 5e-324, -5e-324)  # a subnormal b: never "converged" with x = 0
+    with pytest.raises(ValueError, match="not representable"):
+        solve(A, b_sub, model=NS, tol=1e-8, return_info=True)
+    x = solve(1e-300 * A, b_sub, model=NS, tol=1e-8)  # here the answer is a normal number: it comes back
+    assert np.all(np.abs(x).max(axis=1) > 1e-30)
+    with pytest.raises(ValueError, match="x0 of system 1 is so far from the solution that its residual"):
+        solve(A, b, model=NS, x0=np.array([[0.0] * 5, [1e308] * 5, [0.0] * 5]))
+
+
+# ------------------------------------------------------------------------------------------------
+# one pass that cannot be trusted is said; an exact x0 is not a failure
+
+
+def test_exact_start_is_not_a_model_failure():
+    A, b, _ = systems(4, 6, seed=3)
+    x0 = np.linalg.solve(A, b[..., None])[..., 0]
+    zero = {k: np.zeros_like(v) for k, v in NS[0].items()}  # a model whose every pass is rejected
+    for model in (NS, (zero, NS[1])):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            x = reference.solve(A, b, model=model, x0=x0)
+        assert np.abs(x - x0).max() <= 1e-12 * np.abs(x0).max()
+    with pytest.warns(UserWarning, match="the model cannot handle these systems"):  # a real failure still is said
+        reference.solve(A, b, model=(zero, NS[1]), x0=x0 + 1e-3)
+
+
+@pytest.fixture
+def ns_checkpoint(tmp_path):
+    """The Newton-Schulz weights for cond <= 100 as a checkpoint whose metadata records kappa 100."""
+    path = tmp_path / "ns100.npz"
+    reference.save_checkpoint(path, *NS, meta={"train_config": {"kappa": 100.0, "normalize_rhs": True}})
+    return path
+
+
+@pytest.mark.parametrize("n", [10, 80])
+def test_one_pass_outside_the_models_condition_numbers_warns(ns_checkpoint, n):
+    """Without tol, a system whose estimated cond(A) is above the model's kappa gets a warning (N = 80: the
+    Lanczos estimate, a lower bound); inside it, and with tol, none."""
+    A, b, _, _ = sample_systems(3, n, 50.0, seed=4, spectrum="loguniform")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reference.solve(A, b, model=ns_checkpoint)
+    A, b, _, _ = sample_systems(3, n, 1e4, seed=4, spectrum="loguniform")
+    with pytest.warns(UserWarning, match=r"3 of 3 system\(s\) have an estimated condition number above the 100 "
+                                         r"checkpoint .*ns100.npz"):
+        reference.solve(A, b, model=ns_checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tol: the residual is checked, and this one is met
+        reference.solve(A, b, model=ns_checkpoint, tol=1e-6, max_passes=200)
+
+
+def test_kappa_nan_in_the_metadata_names_the_file(tmp_path):
+    path = tmp_path / "nan-kappa.npz"
+    reference.save_checkpoint(path, *NS, meta={"train_config": {"kappa": float("nan")}})
+    A, b, _ = systems()
+    with pytest.raises(ValueError, match=r"checkpoint '.*nan-kappa.npz': the training data law"):
+        reference.solve(A, b, model=path)
+
+
+def test_complex_initial_guess_and_parameters_are_refused():
+    A, b, _ = systems()
+    with pytest.raises(ValueError, match="x0 must hold real numbers"):
+        reference.solve(A, b, model=NS, x0=np.zeros(b.shape, dtype=complex))
+    with pytest.raises(ValueError, match="x0 must hold real numbers"):
+        reference.solve(A[0], b[0], model=NS, x0=np.zeros(5) + 0j)
+    params = {k: v.astype(complex) for k, v in NS[0].items()}
+    with pytest.raises(ValueError, match="is complex; the parameters of a model are real"):
+        reference.solve(A, b, model=(params, NS[1]))
+
+
+# ------------------------------------------------------------------------------------------------
+# memory: estimated before allocating, chunked, buffers as large as the passes that ran
+
+
+def test_max_passes_does_not_preallocate():
+    A, b, _ = systems(4, 5, kappa=1e3, seed=5)
+    tracemalloc.start()
+    try:
+        res = reference.solve(A, b, model=NS, tol=1e-10, max_passes=10**9, return_info=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert res.converged.all() and res.history.shape == (4, res.passes.max() + 1)
+    assert peak < 20 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+def test_a_size_that_does_not_fit_is_refused_before_anything_is_allocated(monkeypatch):
+    monkeypatch.setattr(solve_module, "MEMORY_LIMIT", 8 * 2**30)
+    n = 5000
+    A = np.lib.stride_tricks.as_strided(np.ones(1), shape=(n, n), strides=(0, 0))  # no memory behind it
+    b = np.lib.stride_tricks.as_strided(np.ones(1), shape=(n,), strides=(0,))
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=r"one system of size N=5000 needs about \d+\.\d GiB, above the limit of "
+                                         r"8\.0 GiB \(reference.solve.MEMORY_LIMIT"):
+        reference.solve(A, b, model=NS)
+    assert time.perf_counter() - t < 5.0
+
+
+@pytest.mark.parametrize("twin", ["reference", "tf_impl"])
+def test_chunks_give_the_answer_of_one_batch(monkeypatch, twin):
+    """A limit that holds 2 systems at a time: 7 systems in 4 chunks. The systems are independent, so the answers
+    are those of one batch (to rounding: a kernel may round differently at another batch position)."""
+    solve = twins()[twin]
+    A, b, _ = systems(7, 6, kappa=50.0, seed=6)
+    whole = solve(A, b, model=NS, tol=1e-10, return_info=True)
+    cfg = NS[1]
+    monkeypatch.setattr(solve_module, "MEMORY_LIMIT", solve_module.solve_bytes(cfg, 6, 2))
+    assert solve_module.chunk_size(cfg, 6, 7) == 2
+    parts = solve(A, b, model=NS, tol=1e-10, return_info=True)
+    assert np.array_equal(parts.passes, whole.passes) and parts.history.shape == whole.history.shape
+    np.testing.assert_allclose(parts.x, whole.x, rtol=1e-12, atol=1e-14 * np.abs(whole.x).max())
+
+
+def test_memory_estimate_bounds_the_forward():
+    """The estimate is above the measured peak of the NumPy forward, and not far above it."""
+    params, cfg = newton_schulz_params(4, kappa=10.0, n_identity=2)
+    A, b, _ = systems(2, 60)
+    tracemalloc.start()
+    try:
+        reference.forward(params, cfg, A, b)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    est = solve_module.forward_bytes(cfg, 60, 2)
+    assert peak <= est <= 3 * peak, (peak, est)
