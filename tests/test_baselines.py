@@ -54,7 +54,8 @@ def test_cg_matches_scipy():
                                                rtol=0.0, atol=0.0)
             assert info == k
             np.testing.assert_allclose(hist[s, k, :n], ref, rtol=0, atol=1e-10 * np.linalg.norm(ref))
-    # the final-iterate API returns the last row of the history
+    # the final-iterate API returns the last row of the history (exact: both calls run the same arithmetic
+    # on the same arrays, and the history is only kept or dropped at the end)
     np.testing.assert_array_equal(conjugate_gradient(A, b, 6, mask=mask, x0=x0), hist[:, -1])
 
 
@@ -236,7 +237,7 @@ def test_padding_invariance(name):
         alone = fn(A[s:s + 1, :n, :n], b[s:s + 1, :n], 5, x0=x0[s:s + 1, :n], kappa=10.0, return_history=True)
         scale = max(1.0, np.abs(alone).max())
         np.testing.assert_allclose(hist[s, :, :n], alone[0], rtol=0, atol=1e-12 * scale)
-    # without history: the last iterate
+    # without history: the last iterate (exact: the same call on the same batch, the history dropped at the end)
     np.testing.assert_array_equal(fn(A, b, 5, mask=mask, x0=x0, kappa=10.0), hist[:, -1])
 
 
@@ -262,7 +263,7 @@ def test_cholesky_history_convention():
     hist = BASELINES["cholesky"](A, b, 3, mask=mask, x0=x0, return_history=True)
     x_star = cholesky_solve(A, b, mask=mask)
     np.testing.assert_array_equal(hist[:, 0], x0)
-    for k in (1, 2, 3):
+    for k in (1, 2, 3):  # exact: every row is the one cholesky_solve of the same batch
         np.testing.assert_array_equal(hist[:, k], x_star)
     np.testing.assert_array_equal(BASELINES["cholesky"](A, b, 0, mask=mask), x_star)
 

@@ -92,7 +92,7 @@ def test_train_init_newton_schulz(tmp_path):
     params, extra, step = _load_start(tcfg, tcfg.model_config(), str(tmp_path / "run" / "ckpt.npz"))
     assert extra is None and step == 0
     want = newton_schulz_init(tcfg.model_config(), kappa=40.0, seed=tcfg.seed, upper=1.2)  # the run's largest kappa
-    for name in want:
+    for name in want:  # exact: the same construction with the same arguments
         assert np.array_equal(params[name], want[name]), name
 
 

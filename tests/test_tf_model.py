@@ -103,7 +103,11 @@ def test_trainer_batches_are_the_samplers():
     trainer.train_step()
     A, b, x, maskf = (t.numpy() for t in trainer.sample_batch(tf.constant(2, tf.int64)))
     A2, b2, x2, mask2 = tf_impl.sample_systems(4, (2, 5), 30.0, (12, 2), dtype=tf.float32, jit_compile=False)
-    assert np.array_equal(maskf > 0.5, mask2) and np.array_equal(x, x2) and np.array_equal(A, A2)
+    # the mask is exact (integer draws); A and x come from the same draws through the same ops, but eagerly here
+    # and in a graph there (which may fuse ops): equal to float32 rounding
+    assert np.array_equal(maskf > 0.5, mask2)
+    check_tensor("x: trainer vs sampler", x, x2, rtol=1e-6, atol=1e-6)
+    check_tensor("A: trainer vs sampler", A, A2, rtol=1e-6, atol=1e-6)
     loss, grads = trainer.loss_and_grads()  # the batch of the current step (2)
     want, _ = tf_impl.loss_and_grads(trainer.get_params(), CFG, A2, b2, x2, mask2, dtype=tf.float32,
                                      jit_compile=False)
