@@ -19,10 +19,12 @@ disk, then renamed over ``path``, so a crash never leaves a half-written checkpo
 from __future__ import annotations
 
 import json
+import lzma
 import os
 import re
 import tempfile
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -76,17 +78,28 @@ MAX_JSON_CHARS = 16 * 2**20
 """Longest ``__config__`` / ``__meta__`` JSON text."""
 
 
+_COMPRESSIONS = {zipfile.ZIP_STORED: "stored", zipfile.ZIP_DEFLATED: "deflate", zipfile.ZIP_BZIP2: "bzip2",
+                 zipfile.ZIP_LZMA: "lzma"}
+"""The zip compression methods an entry may use (``np.savez``: stored; ``np.savez_compressed``: deflate)."""
+
+
 def _read_entries(path: str) -> dict[str, np.ndarray]:
     """Every ``.npy`` entry of the zip at ``path``, each header checked before its data is read:
-    a numeric, bool or string dtype (never an object array), a declared size within
-    :data:`MAX_ARRAY_BYTES` and a running total within :data:`MAX_TOTAL_BYTES`, so that a small file
-    declaring a huge array (a zip bomb) is refused without allocating it."""
+    not encrypted, a known compression method, a numeric, bool or string dtype (never an object
+    array), a shape of non-negative sizes, a declared size within :data:`MAX_ARRAY_BYTES`, a running
+    total within :data:`MAX_TOTAL_BYTES` and no larger than the entry itself, so that a small file
+    declaring a huge array (a zip bomb) is refused without allocating or reading it."""
     out, total = {}, 0
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
                 raise ValueError(f"unexpected entry {info.filename!r} (not an .npy array)")
             name = info.filename[: -len(".npy")]
+            if info.flag_bits & 0x1:
+                raise ValueError(f"entry {name!r} is encrypted (a checkpoint never is)")
+            if info.compress_type not in _COMPRESSIONS:
+                raise ValueError(f"entry {name!r} uses zip compression method {info.compress_type}; a checkpoint "
+                                 f"uses one of {', '.join(_COMPRESSIONS.values())}")
             with zf.open(info) as f:
                 version = np.lib.format.read_magic(f)
                 read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
@@ -94,12 +107,17 @@ def _read_entries(path: str) -> dict[str, np.ndarray]:
                 shape, fortran, dtype = read_header(f, max_header_size=10000)
                 if dtype.hasobject or dtype.kind not in "biufcSU":
                     raise ValueError(f"entry {name!r} has dtype {dtype} (object arrays are never loaded)")
+                if any(d < 0 for d in shape):
+                    raise ValueError(f"entry {name!r} declares the shape {shape} (a negative size)")
                 size = int(np.prod(shape, dtype=object)) * dtype.itemsize
                 total += size
                 if size > MAX_ARRAY_BYTES or total > MAX_TOTAL_BYTES:
                     raise ValueError(f"entry {name!r} declares {size / 2**20:.0f} MiB (shape {shape}); the limits "
                                      f"are {MAX_ARRAY_BYTES // 2**20} MiB per array and {MAX_TOTAL_BYTES // 2**20} "
                                      "MiB per checkpoint")
+                if size > info.file_size:  # the zip directory's size of the entry, header included
+                    raise ValueError(f"entry {name!r} declares {size} bytes (shape {shape}), more than the "
+                                     f"{info.file_size} the entry holds")
                 data = f.read(size + 1)
                 if len(data) != size:
                     raise ValueError(f"entry {name!r} holds {len(data)} bytes, its header declares {size}")
@@ -116,7 +134,8 @@ def _open(path):
         raise ValueError(f"checkpoint {path!r} does not exist")
     try:
         contents = _read_entries(path)
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, MemoryError, RuntimeError, NotImplementedError,
+            zlib.error, lzma.LZMAError) as e:  # the zip layer's own errors: a corrupt stream, an unknown method
         raise ValueError(f"checkpoint {path!r} is not a readable .npz file ({e})") from None
     if "__format__" not in contents or str(contents["__format__"]) != FORMAT:
         got = str(contents["__format__"])[:100] if "__format__" in contents else "no format tag"
@@ -141,6 +160,9 @@ def load_checkpoint(path) -> tuple[dict[str, np.ndarray], ModelConfig]:
     """Read ``(params, cfg)``; raises ``ValueError`` if the file is missing, corrupt or inconsistent."""
     path, contents = _open(path)
     params = {k: v for k, v in contents.items() if k not in _RESERVED and not k.startswith("extra/")}
+    for k, v in params.items():
+        if v.dtype.kind == "c":  # complex would lose its imaginary part in float64, silently
+            raise ValueError(f"checkpoint {path!r}: parameter {k!r} has dtype {v.dtype}; parameters are real numbers")
     try:
         fields = _json(path, "__config__", str(contents["__config__"]))
         cfg = ModelConfig.from_json(json.dumps(fields))
@@ -159,5 +181,7 @@ def load_checkpoint_extra(path) -> tuple[dict, dict[str, np.ndarray]]:
     """Read ``(meta, extra)``: the JSON metadata and the ``extra/`` arrays (for resuming)."""
     path, contents = _open(path)
     meta = _json(path, "__meta__", str(contents["__meta__"]))
+    if not isinstance(meta, dict):
+        raise ValueError(f"checkpoint {path!r}: __meta__ must be a JSON object, got a {type(meta).__name__}")
     extra = {k[len("extra/"):]: v for k, v in contents.items() if k.startswith("extra/")}
     return meta, extra

@@ -310,3 +310,86 @@ def test_deeply_nested_json_is_a_value_error(tmp_path):
         load_checkpoint_extra(tmp_path / "deep.npz")
     params, cfg = load_checkpoint(tmp_path / "deep.npz")  # the parameters themselves are fine
     assert cfg == CONFIGS["block"]
+
+
+def _patch_entry(path, name: str, *, method: int | None = None, flag_bits: int | None = None,
+                 garble: bool = False) -> None:
+    """Rewrite, in place, the zip fields of entry ``name`` (local header and central directory) or garble the
+    middle of its compressed data: what a damaged or foreign file holds."""
+    import struct
+
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(name)
+        central = zf.start_dir
+    raw = bytearray(open(path, "rb").read())
+    local = info.header_offset
+    cd = raw.index(b"PK\x01\x02", central)
+    while raw[cd + 46: cd + 46 + len(name)] != name.encode():  # this entry's central record
+        cd = raw.index(b"PK\x01\x02", cd + 4)
+    if method is not None:
+        struct.pack_into("<H", raw, local + 8, method)
+        struct.pack_into("<H", raw, cd + 10, method)
+    if flag_bits is not None:
+        struct.pack_into("<H", raw, local + 6, flag_bits)
+        struct.pack_into("<H", raw, cd + 8, flag_bits)
+    if garble:  # deflate: block type 3 (reserved) at once; lzma: 40 bytes of the stream after its properties
+        n_name, n_extra = struct.unpack_from("<HH", raw, local + 26)
+        start = local + 30 + n_name + n_extra + (9 if info.compress_type == zipfile.ZIP_LZMA else 0)
+        raw[start: start + 40] = b"\xff" * 40
+    open(path, "wb").write(bytes(raw))
+
+
+def _zip_compressed(path, compression) -> None:
+    with zipfile.ZipFile(path, "w", compression=compression) as zf:
+        for name, data in _valid_entries().items():
+            zf.writestr(f"{name}.npy", data)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("encrypted", "entry 'layers.0.P' is encrypted"),
+    ("method 99", "entry 'layers.0.P' uses zip compression method 99"),
+    ("corrupt deflate", r"is not a readable .npz file \(Error -3 while decompressing data: invalid block type"),
+    ("corrupt lzma", r"is not a readable .npz file \(Corrupt input data"),
+])
+def test_damaged_zip_entries_are_value_errors_naming_the_file(tmp_path, case, match):
+    """Each failed with the zip layer's own exception (RuntimeError, NotImplementedError, zlib.error, LZMAError)."""
+    path = tmp_path / "damaged.npz"
+    _zip_compressed(path, zipfile.ZIP_LZMA if case == "corrupt lzma" else zipfile.ZIP_DEFLATED)
+    load_checkpoint(path)  # intact, it loads
+    _patch_entry(path, "layers.0.P.npy", flag_bits=0x1 if case == "encrypted" else None,
+                 method=99 if case == "method 99" else None, garble=case.startswith("corrupt"))
+    for load in (load_checkpoint, load_checkpoint_extra):
+        with pytest.raises(ValueError, match=f"checkpoint '.*damaged.npz'.*{match}"):
+            load(path)
+
+
+def test_a_negative_shape_is_refused_from_the_header(tmp_path):
+    """Shape (-1,) has a negative declared size, below every limit: the old check let it through and the
+    loader read the whole entry (600 MiB in the case found) before refusing it."""
+    import time
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f8", "fortran_order": False, "shape": (-1,)})
+    entries = _valid_entries()
+    entries["extra/neg"] = buf.getvalue() + b"\0" * (64 * 2**20)  # compresses to a small file
+    _zip_with(tmp_path / "neg.npz", entries)
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match=r"checkpoint '.*neg.npz'.*entry 'extra/neg' declares the shape \(-1,\)"):
+        load_checkpoint_extra(tmp_path / "neg.npz")
+    assert time.perf_counter() - t < 0.5
+
+
+def test_complex_parameters_are_refused(tmp_path):
+    entries = _valid_entries()
+    P = init_params(CONFIGS["block"], 0)["layers.0.P"]
+    entries["layers.0.P"] = _npy_bytes(P + 1j * P)
+    _zip_with(tmp_path / "complex.npz", entries)
+    with pytest.raises(ValueError, match=r"checkpoint '.*complex.npz': parameter 'layers.0.P' has dtype complex128"):
+        load_checkpoint(tmp_path / "complex.npz")
+
+
+@pytest.mark.parametrize("meta", ["[1, 2]", '"text"', "3"])
+def test_metadata_that_is_not_an_object_is_refused(tmp_path, meta):
+    _zip_with(tmp_path / "m.npz", _valid_entries(meta=meta))
+    with pytest.raises(ValueError, match=r"checkpoint '.*m.npz': __meta__ must be a JSON object"):
+        load_checkpoint_extra(tmp_path / "m.npz")
