@@ -7,6 +7,10 @@ spectra they are built for), so a wrong answer is the solver's, not the model's.
 
 import importlib
 import math
+import os
+import re
+import subprocess
+import sys
 import time
 import tracemalloc
 import warnings
@@ -234,3 +238,98 @@ def test_memory_estimate_bounds_the_forward():
         tracemalloc.stop()
     est = solve_module.forward_bytes(cfg, 60, 2)
     assert peak <= est <= 3 * peak, (peak, est)
+
+
+# ------------------------------------------------------------------------------------------------
+# the command lines: flags and environment refused at once, in one line
+
+
+TINY = ["--n-layers", "1", "--n-min", "2", "--n-max", "3", "--batch-size", "8", "--mode", "graph", "--eval-every", "0",
+        "--eval-systems", "10"]
+
+
+def run_cli(args, env=None, module="tf_impl.train"):
+    """``python -m module args`` in a fresh process: (exit status, stderr, whether TensorFlow was imported)."""
+    code = (f"import sys; from {module} import main; rc = main({args!r}); "
+            "print('tensorflow' in sys.modules); sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})}, cwd=os.path.dirname(os.path.dirname(__file__)))
+    return proc.returncode, proc.stderr.strip(), proc.stdout.strip().endswith("True")
+
+
+@pytest.mark.parametrize("tf_config, match", [
+    ('{"cluster": "abc"}', "'cluster' must be an object"),
+    ('{"cluster": {"worker": "host0:2222"}}', r"cluster\['worker'\] must be a list"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": "1"}}', "task index '1' must be"),
+    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', r"in \[0, 2\)"),
+    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}', "task type 'ps' is not a job"),
+    ('["worker"]', "must be a JSON object, got a list"),
+    ("{not json", "is not valid JSON"),
+])
+def test_malformed_tf_config_is_one_line(monkeypatch, tf_config, match):
+    from tf_impl import distribute
+
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match=f"TF_CONFIG.*{match}"):
+        distribute.check_tf_config()
+    for call in (distribute.n_cluster_tasks, distribute.is_chief):
+        with pytest.raises(ValueError, match="TF_CONFIG"):
+            call()
+
+
+def test_bad_flags_and_tf_config_exit_2_before_tensorflow_starts(tmp_path):
+    out = str(tmp_path / "run")
+    cases = [
+        (TINY + ["--out", out], {"TF_CONFIG": '{"cluster": "abc"}'}, "error: TF_CONFIG: 'cluster' must be an object"),
+        (TINY + ["--out", out, "--seed", "-1"], {}, r"error: TrainConfig: seed \(--seed\) must be an int in \[0,"),
+        (TINY + ["--out", out, "--batch-size", "10000000000000"], {},
+         r"--batch-size 10000000000000: .* GiB, above the limit of .* GiB"),
+        (TINY + ["--out", out, "--eval-systems", "1000000000000"], {},
+         r"--eval-systems 1000000000000: .* GiB, above the limit of .* GiB"),
+    ]
+    for args, env, match in cases:
+        t = time.perf_counter()
+        rc, err, tf_started = run_cli(args, env)
+        assert rc == 2 and len(err.splitlines()) == 1 and re.search(match, err), (args, rc, err)
+        assert not tf_started and time.perf_counter() - t < 60, args
+    assert not os.path.exists(out)
+
+
+def test_evaluate_refuses_a_test_set_that_does_not_fit(tmp_path):
+    rc, err, _ = run_cli(["block-mixed", "--n-min", "512", "--n-max", "512", "--n-systems", "100000", "--out",
+                          str(tmp_path / "ev")], module="tf_impl.evaluate")
+    assert rc == 2 and re.fullmatch(r"error: --n-systems 100000 at N = 512 needs about .* GiB, above the limit .*", err)
+    assert not (tmp_path / "ev").exists()
+
+
+def test_a_folder_where_the_checkpoint_goes_is_refused_up_front(tmp_path):
+    from tf_impl.train import prepare_out
+
+    for name in ("ckpt.npz", "final.npz"):
+        out = tmp_path / name.split(".")[0]
+        (out / name).mkdir(parents=True)
+        with pytest.raises(ValueError, match=f"--out .*: .*{name} is a folder; the run writes its checkpoint there"):
+            prepare_out(str(out))
+
+
+@pytest.mark.parametrize("case", ["meta is a list", "train_config is a list", "step is not a scalar", "step is 2.5"])
+def test_resume_from_bad_metadata_is_one_line(tmp_path, capsys, case):
+    from tf_impl.config import parse_config
+    from tf_impl.train import main
+
+    out = tmp_path / "run"
+    args = TINY + ["--steps", "4", "--out", str(out)]
+    tcfg = parse_config(args)
+    mcfg = tcfg.model_config()
+    meta = {"train_config": tcfg.to_dict(), "step": 2}
+    extra = {"step": np.array(2)}
+    if case == "meta is a list":
+        meta = [meta]
+    elif case == "train_config is a list":
+        meta["train_config"] = [1]
+    else:
+        extra["step"] = np.array([2, 3]) if case == "step is not a scalar" else np.array(2.5)
+    reference.save_checkpoint(out / "ckpt.npz", reference.init_params(mcfg, 0), mcfg, meta=meta, extra=extra)
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ckpt.npz" in err and "Traceback" not in err, err

@@ -117,6 +117,7 @@ class TrainConfig:
                  f"{f.name} must be one of {allowed}, got {getattr(self, f.name)!r}")
         for name in ("batch_size", "eval_systems"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        need(0 <= self.seed < 2**63, f"seed (--seed) must be an int in [0, 2^63), got {self.seed}")
         for name in ("steps", "warmup", "eval_every", "ckpt_every", "diverge_patience"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(2 <= self.n_min <= self.n_max, f"sizes must satisfy 2 <= n_min <= n_max, got ({self.n_min}, {self.n_max})")
@@ -145,9 +146,23 @@ class TrainConfig:
             need(self.init_from is None, "--init newton-schulz and --init-from are two starts: give one")
         need(math.isfinite(self.init_upper) and self.init_upper >= 1, f"init_upper must be >= 1, got {self.init_upper}")
         need(self.init_upper == 1 or self.init == "newton-schulz", "init_upper is an option of --init newton-schulz")
+        self._check_memory(need)
         if self.preset == "block-finetune":
             need(self.init_from is not None, "the block-finetune preset starts from a trained model: give "
                                              "--init-from CHECKPOINT (e.g. runs/block-mixed/final.npz)")
+
+    def _check_memory(self, need) -> None:
+        """A training step holds the model's arrays for ``batch_size`` systems of size ``n_max`` (kept for the
+        gradient), the final table those of ``eval_systems`` systems per size: each must fit
+        :func:`reference.solve.memory_limit`, or the run is refused now, not after compiling or training."""
+        from reference.solve import forward_bytes, memory_limit
+
+        limit, mcfg = memory_limit(), self.model_config()
+        for flag, count in (("--batch-size", self.batch_size), ("--eval-systems", self.eval_systems)):
+            need_bytes = forward_bytes(mcfg, self.n_max, count) + 8 * 8 * count * self.n_max**2  # + the systems
+            need(need_bytes <= limit, f"{flag} {count}: the model's arrays for {count} systems of size n_max = "
+                                      f"{self.n_max} need about {need_bytes / 2**30:.3g} GiB, above the limit of "
+                                      f"{limit / 2**30:.1f} GiB (half of this machine's memory)")
 
     @property
     def out_dir(self) -> str:

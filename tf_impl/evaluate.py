@@ -95,6 +95,25 @@ def parse_args(argv=None):
 MAX_N = 512  # largest size evaluated (test sets are n_systems x N x N float64 arrays)
 
 
+def check_memory(args, cfgs) -> None:
+    """Refuse, before sampling anything, an evaluation whose arrays would not fit: the test set and the
+    baselines' copies of it (about 8 ``n_systems x N x N`` arrays) and each model's forward on it
+    (:func:`reference.solve.forward_bytes`) at the largest size, within :func:`reference.solve.memory_limit`."""
+    from reference.solve import forward_bytes, memory_limit
+
+    sizes = args.sizes if args.robustness else [args.n_max, *(args.layer_sizes if args.layer_sizes is not None
+                                                              else [9, 20])]
+    n = max(sizes)
+    need = 8 * 8 * args.n_systems * n * n + max(
+        (forward_bytes(cfg, cfg.n if cfg.parametrization == "full" else n, args.n_systems) for cfg in cfgs),
+        default=0)
+    limit = memory_limit()
+    if need > limit:
+        raise ValueError(f"--n-systems {args.n_systems} at N = {n} needs about {need / 2**30:.3g} GiB, above the "
+                         f"limit of {limit / 2**30:.1f} GiB (half of this machine's memory): give a smaller "
+                         "--n-systems or smaller sizes")
+
+
 def strict_json(value):
     """``value`` with every non-finite float replaced by ``None``: ``eval.json`` is strict JSON
     (no ``NaN`` / ``Infinity``); ``null`` marks a number that was not finite (a model that blew up)."""
@@ -294,6 +313,7 @@ def main_robustness(args) -> dict:
         path = checkpoint_path(arg)
         load_checkpoint_extra(path)  # raises ValueError naming the problem
         models[model_name(arg, set(models) | {"CG"})] = path
+    check_memory(args, [])  # solve splits its batches itself; the test set and CG's copies are what count
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(FAMILIES) * len(args.sizes), desc="robustness", unit="size") as bar:
@@ -362,6 +382,7 @@ def evaluate_checkpoints(args) -> dict:
         models[name], metas[name] = (params, cfg), {"path": os.fspath(path), "config": json.loads(cfg.to_json()),
                                                     "meta": meta}
     sizes = list(range(args.n_min, args.n_max + 1))
+    check_memory(args, [cfg for _, cfg in models.values()])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(args.kappa) * len(sizes), desc="evaluate", unit="size") as bar:

@@ -69,6 +69,8 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
         meta, extra = load_checkpoint_extra(ckpt_path)
         # a field the checkpoint does not record (written before the field existed) had its default
         defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        if not isinstance(meta.get("train_config", {}), dict):
+            raise ValueError(f"--resume: {ckpt_path} has metadata whose train_config is not a JSON object")
         stored = {**defaults, **meta.get("train_config", {})}
         diff = sorted(k for k in set(stored) | set(tcfg.to_dict())
                       if k not in RESUME_MAY_CHANGE and stored.get(k) != tcfg.to_dict().get(k))
@@ -79,7 +81,10 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
         if "step" not in extra:
             raise ValueError(f"--resume: {ckpt_path} has no resume state (no extra/step); it is not a checkpoint "
                              "written during training (final.npz?) - use another --out, or --init-from it")
-        step = int(extra["step"])
+        step = extra["step"]
+        if step.shape != () or step.dtype.kind not in "iuf" or not float(step).is_integer() or float(step) < 0:
+            raise ValueError(f"--resume: {ckpt_path} has extra/step {step.tolist()!r:.60}, not one integer >= 0")
+        step = int(step)
         print(f"resuming {ckpt_path} at step {step}")
         return params, extra, step
     if tcfg.resume:
@@ -166,6 +171,10 @@ def prepare_out(out: str):
 
     if os.path.exists(out) and not os.path.isdir(out):
         raise ValueError(f"--out {out!r} is a file, not a folder")
+    for name in ("ckpt.npz", "final.npz"):  # written at the end or every ckpt_every steps: refused now, not then
+        if os.path.isdir(os.path.join(out, name)):
+            raise ValueError(f"--out {out!r}: {os.path.join(out, name)} is a folder; the run writes its checkpoint "
+                             "there: remove it or use another --out")
     try:
         os.makedirs(out, exist_ok=True)
         lock = open(os.path.join(out, ".lock"), "a+")  # noqa: SIM115 (held open for the run)
@@ -323,6 +332,9 @@ def _ckpt_step(path: str):
 def main(argv=None, on_step=None) -> int:
     try:
         tcfg = parse_config(argv)
+        from tf_impl.distribute import check_tf_config
+
+        check_tf_config()  # before TensorFlow starts
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
