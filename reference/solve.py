@@ -15,10 +15,17 @@ scaled to the rms ``rho`` of the model's training right-hand sides, and its answ
     d = (||r|| / (rho sqrt(N) a)) * (f(A/a, r_hat) - f(A/a, -r_hat)) / 2,   r_hat = rho sqrt(N) r / ||r||
     x <- x + d      if it lowers ||b - A x||, else the pass is rejected (x is kept) and the system stops
 
-so ``solve(c A, s b) = (s/c) solve(A, b)`` and ``solve(A, -b) = -solve(A, b)`` (to rounding), an
-exact ``x0`` is returned unchanged and a good one is improved. Without ``tol`` one pass is made;
-with ``tol``, passes until ``||b - A x|| <= tol ||b||`` or ``max_passes``, each system on its own,
-with a ``UserWarning`` (``strict=True``: :class:`NotConvergedError`) for those that did not get there.
+so ``solve(c A, s b) = (s/c) solve(A, b)`` (to rounding), ``solve(A, -b) = -solve(A, b)`` (exactly: the
+model sees ``r`` with a canonical sign, its largest entry positive), an exact ``x0`` is returned
+unchanged and a good one is improved. Without ``tol`` one pass is made; with ``tol``, passes until
+``||b - A x|| <= tol ||b||`` or ``max_passes``, each system on its own, with a ``UserWarning``
+(``strict=True``: :class:`NotConvergedError`) for those that did not get there.
+
+At any scale: every system is first brought to ``max |A_ij|`` and ``max |b_i|`` in ``[0.5, 1)`` by
+powers of two (exact), so no norm overflows or underflows, and the answer is scaled back; an answer
+that float64 cannot hold (beyond 1.8e308, or below its smallest normal number 2.2e-308) is a
+``ValueError``. Memory: a batch runs in chunks that fit :func:`memory_limit` (the answer does not
+depend on them), and a size at which one system does not fit is refused before anything is allocated.
 
 All systems of one call have the same size ``N`` (mixed sizes: pad them yourself and call
 :func:`reference.forward` with a mask). ``tf_impl.solve`` is the same function running the
@@ -537,7 +544,8 @@ def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info
             residual, so the exact solution is returned unchanged and a good guess is improved.
         tol (float | None): ``None`` (default): one pass, the model's approximation. A number in (0, 1):
             passes until the relative residual ``||b - A x|| / ||b||`` is at most ``tol``.
-        max_passes (int | None): at most this many passes (default 1 without ``tol``, 100 with it).
+        max_passes (int | None): at most this many passes (default 1 without ``tol``, 100 with it); the
+            buffers grow with the passes that run, so a huge value costs nothing until it is used.
         return_info (bool): return a :class:`SolveResult` instead of ``x``.
         strict (bool): raise :class:`NotConvergedError` instead of warning when ``tol`` is not met.
 
@@ -549,12 +557,17 @@ def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info
         ValueError: naming the problem: ``A`` not square, ``b``/``x0`` of the wrong shape, NaN/Inf,
             ``A`` not symmetric or not positive definite (the first such system is named), an
             unknown model name, a missing or unreadable checkpoint, weights not shipped in this
-            install, a full-encoding model given another size than its own, a bad ``tol``/``max_passes``.
+            install, a full-encoding model given another size than its own, a bad ``tol``/``max_passes``,
+            complex ``x0`` or parameters, an answer float64 cannot hold, an ``x0`` whose residual
+            overflows, a size ``N`` at which one system does not fit :func:`memory_limit`.
         NotConvergedError: ``strict=True`` and some system did not reach ``tol``.
 
     Warns:
         UserWarning: ``tol`` was not reached on some system (how many, the worst residual, why), or
-            ``N`` is outside the sizes the model was trained on (the model still runs).
+            ``N`` is outside the sizes the model was trained on (the model still runs); without ``tol``,
+            a pass that did not reduce the residual (unless ``x0`` was already exact to rounding) or an
+            estimated ``cond(A)`` above the largest the model's checkpoint records (``kappa``/``kappa_max``
+            of its ``train_config``): one pass is then not to be trusted.
 
     Limits: each pass reduces the residual by a factor that depends on the model and on ``cond(A)``:
     about 10x per 4-layer pass at ``cond(A) = 10``, far less at ``1000``, where ``tol`` may not be

@@ -1,8 +1,9 @@
 """``tf_impl.solve(A, b, ...)``: :func:`reference.solve.solve` running the TensorFlow model.
 
 Validation, model resolution (``"auto"``, shipped names, checkpoint paths, ``(params, cfg)``), the
-normalisation and odd part of every pass, the passes to ``tol`` and the warnings are the
-reference's (:func:`reference.solve.solve_with`); only the forward pass differs:
+power-of-two unit scale, the normalisation and odd part of every pass, the passes to ``tol``, the
+memory chunks, the errors and the warnings are the reference's (:func:`reference.solve.solve_with`);
+only the forward pass differs:
 :func:`tf_impl.model.forward` in float64, XLA-compiled.
 """
 
