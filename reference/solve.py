@@ -484,7 +484,7 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
                           f"system(s) (first: system {rejected[0]}): their answer is x0 (relative residual "
                           f"{res[rejected[0]]:.3g}); the model cannot handle these systems", UserWarning, stacklevel=3)
         kappa = _model_kappa(resolved)
-        outside = np.flatnonzero((cond > kappa * (1 + 1e-6)) & (res > 0)) if kappa is not None else []
+        outside = np.flatnonzero((cond > kappa * (1 + 1e-6)) & ~at_floor) if kappa is not None else []
         if len(outside):
             first = outside[0]
             warnings.warn(f"{len(outside)} of {B} system(s) have an estimated condition number above the "
