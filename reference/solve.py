@@ -231,10 +231,13 @@ def spectrum_estimate(A) -> tuple[np.ndarray, np.ndarray]:
         w -= np.einsum("bki,bk->bi", V[:, : j + 1], np.einsum("bki,bi->bk", V[:, : j + 1], w))  # re-orthogonalise
         w -= np.einsum("bki,bk->bi", V[:, : j + 1], np.einsum("bki,bi->bk", V[:, : j + 1], w))  # twice
         beta[:, j] = np.linalg.norm(w, axis=1)
-        V[:, j + 1] = w / np.where(beta[:, j] > 0, beta[:, j], 1.0)[:, None]
-    # an invariant subspace found at step j (beta_j = 0 exactly) leaves the later steps empty (V = 0): they get
-    # the Rayleigh quotient alpha_0 on the diagonal, which lies between the Ritz values of the leading block, so
-    # that the extreme Ritz values are those of the steps that ran
+        # an invariant subspace (A = I, or few distinct eigenvalues): w is rounding noise, which normalised would
+        # not be orthogonal to the earlier vectors and would give Ritz values outside the spectrum; stop there
+        beta[:, j] = np.where(beta[:, j] > 1e-10 * np.max(np.abs(alpha[:, : j + 1]), axis=1), beta[:, j], 0.0)
+        V[:, j + 1] = np.where(beta[:, j, None] > 0, w / np.where(beta[:, j] > 0, beta[:, j], 1.0)[:, None], 0.0)
+    # the steps after one that found an invariant subspace (beta_j = 0) are empty (V = 0): they get the Rayleigh
+    # quotient alpha_0 on the diagonal, which lies between the Ritz values of the leading block, so that the
+    # extreme Ritz values are those of the steps that ran
     live = np.concatenate([np.ones((B, 1), dtype=bool), np.cumprod(beta[:, :-1] > 0, axis=1).astype(bool)], axis=1)
     alpha = np.where(live, alpha, alpha[:, :1])
     T = np.zeros((B, k, k))

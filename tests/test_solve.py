@@ -603,6 +603,20 @@ def test_largest_eigenvalue_exact_then_lanczos():
         assert np.array_equal(largest_eigenvalue(4.0 * A), 4.0 * est)
 
 
+@pytest.mark.parametrize("eigenvalues", [np.ones(100), np.r_[np.ones(99), 1e3], np.r_[np.ones(50), 2 * np.ones(50)]])
+def test_lanczos_on_an_invariant_subspace(eigenvalues):
+    """Few distinct eigenvalues: Lanczos finds an invariant subspace after as many steps, and the next vector would be
+    normalised rounding noise (not orthogonal to the others, giving Ritz values outside the spectrum: a negative
+    condition number). It stops there: the scale is lambda_max and the estimate lies in [1, cond(A)]."""
+    U, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((100, 100)))
+    rotated = (U * eigenvalues) @ U.T
+    A = np.stack([np.diag(eigenvalues), 0.5 * (rotated + rotated.T)])
+    scale, cond = spectrum_estimate(A)
+    lmax, true_cond = eigenvalues.max(), eigenvalues.max() / eigenvalues.min()
+    assert np.all(np.abs(scale / lmax - 1) < 1e-9), scale
+    assert np.all(cond >= 1 - 1e-9) and np.all(cond <= true_cond * (1 + 1e-9)), cond
+
+
 def ring_laplacian(n):
     return 2 * np.eye(n) - np.roll(np.eye(n), 1, 0) - np.roll(np.eye(n), -1, 0)
 
