@@ -162,7 +162,8 @@ class TrainConfig:
             need_bytes = forward_bytes(mcfg, self.n_max, count) + 8 * 8 * count * self.n_max**2  # + the systems
             need(need_bytes <= limit, f"{flag} {count}: the model's arrays for {count} systems of size n_max = "
                                       f"{self.n_max} need about {need_bytes / 2**30:.3g} GiB, above the limit of "
-                                      f"{limit / 2**30:.1f} GiB (half of this machine's memory)")
+                                      f"{limit / 2**30:.1f} GiB (reference.solve.memory_limit(): half of this "
+                                      "machine's memory)")
 
     @property
     def out_dir(self) -> str:

@@ -110,8 +110,8 @@ def check_memory(args, cfgs) -> None:
     limit = memory_limit()
     if need > limit:
         raise ValueError(f"--n-systems {args.n_systems} at N = {n} needs about {need / 2**30:.3g} GiB, above the "
-                         f"limit of {limit / 2**30:.1f} GiB (half of this machine's memory): give a smaller "
-                         "--n-systems or smaller sizes")
+                         f"limit of {limit / 2**30:.1f} GiB (reference.solve.memory_limit(): half of this machine's "
+                         "memory): give a smaller --n-systems or smaller sizes")
 
 
 def strict_json(value):
