@@ -65,7 +65,8 @@ def trend(run: dict) -> str:
 
 def claim3_lines() -> list[str]:
     """Claim 3 at longer budgets: one paragraph per ``results/claim3/curves*.json`` (``scripts/train_claim3.sh``
-    then ``scripts/training_curves.py``), shortest budget first."""
+    then ``scripts/training_curves.py``), shortest budget first. Indented by four spaces: Markdown keeps
+    them inside item 3 of the numbered list, so that claim 4 is numbered 4."""
     out = []
     paths = sorted(CLAIM3.parent.glob("curves*.json"),
                    key=lambda p: json.loads(p.read_text())["curves"]["full-n9"]["steps"])
@@ -76,12 +77,12 @@ def claim3_lines() -> list[str]:
         shutil.copy(path.with_suffix(".png"), ASSETS / f"claim3_{path.stem}.png")
         times = (f"{full['train_time_s'] / 60:.0f} and {block['train_time_s'] / 60:.0f} minutes (one thread each, "
                  "two runs sharing the 2 cores)")
-        out += [f"   At {full['steps'] / 8000:g} times the presets' budget ({full['steps']} steps of "
+        out += [f"    At {full['steps'] / 8000:g} times the presets' budget ({full['steps']} steps of "
                 f"{full['train_config']['batch_size']} systems each, `bash scripts/train_claim3.sh {full['steps']} "
                 f"...`): `full-n9` {f9:.2e}, `block-n9` {b9:.2e} at N = 9 (1000 fresh systems): the claim "
                 f"{verdict(f9 < b9)} at this budget. Over the last quarter of the cosine schedule the evaluation "
                 f"loss of `full-n9` {trend(full)}, that of `block-n9` {trend(block)}; training took {times}.", "",
-                f"   ![claim 3: loss curves, {full['steps']} steps](assets/results/claim3_{path.stem}.png)", ""]
+                f"    ![claim 3: loss curves, {full['steps']} steps](assets/results/claim3_{path.stem}.png)", ""]
     return out
 
 
@@ -376,7 +377,8 @@ def main():
     lines += ["## More", "", "- [Every number and plot](results-tables.md)",
               "- [solve() off the training distribution](results-robustness.md)",
               "- [What we tried, and the depth studies](results-tried.md)", "",
-              "## Regenerate", "", "```bash", (ROOT / "scripts" / "reproduce_paper.sh").read_text().strip(), "```", ""]
+              "## Regenerate", "", "```{.bash .wrap}",  # a listing: long lines wrap (docs/stylesheets/extra.css)
+              (ROOT / "scripts" / "reproduce_paper.sh").read_text().strip(), "```", ""]
     for page, text in ((PAGE, lines), (TABLES, tables), (TRIED_PAGE, tried_lines)):
         page.write_text("\n".join(text))
         print(f"wrote {page}")
@@ -440,8 +442,9 @@ def _robustness_summary() -> list[str]:
 def _robustness_command(data) -> str:
     a = data["args"]
     names = " ".join(data["models"])
-    return (f"python -m tf_impl.evaluate --robustness {names} --sizes {' '.join(map(str, a['sizes']))} "
-            f"--n-systems {a['n_systems']} --tol {a['tol']:g} --out results/robustness")
+    return (f"python -m tf_impl.evaluate --robustness \\\n    {names} \\\n"
+            f"    --sizes {' '.join(map(str, a['sizes']))} --n-systems {a['n_systems']} --tol {a['tol']:g} \\\n"
+            "    --out results/robustness")
 
 
 def _ranges(ns):
