@@ -8,8 +8,9 @@ solve and the zero predictor. It also follows each model layer by layer against 
 iteration and the best point of the Krylov space of the same dimension.
 
 Writes to ``--out``: ``eval.json`` (every number), ``eval.md`` (tables), ``error_vs_n_kappa*.png``
-and ``layers_*.png``. The models run in float64 through the reference implementation, which the
-cross-tests prove equal to the TensorFlow model to 1e-10.
+and ``layers_*.png``. ``--probe`` instead runs :func:`reference.analysis.layer_probe` (which algorithm
+each layer follows) and writes ``probe_<model>.json`` and ``.md``. The models run in float64 through the
+reference implementation, which the cross-tests prove equal to the TensorFlow model to 1e-10.
 """
 
 from __future__ import annotations
@@ -55,15 +56,25 @@ def parse_args(argv=None):
     p.add_argument("--layer-sizes", type=int, nargs="*", default=None,
                    help="sizes N of the layer-by-layer analysis (default: 9 and 20)")
     p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default: all)")
-    p.add_argument("--out", default="runs/eval", help="output folder (created; runs/ is not tracked by git)")
+    p.add_argument("--out", default=None, help="output folder, created (default: runs/eval, not tracked by git; "
+                   "with --probe: results/probe)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--robustness", action="store_true",
                    help="instead: solve() on the families of reference.robustness (kappa, spectrum, right-hand side, "
                         "scale, Poisson), one pass and to --tol, against CG; writes robustness.json/.md/.png")
+    p.add_argument("--probe", action="store_true",
+                   help="instead: each model layer by layer against the iterates of Newton-Schulz, CG, Chebyshev and "
+                        "the best Krylov point on the same systems (reference.analysis.layer_probe; the query's x-slot "
+                        "and the last layer applied after each layer), at --layer-sizes and --kappa, and a block "
+                        "model's scalars beside the Newton-Schulz construction's; writes probe_<model>.json/.md")
     p.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 9, 15, 20, 30],
                    help="--robustness: the sizes N")
     p.add_argument("--tol", type=float, default=1e-8, help="--robustness: the relative residual asked of solve and CG")
     args = p.parse_args(argv)
+    if args.probe and args.robustness:
+        p.error("--probe and --robustness are two different runs: give one")
+    if args.out is None:
+        args.out = "results/probe" if args.probe else "runs/eval"
     if any(n < 2 for n in args.sizes):
         p.error(f"--sizes must be >= 2, got {args.sizes}")
     if not 0 < args.tol < 1:
@@ -331,10 +342,82 @@ def main_robustness(args) -> dict:
     return {"records": records}
 
 
+def main_probe(args) -> dict:
+    """``--probe``: :func:`reference.analysis.layer_probe` of each model, per ``--kappa`` and ``--layer-sizes``
+    size, with both read-outs, on the evaluation's fixed test systems, and for a block model with at least
+    two identity copies :func:`reference.analysis.construction_alignment`; prints the tables and writes
+    ``probe_<model>.json`` / ``.md`` per model."""
+    from reference.analysis import READOUTS, alignment_markdown, as_plain, construction_alignment, layer_probe
+    from reference.evaluation import eval_systems
+
+    models = {}
+    for arg in args.checkpoints:
+        path = checkpoint_path(arg)
+        params, cfg = load_checkpoint(path)  # raises ValueError naming the problem
+        models[model_name(arg, set(models))] = (path, params, cfg)
+    check_memory(args, [cfg for _, _, cfg in models.values()])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sizes = args.layer_sizes if args.layer_sizes is not None else [9, 20]
+    results = {}
+    for name, (path, params, cfg) in models.items():
+        md = [f"# Which algorithm did `{name}` learn?", "",
+              f"{cfg.n_layers} layers; {args.n_systems} systems per (kappa, N), seed {args.seed}. Per layer: the "
+              "model's MSE, then per algorithm the step k whose error vector points most nearly like the layer's "
+              "(mean cosine over the systems) and the number of steps it needs to reach the layer's MSE.", ""]
+        probes = []
+        for kappa in args.kappa:
+            for n in sizes:
+                if not model_can_run(cfg, n):
+                    continue
+                A, b, x, mask = eval_systems(n, kappa, args.n_systems, args.seed)
+                for readout in READOUTS:
+                    pr = layer_probe(params, cfg, A, b, x, mask, kappa=kappa, readout=readout)
+                    probes.append({"n": int(n), **as_plain(pr)})
+                    md.append(probe_markdown_for(pr, n, kappa, readout))
+        alignment = None
+        if cfg.parametrization == "block" and cfg.n_identity >= 2 and cfg.attention_norm == "none":
+            kappa, upper = construction_spectrum(path, max(args.kappa))
+            alignment = construction_alignment(params, cfg, kappa=kappa, upper=upper)
+            md += [alignment_markdown(alignment, f"## Scalars beside the Newton-Schulz construction for the spectrum "
+                                                 f"[1/{kappa:g}, {upper:g}]")]
+        results[name] = {"path": os.fspath(path), "config": json.loads(cfg.to_json()), "probes": probes,
+                         "alignment": None if alignment is None else as_plain(alignment)}
+        write_json(out / f"probe_{name}.json", {"args": vars(args), **results[name]})
+        (out / f"probe_{name}.md").write_text("\n".join(md) + "\n")
+        print("\n".join(md))
+    print(f"wrote {', '.join(f'{out}/probe_{name}.json' for name in models)} and the .md beside each")
+    return results
+
+
+def construction_spectrum(path, default_kappa: float) -> tuple[float, float]:
+    """``(kappa, upper)`` of the spectrum a model was trained on, from its checkpoint's ``train_config``
+    (``kappa_max`` or ``kappa``, and ``init_upper``), else ``(default_kappa, 1)``: the construction to set its
+    scalars beside."""
+    from reference.config import is_real
+
+    meta, _ = load_checkpoint_extra(path)
+    tc = meta.get("train_config") if isinstance(meta, dict) else None
+    tc = tc if isinstance(tc, dict) else {}
+    kappa = next((float(tc[k]) for k in ("kappa_max", "kappa") if is_real(tc.get(k)) and tc[k] >= 1), default_kappa)
+    upper = float(tc["init_upper"]) if is_real(tc.get("init_upper")) and tc["init_upper"] >= 1 else 1.0
+    return kappa, upper
+
+
+def probe_markdown_for(probe: dict, n: int, kappa: float, readout: str) -> str:
+    from reference.analysis import probe_markdown
+
+    what = "the query's x-slot after each layer" if readout == "query" else \
+        "the last layer applied to the tokens after each layer"
+    return probe_markdown(probe, f"## N = {n}, kappa = {kappa:g}: {what}")
+
+
 def evaluate_cli(argv=None) -> dict:
     """Parse ``argv`` and run: the result (``records`` and more). Bad arguments exit 2 (argparse);
     a bad checkpoint raises ``ValueError``."""
     args = parse_args(argv)
+    if args.probe:
+        return main_probe(args)
     return main_robustness(args) if args.robustness else evaluate_checkpoints(args)
 
 
