@@ -185,3 +185,59 @@ def load_checkpoint_extra(path) -> tuple[dict, dict[str, np.ndarray]]:
         raise ValueError(f"checkpoint {path!r}: __meta__ must be a JSON object, got a {type(meta).__name__}")
     extra = {k[len("extra/"):]: v for k, v in contents.items() if k.startswith("extra/")}
     return meta, extra
+
+
+# ----------------------------------------------------------------------------------------------
+# lineage: where a model's weights come from (docs/conventions.md, "Checkpoints")
+
+LINEAGE_FIELDS = ("preset", "init", "init_from", "optimizer", "n_layers", "steps", "seed", "dtype", "loss")
+"""The keys of one lineage entry: a training run (``steps`` done; ``loss`` its last training loss)."""
+
+
+def lineage_entry(train_config: dict, steps: int, loss) -> dict:
+    """The lineage entry of a run with ``train_config`` (a ``TrainConfig.to_dict()``) after ``steps`` steps.
+    A config written before the ``optimizer`` field existed trained with Adam."""
+    entry = {k: train_config.get(k) for k in LINEAGE_FIELDS if k not in ("steps", "loss")}
+    entry["optimizer"] = entry["optimizer"] or "adam"
+    entry["steps"] = int(steps)
+    entry["loss"] = None if loss is None else float(loss)
+    return entry
+
+
+def lineage_of(meta: dict, path=None) -> list[dict]:
+    """The chain of runs that made a checkpoint, root first: ``meta["lineage"]`` as the training CLI writes
+    it, or, for a checkpoint written without one, a single entry rebuilt from its ``train_config`` (its own
+    ancestors then unknown: an ``init_from`` entry names the file it started from). A checkpoint with no
+    training config at all gives ``[]``. Raises ``ValueError`` (naming ``path``) on a malformed lineage."""
+    lineage = meta.get("lineage")
+    if lineage is None:
+        tc = meta.get("train_config")
+        if not isinstance(tc, dict):
+            return []
+        return [lineage_entry(tc, meta.get("step") or 0, (meta.get("metrics") or {}).get("train_loss"))]
+    if not (isinstance(lineage, list) and all(isinstance(e, dict) and set(LINEAGE_FIELDS) <= set(e) for e in lineage)):
+        raise ValueError(f"checkpoint {path!r}: meta lineage must be a list of objects with the keys {LINEAGE_FIELDS}")
+    return lineage
+
+
+def describe_lineage(lineage: list[dict]) -> str:
+    """One line per run, root first, and a verdict: ``learned from random weights`` (the root run started
+    from a random initialisation and every later run from its predecessor), ``constructed`` (the root
+    is a hand-set construction, trained or not) or ``unknown origin`` (a run started from a file whose own
+    lineage was not recorded)."""
+    if not lineage:
+        return "lineage: not recorded"
+    lines = []
+    for i, e in enumerate(lineage):
+        start = f"from {e['init_from']}" if e["init_from"] else f"init {e['init']}"
+        loss = "?" if e["loss"] is None else f"{e['loss']:.3g}"
+        lines.append(f"  {i}. {e['preset']}: {e['n_layers']} layers, {start}, {e['optimizer']} {e['steps']} steps, "
+                     f"seed {e['seed']}, {e['dtype']}, final training loss {loss}")
+    root = lineage[0]
+    if root["init_from"]:
+        verdict = "unknown origin (the first recorded run started from a file without a lineage)"
+    elif root["init"] == "random":
+        verdict = "learned from random weights" + (f" (grown over {len(lineage)} runs)" if len(lineage) > 1 else "")
+    else:
+        verdict = f"constructed ({root['init']})" + (", then trained" if any(e["steps"] for e in lineage) else "")
+    return f"lineage: {verdict}\n" + "\n".join(lines)

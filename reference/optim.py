@@ -88,3 +88,124 @@ def train(cfg: ModelConfig, sizes, steps=300, batch_size=64, lr=1e-3, kappa=10.0
         if log_every and (step % log_every == 0 or step == steps - 1):
             print(f"step {step:5d}  loss {loss:.4e}")
     return params, np.asarray(losses)
+
+
+LBFGS_STREAM = 2**31 - 2
+"""The L-BFGS batch is drawn from ``(seed, LBFGS_STREAM)``: a stream no Adam step reaches (both twins)."""
+
+
+# ----------------------------------------------------------------------------------------------
+# L-BFGS on one fixed batch (docs/conventions.md, "Optimiser"): the quasi-Newton alternative to Adam.
+# It works on the flat parameter vector theta (P,) and a function fg(theta) -> (loss, grad (P,)), so
+# the same code drives the NumPy model here and the compiled TensorFlow loss in tf_impl.optim.
+
+
+def flatten_params(params: dict, names) -> np.ndarray:
+    """``theta`` (P,): the parameters ``names`` (in that order) concatenated, float64."""
+    return np.concatenate([np.asarray(params[k], dtype=np.float64).ravel() for k in names])
+
+
+def unflatten_params(theta: np.ndarray, shapes: dict) -> dict:
+    """Inverse of :func:`flatten_params` for ``shapes`` (name -> shape, in the flattening order)."""
+    out, i = {}, 0
+    for k, shape in shapes.items():
+        n = int(np.prod(shape))
+        out[k] = np.asarray(theta[i:i + n], dtype=np.float64).reshape(shape)
+        i += n
+    if i != theta.size:
+        raise ValueError(f"theta has {theta.size} entries, the shapes need {i}")
+    return out
+
+
+def lbfgs_direction(g: np.ndarray, S: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """``d = -H g``: the L-BFGS two-loop recursion (Nocedal & Wright, Algorithm 7.4).
+
+    ``H`` is the inverse-Hessian estimate built from the pairs ``s_k = theta_{k+1} - theta_k``,
+    ``y_k = g_{k+1} - g_k`` (rows of ``S``, ``Y`` (k, P), oldest first) on top of
+    ``H_0 = (s^T y / y^T y) I`` from the newest pair; with no pair ``d = -g / ||g||`` (a unit step,
+    which the line search scales).
+    """
+    k = S.shape[0]
+    if k == 0:
+        return -g / max(np.linalg.norm(g), np.finfo(float).tiny)
+    rho = 1.0 / np.einsum("kp,kp->k", S, Y)  # (k,): positive, the pairs are kept only if s^T y > 0
+    q = g.copy()  # (P,)
+    alpha = np.zeros(k)
+    for i in reversed(range(k)):
+        alpha[i] = rho[i] * (S[i] @ q)
+        q -= alpha[i] * Y[i]
+    r = q * ((S[-1] @ Y[-1]) / (Y[-1] @ Y[-1]))  # H_0 q
+    for i in range(k):
+        r += S[i] * (alpha[i] - rho[i] * (Y[i] @ r))
+    return -r
+
+
+def wolfe_search(fg, theta, f0: float, g0, d, c1: float = 1e-4, c2: float = 0.9, max_evals: int = 40):
+    """A step ``t`` along ``d`` that satisfies the weak Wolfe conditions
+    ``f(theta + t d) <= f0 + c1 t g0.d`` and ``g(theta + t d).d >= c2 g0.d``, by bracketing
+    (double ``t`` until the decrease fails, then bisect; Lewis & Overton). A non-finite loss counts
+    as too long a step. Returns ``(t, f, g)``, or ``None`` when no such step was found in ``max_evals``
+    evaluations and no step lowered the loss."""
+    slope = float(g0 @ d)
+    lo, hi, t = 0.0, math.inf, 1.0
+    best = None  # the longest step seen that satisfies the decrease condition
+    for _ in range(max_evals):
+        f, g = fg(theta + t * d)
+        if not (math.isfinite(f) and np.all(np.isfinite(g))) or f > f0 + c1 * t * slope:
+            hi = t
+        else:
+            best = (t, f, g)
+            if float(g @ d) < c2 * slope:
+                lo = t
+            else:
+                return best
+        t = 0.5 * (lo + hi) if hi < math.inf else 2.0 * t
+    return best if best is not None and best[1] < f0 else None
+
+
+def lbfgs_step(fg, theta, f: float, g, S, Y, memory: int = 50):
+    """One L-BFGS iteration: direction (:func:`lbfgs_direction`), weak Wolfe step
+    (:func:`wolfe_search`), then the new pair ``(s, y)`` joins the memory (the oldest leaves beyond
+    ``memory`` pairs) if its curvature ``s^T y`` is positive.
+
+    Returns ``(theta, f, g, S, Y, t)``. When no step lowers the loss along the L-BFGS direction the
+    memory is cleared and the next iteration starts from ``-g``; with an empty memory ``t = 0`` and
+    nothing changes (the loss is as low as this batch and float precision allow).
+    """
+    d = lbfgs_direction(g, S, Y)
+    if not float(g @ d) < 0:  # not a descent direction (rounding in H): start again from -g
+        S, Y = S[:0], Y[:0]
+        d = lbfgs_direction(g, S, Y)
+        if not float(g @ d) < 0:  # a zero gradient: a stationary point
+            return theta, f, g, S, Y, 0.0
+    found = wolfe_search(fg, theta, f, g, d)
+    if found is None:
+        return theta, f, g, S[:0], Y[:0], 0.0
+    t, f_new, g_new = found
+    s, y = t * d, g_new - g  # (P,)
+    if s @ y > 1e-12 * np.linalg.norm(s) * np.linalg.norm(y):
+        S, Y = np.vstack([S, s[None]])[-memory:], np.vstack([Y, y[None]])[-memory:]
+    return theta + s, f_new, g_new, S, Y, t
+
+
+def train_lbfgs(cfg: ModelConfig, sizes, steps=300, batch_size=256, kappa=10.0, seed=0, params=None, memory=50,
+                relative=False, **law):
+    """L-BFGS on ONE batch of ``batch_size`` systems drawn from ``(seed, LBFGS_STREAM)``; returns
+    ``(params, losses)``, ``losses[i]`` the batch loss before
+    iteration ``i``. ``params=None`` starts from :func:`init_params` ``(cfg, seed)``."""
+    params = init_params(cfg, seed) if params is None else check_params(params, cfg)
+    shapes = {k: v.shape for k, v in params.items()}
+    A, b, x, mask = sample_systems(batch_size, sizes, kappa, seed=batch_seed(seed, LBFGS_STREAM), **law)
+
+    def fg(theta):
+        loss, grads = loss_and_grads(unflatten_params(theta, shapes), cfg, A, b, x, mask, relative=relative)
+        return loss, flatten_params(grads, shapes)
+
+    theta = flatten_params(params, shapes)
+    f, g = fg(theta)
+    S = Y = np.zeros((0, theta.size))
+    losses = []
+    for _ in range(steps):
+        losses.append(f)
+        theta, f, g, S, Y, _ = lbfgs_step(fg, theta, f, g, S, Y, memory)
+    return unflatten_params(theta, shapes), np.asarray(losses)

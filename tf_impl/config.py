@@ -26,6 +26,7 @@ FIELD_GROUPS = ("run", "model", "data", "optimisation", "bookkeeping")
 
 # the choices of the training options (tf_impl.optim checks SCHEDULES and MODES with these too)
 LOSSES = ("mse", "relative")
+OPTIMIZERS = ("adam", "lbfgs")
 SCHEDULES = ("constant", "cosine")
 DTYPES = ("float32", "float64")
 MODES = ("xla", "graph", "eager")
@@ -70,6 +71,10 @@ class TrainConfig:
     loss: str = _f("mse", "'mse': mean of ||x_hat - x||^2 / N; 'relative': mean of ||x_hat - x||^2 / ||x||^2",
                    "optimisation", LOSSES)
     # optimisation
+    optimizer: str = _f("adam", "'adam': a fresh batch every step; 'lbfgs': L-BFGS iterations on ONE fixed batch of "
+                                "batch_size systems (steps = iterations; lr, warmup, schedule, clip_norm unused; "
+                                "docs/conventions.md, 'Optimiser')", "optimisation", OPTIMIZERS)
+    lbfgs_memory: int = _f(50, "lbfgs: pairs (s, y) kept for the inverse-Hessian estimate", "optimisation")
     batch_size: int = _f(256, "systems per step (global, over all replicas)", "optimisation")
     steps: int = _f(3000, "training steps", "optimisation")
     lr: float = _f(5e-3, "peak Adam learning rate", "optimisation")
@@ -115,7 +120,7 @@ class TrainConfig:
             allowed = f.metadata["choices"]
             need(allowed is None or getattr(self, f.name) in allowed,
                  f"{f.name} must be one of {allowed}, got {getattr(self, f.name)!r}")
-        for name in ("batch_size", "eval_systems"):
+        for name in ("batch_size", "eval_systems", "lbfgs_memory"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         need(0 <= self.seed < 2**63, f"seed (--seed) must be an int in [0, 2^63), got {self.seed}")
         for name in ("steps", "warmup", "eval_every", "ckpt_every", "diverge_patience"):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from reference.baselines import BASELINES
-from reference.checkpoint import load_checkpoint, load_checkpoint_extra
+from reference.checkpoint import describe_lineage, lineage_of, load_checkpoint, load_checkpoint_extra
 from reference.config import ModelConfig
 from reference.evaluation import EVAL_SEED, evaluate, layer_analysis, model_can_run
 
@@ -464,6 +464,7 @@ def evaluate_checkpoints(args) -> dict:
         name = model_name(arg, set(models) | set(BASELINES) | {"zero"})
         models[name], metas[name] = (params, cfg), {"path": os.fspath(path), "config": json.loads(cfg.to_json()),
                                                     "meta": meta}
+        print(f"{name}: {describe_lineage(lineage_of(meta, path))}")
     sizes = list(range(args.n_min, args.n_max + 1))
     check_memory(args, [cfg for _, cfg in models.values()])
     out = Path(args.out)

@@ -299,3 +299,83 @@ class Trainer(tf.Module):
         if "step" not in extra:
             raise ValueError("resume state lacks 'step'")
         self.step.assign(int(extra["step"]))
+
+
+class LbfgsTrainer:
+    """L-BFGS on one fixed batch (:func:`reference.optim.lbfgs_step`), with :class:`Trainer`'s interface.
+
+    The batch is drawn once from ``(seed, reference.optim.LBFGS_STREAM)``; a step is one L-BFGS iteration
+    (a few compiled loss-and-gradient evaluations of that batch, the line search's). The iteration
+    itself is the reference's NumPy code on the flat parameter vector (a few hundred numbers for a block
+    model): only the loss and its gradient run in TensorFlow, compiled as in :class:`Trainer`. What
+    resuming needs is the memory of pairs ``extra/lbfgs/s``, ``extra/lbfgs/y`` (k, P) and ``extra/step``;
+    the loss and gradient at the resumed point are recomputed from the same batch.
+    ``train_step`` reports the step length ``t`` as ``lr``.
+    """
+
+    def __init__(self, cfg: ModelConfig, params: dict | None = None, *, memory: int = 50, **trainer_kwargs):
+        from reference.optim import LBFGS_STREAM
+        from tf_impl.data import sample_systems
+
+        self.inner = Trainer(cfg, params, **trainer_kwargs)
+        self.cfg, self.names, self.memory = cfg, self.inner.names, int(memory)
+        t = self.inner
+        self.batch = t.prepare_batch(*sample_systems(t.batch_size, (t.n_min, t.n_max), t.kappa,
+                                                     (t.seed, LBFGS_STREAM), **t.law, dtype=t.dtype,
+                                                     jit_compile=False))
+        self.shapes = {k: tuple(t.model.params[k].shape) for k in self.names}
+        self.step = 0
+        self.S = self.Y = np.zeros((0, sum(int(np.prod(s)) for s in self.shapes.values())))
+        self._f = self._g = None
+
+    def _fg(self, theta):
+        from reference.optim import flatten_params, unflatten_params
+
+        self.inner.model.set_params(unflatten_params(theta, self.shapes))
+        loss, grads = self.inner.loss_and_grads(self.batch)
+        return loss, flatten_params(grads, self.names)
+
+    def train_step(self, batch=None) -> dict[str, float]:
+        from reference.optim import flatten_params, lbfgs_step, unflatten_params
+
+        if batch is not None:
+            raise ValueError("the L-BFGS trainer works on its own fixed batch")
+        theta = flatten_params(self.get_params(), self.names)
+        if self._f is None:
+            self._f, self._g = self._fg(theta)
+        f0, gnorm = self._f, float(np.linalg.norm(self._g))
+        if not (math.isfinite(f0) and math.isfinite(gnorm)):
+            return {"loss": f0, "grad_norm": gnorm, "lr": 0.0}
+        theta, self._f, self._g, self.S, self.Y, t = lbfgs_step(self._fg, theta, f0, self._g, self.S, self.Y,
+                                                                self.memory)
+        self.inner.model.set_params(unflatten_params(theta, self.shapes))  # the line search left its last trial
+        self.step += 1
+        return {"loss": f0, "grad_norm": gnorm, "lr": float(t)}
+
+    def eval_loss(self, batch) -> float:
+        return self.inner.eval_loss(batch)
+
+    def prepare_batch(self, A, b, x, mask):
+        return self.inner.prepare_batch(A, b, x, mask)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return self.inner.get_params()
+
+    def get_state(self):
+        """``(params, extra)``: parameters and ``lbfgs/s``, ``lbfgs/y``, ``step`` (see the class docstring)."""
+        extra = {"lbfgs/s": self.S.copy(), "lbfgs/y": self.Y.copy(),
+                 "step": np.asarray(self.step, dtype=np.int64)}
+        return self.get_params(), extra
+
+    def set_state(self, params: dict, extra: dict) -> None:
+        P = self.S.shape[1]
+        for key in ("lbfgs/s", "lbfgs/y", "step"):
+            if key not in extra:
+                raise ValueError(f"resume state lacks {key!r} (a checkpoint of an L-BFGS run has it)")
+        S, Y = np.asarray(extra["lbfgs/s"], np.float64), np.asarray(extra["lbfgs/y"], np.float64)
+        if S.ndim != 2 or S.shape != Y.shape or S.shape[1] != P or S.shape[0] > self.memory:
+            raise ValueError(f"resume state lbfgs/s, lbfgs/y must be two (k, {P}) arrays with k <= {self.memory}, "
+                             f"got {S.shape} and {Y.shape}")
+        self.inner.model.set_params(params)
+        self.S, self.Y, self.step = S, Y, int(extra["step"])
+        self._f = self._g = None

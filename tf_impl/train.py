@@ -60,8 +60,9 @@ def _print_config(tcfg: TrainConfig) -> None:
 
 
 def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
-    """``(params, extra, start_step)``: resumed, initialised from a checkpoint, or fresh."""
-    from reference.checkpoint import load_checkpoint, load_checkpoint_extra
+    """``(params, extra, start_step, ancestors)``: resumed, initialised from a checkpoint, or fresh;
+    ``ancestors`` is the lineage of the runs before this one (:func:`reference.checkpoint.lineage_of`)."""
+    from reference.checkpoint import lineage_of, load_checkpoint, load_checkpoint_extra
     from reference.model import init_params
 
     if tcfg.resume and os.path.isfile(ckpt_path):
@@ -86,7 +87,7 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
             raise ValueError(f"--resume: {ckpt_path} has extra/step {step.tolist()!r:.60}, not one integer >= 0")
         step = int(step)
         print(f"resuming {ckpt_path} at step {step}")
-        return params, extra, step
+        return params, extra, step, lineage_of(meta, ckpt_path)[:-1]  # the last entry is this run
     if tcfg.resume:
         print(f"--resume: no checkpoint in {ckpt_path}; starting a fresh run")
     if tcfg.init_from is not None:
@@ -99,6 +100,7 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
         if diff:
             raise ValueError(f"--init-from {tcfg.init_from}: the checkpoint's model differs from this run's: "
                              + "; ".join(diff))
+        ancestors = lineage_of(load_checkpoint_extra(tcfg.init_from)[0], tcfg.init_from)
         if cfg.n_layers < mcfg.n_layers:  # layer growth: new layers start as no-ops (P = 0)
             from reference.model import grow_params
 
@@ -107,14 +109,14 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
                   "(new layers: P = 0, Q random; the grown model starts as the checkpoint's)")
         else:
             print(f"starting from {tcfg.init_from}")
-        return params, None, 0
+        return params, None, 0, ancestors
     if tcfg.init == "newton-schulz":
         from reference.constructions import newton_schulz_init
 
         kappa = tcfg.kappa if tcfg.kappa_max is None else tcfg.kappa_max
         print(f"starting from the Newton-Schulz construction for the spectrum [1/{kappa:g}, {tcfg.init_upper:g}]")
-        return newton_schulz_init(mcfg, kappa, n=tcfg.n_max, seed=tcfg.seed, upper=tcfg.init_upper), None, 0
-    return init_params(mcfg, tcfg.seed), None, 0
+        return newton_schulz_init(mcfg, kappa, n=tcfg.n_max, seed=tcfg.seed, upper=tcfg.init_upper), None, 0, []
+    return init_params(mcfg, tcfg.seed), None, 0, []
 
 
 def evaluation_table(params, mcfg, tcfg: TrainConfig) -> list[dict]:
@@ -203,11 +205,11 @@ def run(tcfg: TrainConfig, on_step=None) -> int:
     ``on_step``: called with the step number after every step (or None)."""
     from tqdm import tqdm
 
-    from reference.checkpoint import save_checkpoint
+    from reference.checkpoint import lineage_entry, save_checkpoint
     from tf_impl._quiet import tf
     from tf_impl.data import sample_systems
     from tf_impl.distribute import describe, is_chief, select_strategy
-    from tf_impl.optim import Trainer
+    from tf_impl.optim import LbfgsTrainer, Trainer
 
     tf.get_logger().setLevel("ERROR")  # one retracing warning per evaluated size N is expected
     strategy = select_strategy()  # first: MultiWorkerMirroredStrategy must precede other TF ops
@@ -218,12 +220,15 @@ def run(tcfg: TrainConfig, on_step=None) -> int:
     out = tcfg.out_dir
     ckpt_path, final_path = os.path.join(out, "ckpt.npz"), os.path.join(out, "final.npz")
     lock = prepare_out(out) if chief else None  # noqa: F841 (held until the process ends)
-    params, extra, step = _load_start(tcfg, mcfg, ckpt_path)
-    trainer = Trainer(mcfg, params, sizes=(tcfg.n_min, tcfg.n_max), kappa=tcfg.kappa_range, **tcfg.law,
-                      relative_loss=tcfg.loss == "relative", batch_size=tcfg.batch_size,
-                      lr=tcfg.lr, total_steps=tcfg.steps, warmup=tcfg.warmup, schedule=tcfg.schedule,
-                      clip_norm=tcfg.clip_norm, seed=tcfg.seed, dtype=tcfg.dtype, mode=tcfg.mode,
-                      strategy=strategy)
+    params, extra, step, ancestors = _load_start(tcfg, mcfg, ckpt_path)
+    common = dict(sizes=(tcfg.n_min, tcfg.n_max), kappa=tcfg.kappa_range, **tcfg.law,
+                  relative_loss=tcfg.loss == "relative", batch_size=tcfg.batch_size, lr=tcfg.lr,
+                  total_steps=tcfg.steps, warmup=tcfg.warmup, schedule=tcfg.schedule, clip_norm=tcfg.clip_norm,
+                  seed=tcfg.seed, dtype=tcfg.dtype, mode=tcfg.mode, strategy=strategy)
+    if tcfg.optimizer == "lbfgs":
+        trainer = LbfgsTrainer(mcfg, params, memory=tcfg.lbfgs_memory, **common)
+    else:
+        trainer = Trainer(mcfg, params, **common)
     if extra is not None:
         trainer.set_state(params, extra)
     eval_batch = trainer.prepare_batch(*sample_systems(tcfg.batch_size, (tcfg.n_min, tcfg.n_max), tcfg.kappa_range,
@@ -247,7 +252,8 @@ def run(tcfg: TrainConfig, on_step=None) -> int:
             return
         p, state = trainer.get_state()
         meta = {"train_config": tcfg.to_dict(), "step": int(state["step"]), "package": "tf_impl",
-                "metrics": metrics, **(extra_meta or {})}
+                "metrics": metrics, **(extra_meta or {}),
+                "lineage": ancestors + [lineage_entry(tcfg.to_dict(), int(state["step"]), metrics.get("train_loss"))]}
         save_checkpoint(path, p, mcfg, meta=meta, extra=state if with_state else None)
 
     start_step = step

@@ -1,0 +1,181 @@
+"""L-BFGS on one fixed batch (``reference.optim.lbfgs_step``, ``tf_impl.optim.LbfgsTrainer``, ``--optimizer
+lbfgs``) and the lineage every checkpoint records (``reference.checkpoint.lineage_of``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import reference as ref
+from reference.checkpoint import describe_lineage, lineage_of, load_checkpoint_extra
+from reference.config import ModelConfig
+from reference.data import sample_systems
+from reference.optim import LBFGS_STREAM, lbfgs_step, train_lbfgs, wolfe_search
+from tests.helpers import check_tensor
+from tf_impl.train import main
+
+TINY = ["--n-layers", "2", "--n-heads", "1", "--n-identity", "2", "--n-min", "2", "--n-max", "4",
+        "--batch-size", "16", "--eval-systems", "20", "--seed", "3", "--mode", "graph", "--eval-every", "0"]
+LBFGS = TINY + ["--optimizer", "lbfgs", "--dtype", "float64"]
+
+
+def _quadratic(P=7, seed=0):
+    rng = np.random.default_rng(seed)
+    U = np.linalg.qr(rng.standard_normal((P, P)))[0]
+    H = (U * np.geomspace(1, 100, P)) @ U.T  # (P, P): condition number 100
+    th_star = rng.standard_normal(P)
+
+    def fg(th):  # minimum 0 (as a training loss): the loss values keep their digits near the minimiser
+        e = th - th_star
+        return 0.5 * e @ H @ e, H @ e
+
+    return fg, th_star
+
+
+def _run(fg, theta, iters, memory=50):
+    f, g = fg(theta)
+    S = Y = np.zeros((0, theta.size))
+    for _ in range(iters):
+        theta, f, g, S, Y, _ = lbfgs_step(fg, theta, f, g, S, Y, memory)
+    return theta, f
+
+
+def test_lbfgs_solves_a_quadratic_and_rosenbrock():
+    fg, th_star = _quadratic()
+    theta, _ = _run(fg, np.zeros(7), 40)
+    check_tensor("quadratic minimiser", theta, th_star, atol=1e-10, rtol=1e-10)
+
+    def rosenbrock(th):
+        x, y = th
+        grad = np.array([-2 * (1 - x) - 400 * x * (y - x * x), 200 * (y - x * x)])
+        return (1 - x) ** 2 + 100 * (y - x * x) ** 2, grad
+
+    theta, f = _run(rosenbrock, np.array([-1.2, 1.0]), 80, memory=10)
+    check_tensor("rosenbrock minimiser", theta, np.ones(2), atol=1e-8, rtol=0)
+
+
+def test_wolfe_search_returns_a_step_with_both_conditions():
+    fg, _ = _quadratic(seed=1)
+    theta = np.ones(7)
+    f0, g0 = fg(theta)
+    d = -g0 * 5.0  # far too long a unit step: the search has to bisect
+    t, f, g = wolfe_search(fg, theta, f0, g0, d)
+    assert f <= f0 + 1e-4 * t * (g0 @ d)
+    assert g @ d >= 0.9 * (g0 @ d)
+    assert wolfe_search(fg, theta, f0, g0, -d) is None  # an ascent direction has no such step
+
+
+def test_lbfgs_memory_is_bounded_and_a_stationary_point_stays_put():
+    fg, th_star = _quadratic()
+    f, g = fg(np.zeros(7))
+    S = Y = np.zeros((0, 7))
+    theta = np.zeros(7)
+    for _ in range(10):
+        theta, f, g, S, Y, _ = lbfgs_step(fg, theta, f, g, S, Y, memory=3)
+        assert S.shape[0] <= 3 and S.shape == Y.shape
+    f_star, g_star = fg(th_star)
+    out = lbfgs_step(fg, th_star, f_star, g_star * 0, np.zeros((0, 7)), np.zeros((0, 7)))
+    assert out[5] == 0.0 and np.array_equal(out[0], th_star)  # zero gradient: no step at all
+
+
+def test_two_layers_end_below_one_layer_on_the_same_budget():
+    """The recipe's claim in miniature: with L-BFGS from random weights a deeper model learns more."""
+    final = {}
+    for L in (1, 2):
+        cfg = ModelConfig(parametrization="block", n_layers=L, n_heads=1, n_identity=2, attention_norm="none",
+                          init_scale=0.02)
+        params, losses = train_lbfgs(cfg, (2, 6), steps=150, batch_size=256, seed=0)
+        assert losses[-1] < losses[0]
+        A, b, x, mask = sample_systems(200, (2, 6), 10.0, seed=123)  # fresh systems
+        final[L] = ref.loss_and_grads(params, cfg, A, b, x, mask)[0]
+    assert final[2] < 0.8 * final[1], final
+
+
+def test_the_twins_take_the_same_lbfgs_steps():
+    """Same start, same batch: the TensorFlow trainer's losses equal the reference's, iteration by iteration."""
+    from tf_impl.optim import LbfgsTrainer
+
+    cfg = ModelConfig(parametrization="block", n_layers=2, n_heads=1, n_identity=2, attention_norm="none",
+                      init_scale=0.05)
+    params = ref.init_params(cfg, seed=4)
+    A, b, x, mask = sample_systems(24, (2, 5), 10.0, seed=[4, LBFGS_STREAM])  # the reference's batch
+    _, want = train_lbfgs(cfg, (2, 5), steps=8, batch_size=24, seed=4, params=params)
+    tr = LbfgsTrainer(cfg, params, sizes=(2, 5), batch_size=24, seed=4, dtype="float64", mode="graph")
+    tr.batch = tr.prepare_batch(A, b, x, mask)
+    got = [tr.train_step()["loss"] for _ in range(8)]
+    check_tensor("L-BFGS losses (TF vs reference)", np.array(got), want, rtol=1e-9, atol=0)
+
+
+def test_lbfgs_run_resumes_to_the_uninterrupted_result(tmp_path):
+    steps = ["--steps", "16", "--ckpt-every", "4"]
+    assert main(LBFGS + steps + ["--out", str(tmp_path / "straight")]) == 0
+    want, _ = ref.load_checkpoint(tmp_path / "straight" / "final.npz")
+
+    def stop_at_10(step):
+        if step == 10:
+            raise KeyboardInterrupt
+
+    out = str(tmp_path / "cut")
+    assert main(LBFGS + steps + ["--out", out], on_step=stop_at_10) == 130
+    meta, extra = load_checkpoint_extra(tmp_path / "cut" / "ckpt.npz")
+    assert int(extra["step"]) == 8 and extra["lbfgs/s"].shape == extra["lbfgs/y"].shape
+    assert main(LBFGS + steps + ["--out", out, "--resume"]) == 0
+    got, _ = ref.load_checkpoint(tmp_path / "cut" / "final.npz")
+    for k in want:  # the same iterations from the same state (to rounding: another process' kernels)
+        check_tensor(k, got[k], want[k], rtol=1e-7, atol=1e-10)
+
+
+# ----------------------------------------------------------------------------------------------
+# lineage
+
+
+def test_lineage_round_trips_and_is_inherited_by_init_from_and_resume(tmp_path, capsys):
+    parent = tmp_path / "parent"
+    assert main(LBFGS + ["--steps", "6", "--out", str(parent)]) == 0
+    meta, _ = load_checkpoint_extra(parent / "final.npz")
+    (root,) = lineage_of(meta)
+    assert root["init"] == "random" and root["init_from"] is None and root["steps"] == 6
+    assert root["optimizer"] == "lbfgs" and root["dtype"] == "float64" and root["n_layers"] == 2
+    assert root["loss"] == pytest.approx(meta["metrics"]["train_loss"])
+    assert describe_lineage(lineage_of(meta)).startswith("lineage: learned from random weights")
+
+    child = tmp_path / "child"  # grown to 3 layers from the parent, with Adam
+    assert main(TINY + ["--n-layers", "3", "--steps", "4", "--init-from", str(parent / "final.npz"),
+                        "--out", str(child)]) == 0
+    lineage = lineage_of(load_checkpoint_extra(child / "final.npz")[0])
+    assert [e["n_layers"] for e in lineage] == [2, 3] and lineage[0] == root
+    assert lineage[1]["init_from"] == str(parent / "final.npz") and lineage[1]["optimizer"] == "adam"
+    assert "learned from random weights (grown over 2 runs)" in describe_lineage(lineage)
+
+    def stop_at_3(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    resumed = tmp_path / "resumed"
+    args = TINY + ["--n-layers", "3", "--steps", "6", "--ckpt-every", "2", "--init-from", str(parent / "final.npz"),
+                   "--out", str(resumed)]
+    assert main(args, on_step=stop_at_3) == 130
+    assert main(args + ["--resume"]) == 0
+    lineage = lineage_of(load_checkpoint_extra(resumed / "final.npz")[0])
+    assert len(lineage) == 2 and lineage[0] == root and lineage[1]["steps"] == 6  # one run, not two
+
+
+def test_lineage_marks_a_construction_and_an_unknown_parent(tmp_path):
+    out = tmp_path / "ns"
+    assert main(TINY + ["--init", "newton-schulz", "--steps", "2", "--lr", "1e-9", "--out", str(out)]) == 0
+    text = describe_lineage(lineage_of(load_checkpoint_extra(out / "final.npz")[0]))
+    assert text.startswith("lineage: constructed (newton-schulz), then trained")
+
+    # a file saved without any training config: its children cannot say where they come from
+    cfg = ModelConfig(parametrization="block", n_layers=2, n_heads=1, n_identity=2, attention_norm="none")
+    ref.save_checkpoint(tmp_path / "bare.npz", ref.init_params(cfg), cfg)
+    assert main(TINY + ["--steps", "2", "--init-from", str(tmp_path / "bare.npz"), "--out", str(tmp_path / "c")]) == 0
+    text = describe_lineage(lineage_of(load_checkpoint_extra(tmp_path / "c" / "final.npz")[0]))
+    assert text.startswith("lineage: unknown origin")
+
+
+def test_a_malformed_lineage_is_a_value_error_naming_the_file():
+    with pytest.raises(ValueError, match="some.npz.*lineage must be a list"):
+        lineage_of({"lineage": [{"preset": "small"}]}, "some.npz")
+    with pytest.raises(ValueError, match="lineage must be a list"):
+        lineage_of({"lineage": "random"})
