@@ -42,8 +42,9 @@ def execute_notebook(path: Path, cwd: Path | None = None, timeout: int = CELL_TI
     ``nbclient.exceptions.CellExecutionError`` on the first failing cell.
     """
     nb = nbformat.read(path, as_version=4)
+    # coalesce_streams: a cell's prints are one output however the kernel happened to flush them
     client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, allow_errors=False, record_timing=False,
-                            resources={"metadata": {"path": str(cwd or Path(path).parent)}})
+                            coalesce_streams=True, resources={"metadata": {"path": str(cwd or Path(path).parent)}})
     client.execute(env=kernel_env())  # passed on to the kernel manager's start_kernel
     return nb
 

@@ -63,6 +63,14 @@ def test_every_tutorial_is_a_page_with_its_outputs(site):
             assert target == nb.name, f"{nb.name}: link to {target} was not turned into a page link"
 
 
+def test_home_page_roadmap_lists_every_tutorial_in_order():
+    """The home page's table "what you will learn" has one row per notebook, in the order of their numbers."""
+    text = (ROOT / "docs" / "index.md").read_text(encoding="utf-8")
+    roadmap = text.split("## Tutorials: what you will learn", 1)[1].split("\n## ", 1)[0]
+    linked = re.findall(r"^\| \d+ \| \[[^]]+\]\(tutorials/([\w.-]+\.ipynb)\)", roadmap, flags=re.M)
+    assert linked == [nb.name for nb in NOTEBOOKS], f"roadmap rows {linked}, notebooks {[nb.name for nb in NOTEBOOKS]}"
+
+
 def test_every_api_page_documents_its_module(site):
     assert API_PAGES
     for rel in API_PAGES:

@@ -8,6 +8,7 @@ here. Refresh the committed outputs with ``python scripts/run_tutorials.py``.
 from __future__ import annotations
 
 import importlib.util
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
+# what a committed output must not show: a path of the machine that ran it (absolute POSIX paths of two or
+# more parts, Windows drive paths, home-relative paths, installed packages) and warnings or log lines
+MACHINE_PATH = re.compile(r"(?<![\w.~/])(?:/[\w.+-]+){2,}|\b[A-Za-z]:\\[\w.]|(?<![\w.])~/|site-packages")
+WARNING = re.compile(r"\b\w*Warning\b|\bWARNING\b|^[IWE]\d{4} \d\d:\d\d", re.M)
 
 
 def _runner():
@@ -39,6 +44,49 @@ def test_notebook_executes(path, tmp_path):
     nbformat.write(nb, copy)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+
+
+def output_texts(nb):
+    """(code cell number, kind, text) of every text output of the notebook's code cells (not images)."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for i, cell in enumerate(code):
+        for out in cell.get("outputs", []):
+            if out.output_type == "stream":
+                yield i + 1, out.name, out.text
+            elif out.output_type in ("execute_result", "display_data"):
+                for mime, data in out.get("data", {}).items():
+                    if mime.startswith("text/"):
+                        yield i + 1, mime, data
+            elif out.output_type == "error":
+                yield i + 1, "error", "\n".join(out.get("traceback", []))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_committed_outputs_show_no_machine_paths_or_warnings(path):
+    """What a reader sees on the site is the same on every machine: no path of the machine that ran the
+    notebook, no warning, no log line, nothing on stderr."""
+    nb = nbformat.read(path, as_version=4)
+    problems = []
+    for cell, kind, text in output_texts(nb):
+        problems += [f"code cell {cell} ({kind}): a path: ...{text[max(0, m.start() - 30):m.end() + 10]}..."
+                     for m in MACHINE_PATH.finditer(text)]
+        problems += [f"code cell {cell} ({kind}): a warning or log line: ...{text[m.start():m.end() + 60]}..."
+                     for m in WARNING.finditer(text)]
+        if kind == "stderr":
+            problems.append(f"code cell {cell}: writes to stderr: {text[:200]!r}")
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+def test_the_output_rules_catch_paths_and_warnings():
+    for text in ("/tmp/tmp11y91y68/final.npz", "saved to /home/me/runs", "C:\\Users\\me", "~/runs/x",
+                 "lib/python3.11/site-packages/numpy/x.py", "(/root/.pyenv/versions)"):
+        assert MACHINE_PATH.search(text), text
+    for text in ("x.py:12: RuntimeWarning: overflow", "WARNING: All log messages", "W0000 00:00:17 cuda",
+                 "UserWarning"):
+        assert WARNING.search(text), text
+    for text in ("1/N and N/A", "a/b/c", "ms/step", "(no warning)", "relative error inf", "results/eval/eval.json",
+                 "OUT/final.npz"):
+        assert not MACHINE_PATH.search(text) and not WARNING.search(text), text
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
