@@ -1,0 +1,68 @@
+"""What a newcomer relies on before reading any code: the README's commands are what CI runs, plain
+``pytest`` works like ``python -m pytest``, the README's snippet runs, and the licence and the citation
+are there and agree with the package metadata."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def bash_blocks(text: str) -> list[str]:
+    return re.findall(r"^```bash\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    commands = [line for block in bash_blocks(README) for line in block.splitlines() if "pytest" in line]
+    assert len(commands) == 1, commands
+    ci = [line for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+          if line.strip() and not line.startswith("#")]
+    assert ci[-1] == commands[0], (ci[-1], commands[0])
+    for page in ("index.md", "quickstart.md"):  # the pages that repeat it
+        assert commands[0] in (ROOT / "docs" / page).read_text(encoding="utf-8"), page
+
+
+def test_plain_pytest_collects_from_anywhere():
+    """The ``pytest`` script, unlike ``python -m pytest``, does not put the working directory on ``sys.path``:
+    the tests' imports (``tests.helpers``, ``helpers``, the packages) must come from the configuration. Run
+    from another folder, so that nothing is importable by accident."""
+    files = [str(ROOT / "tests" / name) for name in ("test_evaluation.py", "test_reference_helpers.py")]
+    code = "import sys, pytest; sys.exit(pytest.console_main())"
+    res = subprocess.run([sys.executable, "-c", code, "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+                         cwd=ROOT / "docs", capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+    assert not re.search(r"^ERROR|\d+ errors?\b", res.stdout, flags=re.M), res.stdout[-2000:]
+    assert re.search(r"\d+ tests collected", res.stdout), res.stdout[-2000:]
+
+
+def test_readme_snippet_runs_and_keeps_the_ground_truth():
+    (block,) = re.findall(r"^```python\n(.*?)^```", README, flags=re.S | re.M)
+    namespace: dict = {"__name__": "readme"}
+    exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102
+    import reference
+
+    _, _, x, _ = reference.sample_systems(4, 9, kappa=10, seed=0)
+    assert np.array_equal(namespace["x"], x), "the snippet rebinds x, the true solution it compares with"
+    assert namespace["res"].converged.all()
+
+
+def test_licence_and_citation():
+    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    assert re.search(r'^license = \{ text = "Apache-2.0" \}$', pyproject, flags=re.M)
+    licence = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert "Apache License" in licence and "Version 2.0, January 2004" in licence
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in licence and len(licence) > 10000
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text(encoding="utf-8"))
+    assert cff["cff-version"] == "1.2.0" and cff["license"] == "Apache-2.0" and cff["authors"]
+    paper = cff["preferred-citation"]
+    assert paper["title"] == "Efficient Linear System Solver with Transformers" and paper["year"] == 2024
+    assert [a["family-names"] for a in paper["authors"]] == ["Vladymyrov", "von Oswald", "Miller", "Sandler"]
+    assert paper["url"] in README and paper["title"] in README
