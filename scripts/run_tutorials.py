@@ -4,7 +4,8 @@
     python scripts/run_tutorials.py tutorials/02_one_layer.ipynb [...]
 
 Each notebook runs top to bottom in a fresh ``python3`` kernel with its own folder as the working
-directory, the repository root on ``PYTHONPATH`` and ``MPLBACKEND=Agg``; a cell that raises stops
+directory, the repository root on ``PYTHONPATH``, ``MPLBACKEND=Agg`` and ``TF_CPP_MIN_LOG_LEVEL=2`` (the
+kernel passes what TensorFlow's C++ runtime writes to its stderr into the notebook); a cell that raises stops
 the run with a non-zero exit status and the notebook is left unchanged. ``tests/test_tutorials.py``
 uses :func:`execute_notebook` too, and checks that the committed notebooks were run this way.
 """
@@ -27,11 +28,12 @@ CELL_TIMEOUT = 300  # seconds per cell
 
 
 def kernel_env() -> dict[str, str]:
-    """Environment of the kernel: the repository importable, a non-interactive Matplotlib backend."""
+    """Environment of the kernel: the repository importable, a non-interactive Matplotlib backend, no
+    TensorFlow log lines (whatever the caller's environment says: they would land in the outputs)."""
     env = dict(os.environ)
     env["MPLBACKEND"] = "Agg"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
     return env
 
 

@@ -44,6 +44,7 @@ def test_notebook_executes(path, tmp_path):
     nbformat.write(nb, copy)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
+    assert not output_problems(nb), f"{path.name}, run here:\n" + "\n".join(output_problems(nb))
 
 
 def output_texts(nb):
@@ -66,6 +67,12 @@ def test_committed_outputs_show_no_machine_paths_or_warnings(path):
     """What a reader sees on the site is the same on every machine: no path of the machine that ran the
     notebook, no warning, no log line, nothing on stderr."""
     nb = nbformat.read(path, as_version=4)
+    problems = output_problems(nb)
+    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+
+
+def output_problems(nb) -> list[str]:
+    """A machine path, a warning or log line, or anything on stderr, in the notebook's text outputs."""
     problems = []
     for cell, kind, text in output_texts(nb):
         problems += [f"code cell {cell} ({kind}): a path: ...{text[max(0, m.start() - 30):m.end() + 10]}..."
@@ -74,7 +81,7 @@ def test_committed_outputs_show_no_machine_paths_or_warnings(path):
                      for m in WARNING.finditer(text)]
         if kind == "stderr":
             problems.append(f"code cell {cell}: writes to stderr: {text[:200]!r}")
-    assert not problems, f"{path.name}:\n" + "\n".join(problems)
+    return problems
 
 
 def test_the_output_rules_catch_paths_and_warnings():
