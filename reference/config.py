@@ -49,6 +49,7 @@ class ModelConfig:
     n: int | None = None  # full: the one system size the model runs on; block: must be None
     attention_norm: str = "none"  # "none": plain sum over the N keys; "n": the sum divided by N
     init_scale: float = 0.02  # std of the Gaussian initial weights (see docs/conventions.md)
+    b_last_layer: bool = False  # block: the b group's rows and columns of P, Q are zero in all layers but the last
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -71,6 +72,9 @@ class ModelConfig:
         need(isinstance(self.init_scale, (int, float)) and not isinstance(self.init_scale, bool)
              and math.isfinite(self.init_scale) and self.init_scale > 0,
              f"init_scale must be a positive number, got {self.init_scale!r}")
+        need(isinstance(self.b_last_layer, bool), f"b_last_layer must be a bool, got {self.b_last_layer!r}")
+        need(not self.b_last_layer or self.parametrization == "block",
+             "b_last_layer is an option of the block parametrization")
         if self.parametrization == "full":
             need(is_int(self.n, allow_numpy=False) and self.n >= 1,
                  f"the full parametrization needs the system size n (an int >= 1), got {self.n!r}")

@@ -52,6 +52,21 @@ def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def param_masks(cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """Name -> 0/1 array of the parameters with entries fixed at zero (the others have none).
+
+    ``cfg.b_last_layer``: in layers ``0..L-2`` the row and the column of the ``b`` group (group 1) of
+    every head's ``P`` and ``Q`` are zero, so the right-hand side is read by the last layer only: the
+    first ``L - 1`` layers compute from ``A`` alone (docs/concepts.md, section 10).
+    """
+    if not cfg.b_last_layer:
+        return {}
+    m = np.ones((cfg.n_heads, cfg.n_groups, cfg.n_groups))  # (H, G, G)
+    m[:, 1, :] = 0.0
+    m[:, :, 1] = 0.0
+    return {f"layers.{layer}.{w}": m for layer in range(cfg.n_layers - 1) for w in ("P", "Q")}
+
+
 def init_params(cfg: ModelConfig, seed=0) -> dict[str, np.ndarray]:
     """Gaussian weights, std ``cfg.init_scale``; the full encoding's embedding has std ``1/sqrt(E)``.
 
@@ -62,6 +77,8 @@ def init_params(cfg: ModelConfig, seed=0) -> dict[str, np.ndarray]:
     for name, shape in param_shapes(cfg).items():
         std = 1.0 / np.sqrt(max(cfg.embed_dim, 1)) if name == "embedding" else cfg.init_scale
         params[name] = std * rng.standard_normal(shape)
+    for name, m in param_masks(cfg).items():  # drawn, then zeroed: the stream of every other entry is kept
+        params[name] = params[name] * m
     return params
 
 
@@ -77,6 +94,8 @@ def grow_params(params, cfg: ModelConfig, n_layers: int, seed=0) -> tuple[dict[s
     params = check_params(params, cfg)
     if not is_int(n_layers) or n_layers < cfg.n_layers:
         raise ValueError(f"n_layers must be an int >= the model's {cfg.n_layers} layers, got {n_layers!r}")
+    if cfg.b_last_layer and n_layers > cfg.n_layers:
+        raise ValueError("a b_last_layer model cannot grow: its last layer reads b, which a middle layer may not")
     big = dataclasses.replace(cfg, n_layers=n_layers)
     rng = np.random.default_rng(seed)
     shape = param_shapes(cfg)["layers.0.P"]
@@ -142,8 +161,9 @@ def model_forward(params, cfg: ModelConfig, A, b, mask, x0, keep_layers=False, s
     Z, enc_cache = encode_forward(A, b, x0, mask, cfg, params.get("embedding"))  # (B, T, D)
     layer_caches = []
     iterates = [Z[:, M, :M].copy()] if keep_layers else None
+    masks = param_masks(cfg)  # entries fixed at zero (b_last_layer), multiplied out as in tf_impl
     for layer in range(cfg.n_layers):
-        P, Q = params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"]
+        P, Q = (params[k] * masks[k] if k in masks else params[k] for k in (f"layers.{layer}.P", f"layers.{layer}.Q"))
         cp = cq = None
         if cfg.parametrization == "block" and structured:
             Z, att_cache = block_attention_forward(Z, P, Q, scale, colmask)  # (B, T, D), from (H, G, G)
@@ -179,6 +199,8 @@ def model_backward(dx_hat, cache: ModelCache, cfg: ModelConfig) -> dict[str, np.
             dQ = block_expand_backward(dQ, lc.expand_Q)
         grads[f"layers.{layer}.P"] = dP
         grads[f"layers.{layer}.Q"] = dQ
+    for name, m in param_masks(cfg).items():  # the forward multiplied these entries by 0
+        grads[name] = grads[name] * m
     d_emb = encode_backward(dZ, cache.encode)
     if d_emb is not None:
         grads["embedding"] = d_emb

@@ -57,6 +57,8 @@ class TrainConfig:
     attention_norm: str = _model("attention_norm", "'none': plain sum over the N keys; 'n': the sum divided by N",
                                  ATTENTION_NORMS)
     init_scale: float = _model("init_scale", "std of the Gaussian initial P, Q entries")
+    b_last_layer: bool = _model("b_last_layer", "block: the b group of P, Q is zero in all layers but the last, so "
+                                                "the first L-1 layers compute from A alone (docs/concepts.md 10)")
     # data
     n_min: int = _f(2, "smallest system size N (each system draws N uniformly in [n_min, n_max])", "data")
     n_max: int = _f(6, "largest system size N (the padded size); full: n_min = n_max = n", "data")
@@ -178,7 +180,8 @@ class TrainConfig:
         return ModelConfig(parametrization=self.parametrization, n_layers=self.n_layers, n_heads=self.n_heads,
                            n_identity=self.n_identity, embed_dim=self.embed_dim,
                            n=self.n_max if self.parametrization == "full" else None,
-                           attention_norm=self.attention_norm, init_scale=self.init_scale)
+                           attention_norm=self.attention_norm, init_scale=self.init_scale,
+                           b_last_layer=self.b_last_layer)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -238,6 +241,13 @@ PRESETS: dict[str, dict] = {
     "broad": {**_PAPER_BLOCK, "n_min": 2, "n_max": 30, "kappa": 2.0, "kappa_max": 1000.0, "spectrum": "mix",
               "rhs": "mix", "normalize_rhs": True, "loss": "relative", "eval_every": 500, "ckpt_every": 500},
 }
+
+# the learned family (docs/concepts.md section 10; scripts/train_learned_family.sh): trained from random weights,
+# the right-hand side read by the last layer only, L-BFGS on one fixed float64 batch, sizes to 16, kappa 10
+_LEARNED = dict(parametrization="block", n_heads=1, n_identity=2, attention_norm="none", init_scale=0.02,
+                b_last_layer=True, n_min=2, n_max=16, kappa=10.0, batch_size=256, optimizer="lbfgs", steps=3000,
+                dtype="float64", eval_every=250, ckpt_every=250, eval_systems=200)
+PRESETS.update({f"learned-L{L}": {**_LEARNED, "n_layers": L} for L in (2, 4, 6, 8)})
 
 # fields that may differ between an interrupted run and its --resume (they change no number)
 RESUME_MAY_CHANGE = ("resume", "verbose", "eval_every", "ckpt_every", "eval_systems", "mode", "diverge_factor",

@@ -29,7 +29,7 @@ import numpy as np
 
 from reference.config import ModelConfig
 from reference.data import check_systems
-from reference.model import check_params, init_params, param_shapes
+from reference.model import check_params, init_params, param_masks, param_shapes
 from tf_impl._quiet import tf
 from tf_impl.layers import (
     attention,
@@ -67,6 +67,12 @@ def as_float_dtype(dtype) -> tf.DType:
 # pure tensor functions (used by the module, the public API and the trainer)
 
 
+def _masked(params: dict, masks: dict, layer: int):
+    """``(P, Q)`` of ``layer``, times their 0/1 masks where :func:`reference.model.param_masks` has one."""
+    names = (f"layers.{layer}.P", f"layers.{layer}.Q")
+    return tuple(params[k] * tf.constant(masks[k], params[k].dtype) if k in masks else params[k] for k in names)
+
+
 def model_forward(params: dict, cfg: ModelConfig, A, b, maskf, x0, keep_layers: bool = False,
                   structured: bool = True) -> tf.Tensor:
     """Encode, apply the L layers, read the query's x-slot: ``x_hat`` (B, M); with ``keep_layers`` the
@@ -78,6 +84,7 @@ def model_forward(params: dict, cfg: ModelConfig, A, b, maskf, x0, keep_layers: 
     ``P_h = (S p_h S^T) * C`` and runs the dense layer, the readable definition (same numbers).
     """
     M = int(A.shape[1])
+    masks = param_masks(cfg)  # entries fixed at zero (b_last_layer): multiplied out, so their gradient is 0
     n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
     scale = 1.0 / n_s if cfg.attention_norm == "n" else tf.ones_like(n_s)  # (B,): c
     if cfg.parametrization == "block" and structured:  # the fast path, tokens in the interleaved layout
@@ -86,7 +93,7 @@ def model_forward(params: dict, cfg: ModelConfig, A, b, maskf, x0, keep_layers: 
         colmask = interleaved_colmask(maskf, W)  # (B, D)
         iterates = [interleaved_readout(Z, W)]
         for layer in range(cfg.n_layers):
-            p, q = params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"]  # (H, G, G) scalars
+            p, q = _masked(params, masks, layer)  # (H, G, G) scalars
             if layer < cfg.n_layers - 1:
                 Z = block_attention(Z, p, q, scale, colmask)  # (B, T, D)
                 iterates.append(interleaved_readout(Z, W))  # (B, M)
@@ -100,7 +107,7 @@ def model_forward(params: dict, cfg: ModelConfig, A, b, maskf, x0, keep_layers: 
         colmask = tf.ones_like(Z[:, 0, :])  # (B, D): no padding in the full model
     iterates = [readout(Z)]
     for layer in range(cfg.n_layers):
-        P, Q = params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"]
+        P, Q = _masked(params, masks, layer)
         if cfg.parametrization == "block":
             P, Q = block_expand(P, M), block_expand(Q, M)  # (H, D, D)
         if layer < cfg.n_layers - 1:

@@ -1,0 +1,87 @@
+"""``ModelConfig.b_last_layer``: the b group of P, Q is fixed at zero in every layer but the last, so the
+first L-1 layers compute from A alone (docs/concepts.md, section 10); in both twins."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import reference as ref
+import tf_impl
+from reference.config import ModelConfig
+from reference.data import sample_systems
+from reference.model import grow_params, param_masks
+from tests.helpers import check_tensor
+from tests.test_reference_model import check_model_grads
+
+CFG = ModelConfig(parametrization="block", n_layers=3, n_heads=2, n_identity=2, attention_norm="none",
+                  init_scale=0.3, b_last_layer=True)
+
+
+def _batch(seed=1, n=5):
+    A, b, x, mask = sample_systems(n, (2, 6), 10.0, seed=seed)
+    x0 = 0.3 * np.random.default_rng(seed).standard_normal(b.shape) * mask
+    return A, b, x, mask, x0
+
+
+def test_the_b_group_is_zero_in_all_layers_but_the_last():
+    params = ref.init_params(CFG, seed=2)
+    masks = param_masks(CFG)
+    assert sorted(masks) == ["layers.0.P", "layers.0.Q", "layers.1.P", "layers.1.Q"]
+    for k, m in masks.items():
+        assert np.all(params[k][:, 1, :] == 0) and np.all(params[k][:, :, 1] == 0) and m.sum() == 2 * 9
+    assert np.all(params["layers.2.P"][:, 1, :] != 0)  # the last layer reads b
+    # the other entries are drawn as without the option (same stream)
+    plain = ref.init_params(dataclasses.replace(CFG, b_last_layer=False), seed=2)
+    for k in params:
+        check_tensor(k, params[k], plain[k] * masks.get(k, 1.0), rtol=0)
+    assert param_masks(dataclasses.replace(CFG, b_last_layer=False)) == {}
+
+
+def test_gradients_by_finite_differences_and_masked_entries_do_not_move():
+    A, b, x, mask, x0 = _batch(seed=3)
+    params = ref.init_params(CFG, seed=4)
+    check_model_grads(CFG, params, A, b, x, mask, x0)  # fd_vjp on every entry: the masked ones have gradient 0
+    _, grads = ref.loss_and_grads(params, CFG, A, b, x, mask, x0=x0)
+    for k, m in param_masks(CFG).items():
+        assert np.all(grads[k][m == 0] == 0), k
+
+
+def test_the_first_layers_do_not_read_b():
+    """Layers 0..L-2 see A alone: the query's estimate after them is the same for any b."""
+    A, b, x, mask, x0 = _batch(seed=5)
+    params = ref.init_params(CFG, seed=6)
+    it1 = ref.forward_layers(params, CFG, A, b, mask, x0)  # (B, L+1, M)
+    it2 = ref.forward_layers(params, CFG, A, -3.0 * b + 1.0 * mask, mask, x0)
+    check_tensor("estimates before the last layer", it2[:, :-1], it1[:, :-1], rtol=1e-12, atol=1e-12)
+    assert np.abs(it2[:, -1] - it1[:, -1]).max() > 1e-3  # the last one does read b
+    plain = dataclasses.replace(CFG, b_last_layer=False)
+    it3 = ref.forward_layers(params, plain, A, -3.0 * b + 1.0 * mask, mask, x0)  # the same weights, unmasked
+    check_tensor("unmasked model, zero b group", it3, it2, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("structured", [True, False])
+def test_twins_agree(structured):
+    A, b, x, mask, x0 = _batch(seed=7)
+    params = ref.init_params(CFG, seed=8)
+    params["layers.0.Q"] = params["layers.0.Q"] + 0.5  # entries the mask removes: neither twin may read them
+    loss, grads = ref.loss_and_grads(params, CFG, A, b, x, mask, x0=x0)
+    loss_tf, grads_tf = tf_impl.loss_and_grads(params, CFG, A, b, x, mask, x0=x0, structured=structured)
+    check_tensor("loss", loss_tf, loss, rtol=1e-12)
+    for k in grads:
+        check_tensor(k, grads_tf[k], grads[k], rtol=1e-9, atol=1e-12)
+
+
+def test_invalid_uses_are_refused():
+    with pytest.raises(ValueError, match="b_last_layer is an option of the block parametrization"):
+        ModelConfig(parametrization="full", n=4, b_last_layer=True)
+    with pytest.raises(ValueError, match="b_last_layer must be a bool"):
+        ModelConfig(b_last_layer=1)
+    with pytest.raises(ValueError, match="cannot grow"):
+        grow_params(ref.init_params(CFG), CFG, 4)
+    cfg = ModelConfig.from_json(CFG.to_json())
+    assert cfg == CFG
+    old = ModelConfig.from_json('{"parametrization": "block", "n_layers": 2}')  # a config from before the field
+    assert old.b_last_layer is False
