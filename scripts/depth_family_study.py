@@ -33,7 +33,6 @@ from reference.evaluation import eval_systems, system_errors
 from reference.model import forward
 
 SIZES, KAPPAS = (9, 15, 20, 40), (10.0, 100.0)
-TRAIN_SIZES = (2, 20)
 
 
 def family(name: str) -> str:
@@ -41,20 +40,27 @@ def family(name: str) -> str:
     return re.sub(r"-L\d+", "", name)
 
 
+def run_name(path) -> str:
+    """A run folder's name for ``RUN/final.npz``, the file's stem otherwise (``pretrained/learned-L4.npz``)."""
+    path = Path(path)
+    return path.parent.name if path.name in ("final.npz", "ckpt.npz") else path.stem
+
+
 def models(paths, ns_depths):
-    """``(name, path, params, cfg, train_steps)`` for every checkpoint, then every construction."""
+    """``(name, path, params, cfg, train_steps, train_sizes)`` for every checkpoint, then every construction."""
     for path in paths:
         params, cfg = load_checkpoint(path)
         meta, _ = load_checkpoint_extra(path)
-        yield Path(path).parent.name, str(path), params, cfg, meta.get("step")
+        tc = meta.get("train_config", {})
+        yield run_name(path), str(path), params, cfg, meta.get("step"), [tc.get("n_min"), tc.get("n_max")]
     for L in ns_depths:
         params, cfg = newton_schulz_params(L, kappa=10.0)
-        yield f"newton-schulz-L{L}", "reference.constructions.newton_schulz_params", params, cfg, 0
+        yield f"newton-schulz-L{L}", "reference.constructions.newton_schulz_params", params, cfg, 0, None
 
 
 def evaluate(paths, n_systems: int, ns_depths=()) -> list[dict]:
     rows = []
-    for name, path, params, cfg, train_steps in models(paths, ns_depths):
+    for name, path, params, cfg, train_steps, train_sizes in models(paths, ns_depths):
         L = cfg.n_layers
         for kappa in KAPPAS:
             for n in SIZES:
@@ -66,7 +72,7 @@ def evaluate(paths, n_systems: int, ns_depths=()) -> list[dict]:
                     "krylov_best": krylov_best_errors(A, b, x, mask, d_max=L)[:, L],
                 }
                 rows.append({"checkpoint": path, "name": name, "family": family(name), "layers": L, "n": n,
-                             "kappa": kappa, "train_steps": train_steps,
+                             "kappa": kappa, "train_steps": train_steps, "train_sizes": train_sizes,
                              **{k: float(np.mean(v)) for k, v in mse.items()}})
                 r = rows[-1]
                 print(f"{name}: L={L} N={n:2d} kappa={kappa:5.0f}: model {r['model']:.2e}  CG {r['cg']:.2e}  "
@@ -79,16 +85,18 @@ def markdown(rows) -> str:
     for kappa in KAPPAS:
         note = "" if kappa == 10 else " (out of the training distribution: trained at kappa = 10)"
         out += [f"**kappa = {kappa:g}**{note}. MSE on fresh systems; CG, Chebyshev and the Krylov floor with "
-                f"L iterations. N = 40 is outside the training sizes [{TRAIN_SIZES[0]}, {TRAIN_SIZES[1]}].", "",
+                "L iterations; N outside a model's training sizes is marked *.", "",
                 "| run | L | N | model | CG-L | Chebyshev-L | best in K_L | model / CG |", "|---" * 8 + "|"]
         for r in sorted((r for r in rows if r["kappa"] == kappa), key=lambda r: (r["n"], r["layers"], r["name"])):
-            out.append(f"| {r['name']} | {r['layers']} | {r['n']} | {r['model']:.2e} | {r['cg']:.2e} "
+            lo, hi = r.get("train_sizes") or (r["n"], r["n"])
+            star = "" if lo is None or lo <= r["n"] <= hi else "*"
+            out.append(f"| {r['name']} | {r['layers']} | {r['n']}{star} | {r['model']:.2e} | {r['cg']:.2e} "
                        f"| {r['chebyshev']:.2e} | {r['krylov_best']:.2e} | {r['model'] / r['cg']:.3g} |")
         out.append("")
     return "\n".join(out)
 
 
-def plot(rows, path: Path) -> None:
+def plot(rows, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,8 +131,7 @@ def plot(rows, path: Path) -> None:
             if j == 0:
                 ax.set_ylabel("MSE")
     axes[0, 0].legend(fontsize=8)
-    fig.suptitle("Depth families (trained on N in [2, 20], kappa 10) and the Newton-Schulz construction: "
-                 "error against depth")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -136,13 +143,15 @@ def main(argv=None) -> None:
                    help="also the untrained Newton-Schulz construction (kappa 10) with these depths")
     p.add_argument("--n-systems", type=int, default=500)
     p.add_argument("--out", default="results/depth_family")
+    p.add_argument("--title", default="Depth families (trained on N in [2, 20], kappa 10) and the Newton-Schulz "
+                                      "construction: error against depth")
     args = p.parse_args(argv)
     rows = evaluate(args.checkpoints, args.n_systems, args.newton_schulz)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"n_systems": args.n_systems, "rows": rows}, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(rows))
-    plot(rows, out.with_suffix(".png"))
+    plot(rows, out.with_suffix(".png"), args.title)
     print(f"wrote {out}.json, .md, .png")
 
 
