@@ -53,7 +53,7 @@ def test_train_init_from_shallower_checkpoint(tmp_path):
     common = ["--n-heads", "2", "--attention-norm", "n", "--init-scale", "0.3", "--init-from", str(path),
               "--out", str(tmp_path / "run")]
     tcfg = parse_config(["--n-layers", "4", *common])
-    grown, extra, step = _load_start(tcfg, tcfg.model_config(), str(tmp_path / "run" / "ckpt.npz"))
+    grown, extra, step, _ = _load_start(tcfg, tcfg.model_config(), str(tmp_path / "run" / "ckpt.npz"))
     assert extra is None and step == 0 and len(grown) == 8
     for name in params:
         assert np.array_equal(grown[name], params[name]), name
@@ -89,7 +89,7 @@ def test_train_init_newton_schulz(tmp_path):
     argv = ["--n-layers", "3", "--n-heads", "2", "--attention-norm", "none", "--kappa", "5", "--kappa-max", "40",
             "--init", "newton-schulz", "--init-upper", "1.2", "--out", str(tmp_path / "run")]
     tcfg = parse_config(argv)
-    params, extra, step = _load_start(tcfg, tcfg.model_config(), str(tmp_path / "run" / "ckpt.npz"))
+    params, extra, step, _ = _load_start(tcfg, tcfg.model_config(), str(tmp_path / "run" / "ckpt.npz"))
     assert extra is None and step == 0
     want = newton_schulz_init(tcfg.model_config(), kappa=40.0, seed=tcfg.seed, upper=1.2)  # the run's largest kappa
     for name in want:  # exact: the same construction with the same arguments
