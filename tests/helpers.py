@@ -1,8 +1,9 @@
 """Shared test helpers: one tensor comparison (in the spirit of llm.c's ``check_tensor``) and a
 finite-difference vector-Jacobian product usable for every op.
 
-Import from a test module as ``from helpers import check_tensor, fd_vjp, check_grad``
-(``tests/`` has no ``__init__.py``, so pytest puts it on ``sys.path``).
+Import from a test module as ``from helpers import check_tensor, fd_vjp, check_grad`` (or
+``from tests.helpers import ...``): the ``pythonpath`` setting of pyproject.toml puts ``tests/`` and the
+repository root on ``sys.path``, for ``pytest`` as for ``python -m pytest``.
 """
 
 from __future__ import annotations
