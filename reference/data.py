@@ -30,16 +30,20 @@ def parse_sizes(sizes) -> tuple[int, int]:
     return lo, hi
 
 
-def haar_orthogonal(rng: np.random.Generator, batch: int, n: int) -> np.ndarray:
-    """Haar-random orthogonal ``(batch, n, n)``: QR of a Gaussian, columns signed by ``diag(R)``.
-
-    Without the sign fix QR would return a biased (non-Haar) distribution.
+def haar_q(G: np.ndarray) -> np.ndarray:
+    """``Q`` of ``G = Q R`` with ``diag(R) > 0`` for a batch (B, n, n) of full-rank ``G``: the QR factor's
+    columns signed by ``diag(R)``. For a Gaussian ``G`` this ``Q`` is Haar-distributed; without the sign fix
+    QR would return a biased (non-Haar) distribution.
     """
-    g = rng.standard_normal((batch, n, n))  # (B, n, n)
-    q, r = np.linalg.qr(g)
+    q, r = np.linalg.qr(G)
     signs = np.sign(np.diagonal(r, axis1=-2, axis2=-1))  # (B, n)
     signs[signs == 0] = 1.0
     return q * signs[:, None, :]
+
+
+def haar_orthogonal(rng: np.random.Generator, batch: int, n: int) -> np.ndarray:
+    """Haar-random orthogonal ``(batch, n, n)``: :func:`haar_q` of a Gaussian drawn from ``rng``."""
+    return haar_q(rng.standard_normal((batch, n, n)))  # G: (B, n, n)
 
 
 EIGENVALUE_LAWS = ("uniform", "loguniform", "clustered", "mix")
@@ -82,7 +86,7 @@ def check_law(kappa, spectrum: str, rhs: str, normalize_rhs: bool) -> tuple[floa
 
 
 def spectrum_from_uniforms(u, c, family, lo):
-    """Eigenvalues from uniforms, the one formula both samplers use (NumPy here; the TF sampler mirrors it).
+    """Eigenvalues from uniforms, the one formula both samplers use (NumPy here; ``tf_impl.data`` has its twin).
 
     ``u`` (B, N) and ``c`` (B, N) uniforms on [0, 1); ``family`` (B,) 0 uniform, 1 log-uniform,
     2 clustered; ``lo = 1/kappa`` (B,). Before pinning (done by the caller):
@@ -127,7 +131,8 @@ def sample_systems(batch: int, sizes, kappa=10.0, seed=0, *, spectrum: str = "un
     log-uniform. ``spectrum`` (:data:`EIGENVALUE_LAWS`) is the law of the other eigenvalues, ``rhs``
     (:data:`RHS_LAWS`) that of ``b``; ``normalize_rhs`` rescales ``b`` and ``x`` so that
     ``||b|| = sqrt(N)`` (rms 1: what :func:`reference.solve.solve` feeds a model). The defaults are
-    the paper's law, drawn as before these options existed (same stream).
+    the paper's law; the other options make their extra random draws only when they are used, so the
+    paper's law keeps its random stream.
 
     Returns ``(A, b, x, mask)``: ``(B, M, M)``, ``(B, M)``, ``(B, M)`` float64 and a boolean
     ``(B, M)`` mask, True on the real coordinates of each system.

@@ -70,10 +70,10 @@ def bench_case(n: int, batch: int, repeats: int, model: str = "paper") -> dict:
     params, cfg, _ = load_pretrained(name)
     A, b, x, _ = sample_systems(batch, n, 10.0, seed=[7, n, batch])
     Af, bf = A.astype(np.float32), b.astype(np.float32)
-    x_model = forward(params, cfg, Af, bf, dtype="float32")
+    x_model = forward(params, cfg, Af, bf, structured=True, dtype="float32")
     err_model = float(np.mean(relative_errors(x_model.astype(np.float64), x)))
     row = {"n": n, "batch": batch, "model": name, "err_model": err_model,
-           "model_ms": best_ms(lambda: forward(params, cfg, Af, bf, dtype="float32"), repeats)}
+           "model_ms": best_ms(lambda: forward(params, cfg, Af, bf, structured=True, dtype="float32"), repeats)}
     k = 1
     while k < 4 * n and np.mean(relative_errors(conjugate_gradient(A, b, k), x)) > err_model:
         k += 1

@@ -84,12 +84,12 @@ def make_fns(cfg, shapes, dtype):
     def loss_grad(theta, A, b, x, m):
         with tf.GradientTape() as tape:
             tape.watch(theta)
-            xh = model_forward(unflat(theta), cfg, A, b, m, tf.zeros_like(b))
+            xh = model_forward(unflat(theta), cfg, A, b, m, tf.zeros_like(b), structured=True)
             loss = mse(xh, x, m, relative=REL[0])
         return loss, tape.gradient(loss, theta)
 
     def resid_raw(theta, A, b, x, m):
-        xh = model_forward(unflat(theta), cfg, A, b, m, tf.zeros_like(b))
+        xh = model_forward(unflat(theta), cfg, A, b, m, tf.zeros_like(b), structured=True)
         d = tf.sqrt((tf.reduce_sum(x * x * m, axis=1, keepdims=True) if REL[0] else
                      tf.reduce_sum(m, axis=1, keepdims=True)) * tf.cast(tf.shape(b)[0], b.dtype))
         return tf.reshape((xh - x) * m / d, [-1])
@@ -109,7 +109,7 @@ def make_fns(cfg, shapes, dtype):
 
     @tf.function(jit_compile=True)
     def predict(theta, A, b, m):
-        return model_forward(unflat(theta), cfg, A, b, m, tf.zeros_like(b))
+        return model_forward(unflat(theta), cfg, A, b, m, tf.zeros_like(b), structured=True)
 
     return loss_grad, resid, jac, predict
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+import types
 
 # TensorFlow's C++ log lines (a cuInit error without a GPU, XLA notices) are hidden unless the user set
 # TF_CPP_MIN_LOG_LEVEL themselves; python -m tf_impl.train --verbose shows them.
@@ -41,6 +43,19 @@ __all__ = [
     "save_checkpoint", "load_checkpoint", "load_checkpoint_extra", "sample_systems", "LinearTransformer", "Trainer",
     "solve",
 ]
+
+
+class _Package(types.ModuleType):
+    """The package's module type: importing the submodule ``tf_impl.solve`` binds the attribute ``solve`` of the
+    package to that module; the package's ``solve`` stays the function (as in :mod:`reference`)."""
+
+    def __setattr__(self, name, value):
+        if name in _LAZY and isinstance(value, types.ModuleType) and value.__name__ == f"{__name__}.{name}":
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

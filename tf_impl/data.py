@@ -91,8 +91,8 @@ def _sizes(batch: int, n_min: int, n_max: int, seed) -> tf.Tensor:
     return tf.cast(r, tf.int32) + n_min  # (B,)
 
 
-def _spectrum(u, c, family, lo) -> tf.Tensor:
-    """:func:`reference.data.spectrum_from_uniforms` in TF ops.
+def spectrum_from_uniforms(u, c, family, lo) -> tf.Tensor:
+    """Eigenvalues from uniforms: :func:`reference.data.spectrum_from_uniforms` in TF ops.
 
     ``u``, ``c`` (B, M) uniforms, ``family`` (B,) int32, ``lo`` (B,) = 1/kappa."""
     lo = lo[:, None]  # (B, 1)
@@ -104,19 +104,21 @@ def _spectrum(u, c, family, lo) -> tf.Tensor:
     return tf.where(tf.equal(f, 0), uni, tf.where(tf.equal(f, 1), log, clu))
 
 
-def sample_systems_tf(seed, batch: int, n_min: int, n_max: int, kappa, dtype=tf.float32, *,
+def sample_systems_tf(batch: int, sizes, kappa=10.0, seed=0, dtype=tf.float32, *,
                       spectrum: str = "uniform", rhs: str = "solution", normalize_rhs: bool = False):
     """Sample ``batch`` systems inside a TF graph: returns ``(A, b, x, maskf)`` tensors of ``dtype``:
     (B, M, M), (B, M), (B, M), (B, M) with ``maskf`` 1.0 on real coordinates.
 
-    ``seed``: int64 tensor (2,) (stateless); ``kappa``: a number or a pair ``(k_min, k_max)``
-    (log-uniform per system); ``spectrum``, ``rhs``, ``normalize_rhs``: the law options of
-    :func:`reference.data.sample_systems` (same law, other stream). ``batch``, ``n_min``, ``n_max``
-    and the law options are static Python values (they fix the graph).
+    The arguments of :func:`sample_systems`: ``sizes`` ``n`` or ``(n_min, n_max)``; ``kappa`` a number or
+    a pair ``(k_min, k_max)`` (log-uniform per system); ``seed`` an int64 tensor (2,) ``(seed, stream)``
+    (stateless; an int or a pair of ints is taken as :func:`as_seed` takes it); ``spectrum``, ``rhs``,
+    ``normalize_rhs`` the law options of :func:`reference.data.sample_systems` (same law, other stream).
+    ``batch``, ``sizes``, ``kappa`` and the law options are static Python values (they fix the graph).
     """
     dtype = as_float_dtype(dtype)
     k_lo, k_hi = check_law(kappa, spectrum, rhs, normalize_rhs)
-    seed = tf.cast(seed, tf.int64)
+    n_min, n_max = parse_sizes(sizes)
+    seed = tf.cast(seed, tf.int64) if tf.is_tensor(seed) else tf.constant(as_seed(seed), tf.int64)
     s = tf.random.experimental.stateless_split(seed, 4, alg=_ALG)
     B, M = batch, n_max
     n_s = _sizes(B, n_min, n_max, s[0])  # (B,)
@@ -126,7 +128,7 @@ def sample_systems_tf(seed, batch: int, n_min: int, n_max: int, kappa, dtype=tf.
     G = _normal([B, M, M], s[1], dtype) * mask2 + tf.linalg.diag(1.0 - maskf)  # (B, M, M): [G_N, 0; 0, I]
     U = haar_q(G)  # (B, M, M): Haar on the real block
     u = _uniform([B, M], s[2], dtype)  # (B, M)
-    if (k_lo, k_hi, spectrum, rhs) == (k_hi, k_hi, "uniform", "solution"):  # the paper's law: its stream as before
+    if (k_lo, k_hi, spectrum, rhs) == (k_hi, k_hi, "uniform", "solution"):  # the paper's law: no extra draws
         lo = tf.fill([B], tf.constant(1.0 / k_lo, dtype))  # (B,)
         lam = lo[:, None] + (1.0 - lo[:, None]) * u  # (B, M)
         normal_rhs = tf.zeros([B], tf.bool)
@@ -139,7 +141,7 @@ def sample_systems_tf(seed, batch: int, n_min: int, n_max: int, kappa, dtype=tf.
             family = tf.minimum(tf.cast(3.0 * _uniform([B], e[1], dtype), tf.int32), 2)  # (B,) in {0, 1, 2}
         else:
             family = tf.fill([B], EIGENVALUE_LAWS.index(spectrum))
-        lam = _spectrum(u, _uniform([B, M], e[2], dtype), family, lo)  # (B, M)
+        lam = spectrum_from_uniforms(u, _uniform([B, M], e[2], dtype), family, lo)  # (B, M)
         if rhs == "mix":
             normal_rhs = _uniform([B], e[3], dtype) < 0.5
         else:
@@ -199,7 +201,7 @@ def sample_systems(batch: int, sizes, kappa=10.0, seed=0, *, spectrum: str = "un
     fn = _SAMPLERS.get(key)
     if fn is None:
         def body(seed):
-            return sample_systems_tf(seed, int(batch), lo, hi, (k_lo, k_hi), dtype, spectrum=spectrum, rhs=rhs,
+            return sample_systems_tf(int(batch), (lo, hi), (k_lo, k_hi), seed, dtype, spectrum=spectrum, rhs=rhs,
                                      normalize_rhs=bool(normalize_rhs))
         fn = _SAMPLERS[key] = tf.function(body, jit_compile=bool(jit_compile))
     A, b, x, maskf = fn(tf.constant(as_seed(seed), tf.int64))

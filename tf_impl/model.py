@@ -74,14 +74,14 @@ def _masked(params: dict, masks: dict, layer: int):
 
 
 def model_forward(params: dict, cfg: ModelConfig, A, b, maskf, x0, keep_layers: bool = False,
-                  structured: bool = True) -> tf.Tensor:
+                  structured: bool = False) -> tf.Tensor:
     """Encode, apply the L layers, read the query's x-slot: ``x_hat`` (B, M); with ``keep_layers`` the
     estimate after every layer (B, L+1, M), entry 0 is ``x0`` (the reference's ``ModelCache.iterates``).
 
     ``params``: name -> tensor (or variable) of the reference's shapes; ``A`` (B, M, M), ``b``,
-    ``maskf``, ``x0`` (B, M), all of one float dtype. A block model runs the structured fast path
-    (:func:`tf_impl.layers.block_attention`, no D x D matrix) unless ``structured=False``, which expands
-    ``P_h = (S p_h S^T) * C`` and runs the dense layer, the readable definition (same numbers).
+    ``maskf``, ``x0`` (B, M), all of one float dtype. A block model expands ``P_h = (S p_h S^T) * C``
+    and runs the dense layer, the readable definition, as the reference does; ``structured=True`` runs the
+    structured fast path instead (:func:`tf_impl.layers.block_attention`, no D x D matrix; same numbers).
     """
     M = int(A.shape[1])
     masks = param_masks(cfg)  # entries fixed at zero (b_last_layer): multiplied out, so their gradient is 0
@@ -119,7 +119,7 @@ def model_forward(params: dict, cfg: ModelConfig, A, b, maskf, x0, keep_layers: 
 
 
 def loss_and_grads_tensors(weights: dict, cfg: ModelConfig, A, b, x, maskf, x0, loss_fn=mse,
-                           structured: bool = True):
+                           structured: bool = False):
     """``(L, {name: dL/dweight})`` by ``tf.GradientTape``; ``loss_fn(x_hat, x, maskf)`` defaults to the mean MSE."""
     names = list(weights)
     with tf.GradientTape() as tape:
@@ -157,7 +157,7 @@ class LinearTransformer(tf.Module):
         return list(self.params)
 
     def __call__(self, A, b, maskf, x0):
-        return model_forward(self.params, self.cfg, A, b, maskf, x0)
+        return model_forward(self.params, self.cfg, A, b, maskf, x0, structured=True)
 
     def get_params(self) -> dict[str, np.ndarray]:
         """The parameters as float64 NumPy arrays (the reference's format)."""
@@ -176,7 +176,7 @@ class LinearTransformer(tf.Module):
 _COMPILED: dict = {}
 
 
-def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool, structured: bool = True,
+def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool, structured: bool = False,
               relative: bool = False):
     """One ``tf.function`` per (kind, cfg, dtype, jit, path, loss): traced once per input shape, then reused."""
     key = (kind, cfg, dtype, bool(jit_compile), bool(structured), bool(relative))
@@ -207,26 +207,27 @@ def _prepare(params, cfg, A, b, mask, x0, x, dtype):
     return dtype, weights, t(A), t(b), t(mask.astype(np.float64)), t(x0), None if x is None else t(x)
 
 
-def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=tf.float64,
-            jit_compile: bool = True, structured: bool = True) -> np.ndarray:
+def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured: bool = False, dtype=tf.float64,
+            jit_compile: bool = True) -> np.ndarray:
     """Solve a batch: ``x_hat`` (B, M) as a NumPy array of ``dtype``, zero on padded coordinates.
 
-    ``x0`` is the initial guess (default zeros); ``mask`` (B, M) marks real coordinates.
+    ``x0`` is the initial guess (default zeros); ``mask`` (B, M) marks real coordinates; ``structured=True``
+    runs a block model's structured fast path (same numbers, faster; :func:`model_forward`).
     """
     return forward_layers(params, cfg, A, b, mask, x0, dtype=dtype, jit_compile=jit_compile,
                           structured=structured)[:, -1]
 
 
-def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, dtype=tf.float64,
-                   jit_compile: bool = True, structured: bool = True) -> np.ndarray:
+def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured: bool = False,
+                   dtype=tf.float64, jit_compile: bool = True) -> np.ndarray:
     """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``.
 
-    ``structured=False`` runs a block model through the dense D x D matrices (same numbers, slower)."""
+    ``structured=True`` runs a block model's structured fast path (same numbers, faster)."""
     dtype, w, A, b, maskf, x0, _ = _prepare(params, cfg, A, b, mask, x0, None, dtype)
     return _compiled("forward", cfg, dtype, jit_compile, structured)(w, A, b, maskf, x0).numpy()
 
 
-def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=True, relative=False,
+def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False, relative=False,
                    dtype=tf.float64, jit_compile: bool = True):
     """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2`` (``relative``: ``/ ||x_s||^2``,
     as :func:`reference.model.loss_and_grads`); grads have the params' keys and shapes (NumPy arrays of

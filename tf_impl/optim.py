@@ -15,9 +15,10 @@ from the step variable inside the compiled step.
 
 Where this file must differ from :mod:`reference.optim`: the parameters, the moments and the step are
 ``tf.Variable`` s, in the order of ``model.trainable_variables`` (what ``tf.GradientTape`` and the
-distribution strategies work on), so :func:`adam_update` takes lists and assigns in place instead
-of returning new dicts; and the loop is a class (:class:`Trainer`) rather than the reference's
-``train()`` function, because a compiled step needs its variables to outlive one call.
+distribution strategies work on), so :func:`adam_update` takes and returns lists where the reference
+has dicts, and :class:`Trainer` assigns its results to the variables; and the loop is a class
+(:class:`Trainer`) rather than the reference's ``train()`` function, because a compiled step needs its
+variables to outlive one call.
 
 :class:`Trainer` holds the model (:class:`tf_impl.model.LinearTransformer`), the Adam moments and
 the step counter as ``tf.Variable`` s and runs one training step:
@@ -55,8 +56,6 @@ from tf_impl.data import sample_systems_tf
 from tf_impl.layers import mse_sum
 from tf_impl.model import LinearTransformer, as_float_dtype, loss_and_grads_tensors, model_forward
 
-BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
-
 
 def lr_at(step, lr: float, total_steps: int, warmup: int = 0, schedule: str = "constant") -> tf.Tensor:
     """Learning rate (float64 scalar tensor) at the 0-based ``step`` (a tensor or int); see the module doc."""
@@ -82,14 +81,16 @@ def clip_by_global_norm(grads: list, max_norm: float | None):
     return [g * factor for g in grads], norm
 
 
-def adam_update(params: list, grads: list, m: list, v: list, t, lr, beta1=BETA1, beta2=BETA2, eps=EPS):
-    """One Adam step on lists of tensors; ``t`` is the new 1-based step count (float64 scalar), ``lr`` a
-    scalar of the parameters' dtype. Pure: returns ``(new_params, new_m, new_v)``."""
+def adam_update(params: list, grads: list, state: dict, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    """One Adam step on lists of tensors (:func:`reference.optim.adam_update`): ``state`` holds the moments
+    ``"m"``, ``"v"`` (lists like ``params``) and ``"t"``, the steps taken so far (float64 scalar); ``lr`` is a
+    scalar of the parameters' dtype. Pure: returns new ``(params, state)``."""
     dtype = params[0].dtype
+    t = state["t"] + 1.0  # this step's 1-based count
     c1 = tf.cast(1.0 - tf.pow(tf.constant(beta1, tf.float64), t), dtype)  # bias corrections
     c2 = tf.cast(1.0 - tf.pow(tf.constant(beta2, tf.float64), t), dtype)
     new_p, new_m, new_v = [], [], []
-    for p, g, m_, v_ in zip(params, grads, m, v, strict=True):
+    for p, g, m_, v_ in zip(params, grads, state["m"], state["v"], strict=True):
         m1 = beta1 * m_ + (1 - beta1) * g
         v1 = beta2 * v_ + (1 - beta2) * g * g
         m_hat = m1 / c1
@@ -97,7 +98,7 @@ def adam_update(params: list, grads: list, m: list, v: list, t, lr, beta1=BETA1,
         new_p.append(p - lr * m_hat / (tf.sqrt(v_hat) + eps))
         new_m.append(m1)
         new_v.append(v1)
-    return new_p, new_m, new_v
+    return new_p, {"m": new_m, "v": new_v, "t": t}
 
 
 def _is_default_strategy(strategy) -> bool:
@@ -171,9 +172,9 @@ class Trainer(tf.Module):
     # ------------------------------------------------------------------ pieces of a step
 
     def sample_batch(self, step):
-        """The global batch of ``step``: ``sample_systems_tf((seed, step), ...)`` -> ``(A, b, x, maskf)``."""
+        """The global batch of ``step``: ``sample_systems_tf(..., seed=(seed, step))`` -> ``(A, b, x, maskf)``."""
         seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])  # (2,)
-        return sample_systems_tf(seed, self.batch_size, self.n_min, self.n_max, self.kappa, self.dtype, **self.law)
+        return sample_systems_tf(self.batch_size, (self.n_min, self.n_max), self.kappa, seed, self.dtype, **self.law)
 
     def _local_loss_and_grads(self, weights: dict, step, replica, batch=None):
         """This replica's share of the loss, ``sum_{s in slice} (1/N_s)||x_hat_s - x_s||^2 / B``, and its
@@ -215,13 +216,12 @@ class Trainer(tf.Module):
         g, gnorm = clip_by_global_norm([grads[k] for k in self.names], self.clip_norm)
         ok = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(gnorm))
         lr = tf.cast(lr_at(step, self.lr, self.total_steps, self.warmup, self.schedule), self.dtype)
-        t = tf.cast(step, tf.float64) + 1.0
         pv = [self.model.params[k] for k in self.names]
         mv = [self.adam_m[k] for k in self.names]
         vv = [self.adam_v[k] for k in self.names]
-        new_p, new_m, new_v = adam_update([p.read_value() for p in pv], g, [m.read_value() for m in mv],
-                                          [v.read_value() for v in vv], t, lr)
-        for var, new in zip(pv + mv + vv, new_p + new_m + new_v, strict=True):
+        state = {"m": [m.read_value() for m in mv], "v": [v.read_value() for v in vv], "t": tf.cast(step, tf.float64)}
+        new_p, new_state = adam_update([p.read_value() for p in pv], g, state, lr)
+        for var, new in zip(pv + mv + vv, new_p + new_state["m"] + new_state["v"], strict=True):
             var.assign(tf.where(ok, new, var.read_value()))
         self.step.assign_add(tf.cast(ok, tf.int64))
         return {"loss": loss, "grad_norm": gnorm, "lr": lr}

@@ -126,7 +126,7 @@ def evaluation_table(params, mcfg, tcfg: TrainConfig) -> list[dict]:
     from tf_impl.model import forward
 
     def tf_forward(params, mcfg, A, b, mask):
-        return forward(params, mcfg, A, b, mask, jit_compile=False)
+        return forward(params, mcfg, A, b, mask, structured=True, jit_compile=False)
 
     return model_vs_cg(params, mcfg, range(tcfg.n_min, tcfg.n_max + 1), tcfg.kappa_range, tcfg.eval_systems,
                        forward=tf_forward, **tcfg.law)
