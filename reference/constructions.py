@@ -17,8 +17,8 @@ import numpy as np
 
 from reference.config import ModelConfig, is_int, is_real
 
-# group indices of the block parametrization: [a, b, h^1, ..., h^K]
-_A, _B, _H1, _H2 = 0, 1, 2, 3
+# indices of the token groups of the block parametrization, [a, b, h^1, ..., h^K] (the b group, not the batch B)
+_GROUP_A, _GROUP_B, _GROUP_H1, _GROUP_H2 = 0, 1, 2, 3
 
 
 def richardson_params(eta: float, n_identity: int = 3, attention_norm: str = "none",
@@ -68,9 +68,9 @@ def _readout_layer(n_heads: int, n_groups: int, step: float) -> tuple[np.ndarray
     ``x``-slot: its scores are the residuals (``q_aa = 1``, ``q_bb = -1``), its values the ``h^1`` rows."""
     P = np.zeros((n_heads, n_groups, n_groups))
     Q = np.zeros((n_heads, n_groups, n_groups))
-    Q[0, _A, _A] = 1.0
-    Q[0, _B, _B] = -1.0
-    P[0, _A, _H1] = -step
+    Q[0, _GROUP_A, _GROUP_A] = 1.0
+    Q[0, _GROUP_B, _GROUP_B] = -1.0
+    P[0, _GROUP_A, _GROUP_H1] = -step
     return P, Q
 
 
@@ -160,9 +160,9 @@ def newton_schulz_params(n_layers: int, kappa: float = 10.0, n_heads: int = 1, n
     for layer, (gamma, beta) in enumerate(coefficients):
         P = np.zeros((n_heads, G, G))
         Q = np.zeros((n_heads, G, G))
-        Q[0, _A, _H1] = 1.0
-        Q[0, _H2, _H2] = (gamma - 1.0) / beta
-        P[0, _H1, _H1] = beta * p_scale
+        Q[0, _GROUP_A, _GROUP_H1] = 1.0
+        Q[0, _GROUP_H2, _GROUP_H2] = (gamma - 1.0) / beta
+        P[0, _GROUP_H1, _GROUP_H1] = beta * p_scale
         params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"] = P, Q
     eta = 2.0 / (float(upper) + 1.0 / float(kappa)) if n_layers == 1 else 1.0  # L = 1: the best Richardson step
     params[f"layers.{n_layers - 1}.P"], params[f"layers.{n_layers - 1}.Q"] = _readout_layer(n_heads, G, eta * p_scale)

@@ -99,13 +99,13 @@ def robustness(models: dict, sizes, families=None, n_systems: int = 200, tol: fl
                     if "full-encoding" not in str(e):
                         raise
             depths = sorted({r.cfg.n_layers for _, r in runnable.values()})
-            for name, (model, res) in runnable.items():
+            for name, (model, resolved) in runnable.items():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # out-of-range sizes and unmet tol are what we measure
                     one = solve_with(forward_fn, A, b, model)
                     full = solve_with(forward_fn, A, b, model, tol=tol, max_passes=max_passes, return_info=True)
-                bare = np.asarray(forward_fn(res.params, res.cfg, A, b), dtype=np.float64)
-                L = res.cfg.n_layers
+                bare = np.asarray(forward_fn(resolved.params, resolved.cfg, A, b), dtype=np.float64)
+                L = resolved.cfg.n_layers
                 for kind, x_hat in (("solve", one), ("bare", bare)):
                     e = relative_errors(x_hat, x)
                     e = np.where(np.isfinite(e), e, np.inf)

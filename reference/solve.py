@@ -2,7 +2,7 @@
 
     x = reference.solve(A, b)                       # A (N, N) or (B, N, N), b (N,) or (B, N)
     x = reference.solve(A, b, tol=1e-8)             # passes of the model on the residual until met
-    res = reference.solve(A, b, tol=1e-8, return_info=True)   # SolveResult: x, converged, passes, history
+    info = reference.solve(A, b, tol=1e-8, return_info=True)  # SolveResult: x, converged, passes, history
     x = reference.solve(A, b, model="block-n9")     # a shipped model by name
     x = reference.solve(A, b, model="run/final.npz")
     x = reference.solve(A, b, model=(params, cfg))
@@ -361,17 +361,17 @@ def _run_passes(forward_fn, resolved, rho_sqrt_n, A, b, x, tol, max_passes) -> _
     A_hat = A / a[:, None, None]  # (B, N, N): largest eigenvalue about 1, as in training
     A_both = np.concatenate([A_hat, A_hat])  # (2B, N, N): the model runs on r_hat and -r_hat in one batch
     b_norm = np.linalg.norm(b, axis=1)  # (B,)
-    r, res = _rel_residual(A, b, x, b_norm)  # (B, N), (B,)
-    at_floor = res <= ROUNDING_FLOOR * n * np.finfo(float).eps * (
+    r, rel_res = _rel_residual(A, b, x, b_norm)  # (B, N), (B,)
+    at_floor = rel_res <= ROUNDING_FLOOR * n * np.finfo(float).eps * (
         a * np.linalg.norm(x, axis=1) / np.where(b_norm > 0, b_norm, 1.0) + 1.0)
     cap = min(max_passes, 8)  # buffers grow with the passes that run (max_passes may be huge)
     history = np.full((B, cap + 1), np.nan)
-    history[:, 0] = res
+    history[:, 0] = rel_res
     passes = np.zeros(B, dtype=int)
     goal = 0.0 if tol is None else tol
-    active = res > goal  # (B,): b = 0 or an exact x0 needs no pass
-    D = np.zeros((B, cap, n))  # accepted directions, scaled so that their images A D are orthonormal
-    AD = np.zeros((B, cap, n))
+    active = rel_res > goal  # (B,): b = 0 or an exact x0 needs no pass
+    dirs = np.zeros((B, cap, n))  # accepted search directions d, scaled so that their images A d are orthonormal
+    images = np.zeros((B, cap, n))  # their images A d
     rows = np.arange(B)
     for _ in range(max_passes):
         idx = np.flatnonzero(active)
@@ -380,7 +380,7 @@ def _run_passes(forward_fn, resolved, rho_sqrt_n, A, b, x, tol, max_passes) -> _
         k = passes[idx]  # (b,): directions so far
         if k.max() >= cap:
             grow = min(cap, max_passes - cap)
-            D, AD = (np.concatenate([M, np.zeros((B, grow, n))], axis=1) for M in (D, AD))
+            dirs, images = (np.concatenate([buf, np.zeros((B, grow, n))], axis=1) for buf in (dirs, images))
             history = np.concatenate([history, np.full((B, grow), np.nan)], axis=1)
             cap += grow
         # the model runs on the whole batch every pass (finished systems too, their rows unused): one shape,
@@ -399,27 +399,28 @@ def _run_passes(forward_fn, resolved, rho_sqrt_n, A, b, x, tol, max_passes) -> _
         w = np.einsum("bij,bj->bi", A[idx], d)  # (b, N): its image A d
         w_norm0 = np.linalg.norm(w, axis=1)  # (b,)
         for _ in range(2):  # Gram-Schmidt of A d against the earlier images, twice (orthogonal to rounding)
-            beta = np.einsum("bkn,bn->bk", AD[idx], w)  # (b, P): zero rows beyond k
-            w = w - np.einsum("bkn,bk->bn", AD[idx], beta)
-            d = d - np.einsum("bkn,bk->bn", D[idx], beta)
+            beta = np.einsum("bkn,bn->bk", images[idx], w)  # (b, cap): zero rows beyond k
+            w = w - np.einsum("bkn,bk->bn", images[idx], beta)
+            d = d - np.einsum("bkn,bk->bn", dirs[idx], beta)
         w_norm = np.linalg.norm(w, axis=1)  # (b,)
         fresh = np.isfinite(w_norm) & (w_norm > 1e-12 * w_norm0)  # not in the span of the earlier directions
         w_norm = np.where(fresh, w_norm, 1.0)
         w, d = w / w_norm[:, None], d / w_norm[:, None]
         alpha = np.einsum("bn,bn->b", w, r[idx])  # (b,): the step that minimises ||r - alpha A d||
         x_new = x[idx] + alpha[:, None] * d
-        r_new, res_new = _rel_residual(A[idx], b[idx], x_new, b_norm[idx])
-        better = fresh & np.isfinite(res_new) & (res_new < res[idx])  # a pass that does not help is rejected
+        r_new, rel_res_new = _rel_residual(A[idx], b[idx], x_new, b_norm[idx])
+        # a pass that does not help is rejected
+        better = fresh & np.isfinite(rel_res_new) & (rel_res_new < rel_res[idx])
         take = idx[better]
-        x[take], r[take], res[take] = x_new[better], r_new[better], res_new[better]
-        D[take, k[better]], AD[take, k[better]] = d[better], w[better]
+        x[take], r[take], rel_res[take] = x_new[better], r_new[better], rel_res_new[better]
+        dirs[take, k[better]], images[take, k[better]] = d[better], w[better]
         passes[take] += 1
-        history[take, passes[take]] = res[take]
+        history[take, passes[take]] = rel_res[take]
         active[idx[~better]] = False  # the same residual would give the same rejected pass again
-        active[take] = res[take] > goal
+        active[take] = rel_res[take] > goal
         if tol is None:
             break
-    return _Passes(x, res, passes, history[:, : passes.max() + 1], at_floor, cond)
+    return _Passes(x, rel_res, passes, history[:, : passes.max() + 1], at_floor, cond)
 
 
 def _model_kappa(resolved: ResolvedModel) -> float | None:
@@ -475,17 +476,18 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
     width = max(p.history.shape[1] for p in parts)
     history = np.concatenate([np.pad(p.history, ((0, 0), (0, width - p.history.shape[1])), constant_values=np.nan)
                               for p in parts])
-    xs, res, passes, at_floor, cond = (np.concatenate([getattr(p, f) for p in parts])
+    xs, rel_res, passes, at_floor, cond = (np.concatenate([getattr(p, f) for p in parts])
                                        for f in ("x", "residual", "passes", "at_floor", "cond"))
     x = _to_user_scale(xs, eb - ea)
-    converged = np.ones(B, dtype=bool) if tol is None else res <= tol
-    result = SolveResult(x, converged, passes, res, history, resolved.label)
+    converged = np.ones(B, dtype=bool) if tol is None else rel_res <= tol
+    result = SolveResult(x, converged, passes, rel_res, history, resolved.label)
     if tol is None:  # one pass asked, no accuracy checked: say where it cannot be trusted
-        rejected = np.flatnonzero((passes == 0) & (res > 0) & ~at_floor)
+        rejected = np.flatnonzero((passes == 0) & (rel_res > 0) & ~at_floor)
         if len(rejected):
             warnings.warn(f"the pass of {resolved.label} did not reduce the residual of {len(rejected)} of {B} "
                           f"system(s) (first: system {rejected[0]}): their answer is x0 (relative residual "
-                          f"{res[rejected[0]]:.3g}); the model cannot handle these systems", UserWarning, stacklevel=3)
+                          f"{rel_res[rejected[0]]:.3g}); the model cannot handle these systems", UserWarning,
+                          stacklevel=3)
         kappa = _model_kappa(resolved)
         outside = np.flatnonzero((cond > kappa * (1 + 1e-6)) & ~at_floor) if kappa is not None else []
         if len(outside):
@@ -497,7 +499,7 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
     if not converged.all():
         bad = np.flatnonzero(~converged)
         msg = (f"solve did not reach tol={tol:g} on {len(bad)} of {B} system(s) (first: system {bad[0]}, relative "
-               f"residual {res[bad[0]]:.3g} after {passes[bad[0]]} pass(es); worst {res[bad].max():.3g}); "
+               f"residual {rel_res[bad[0]]:.3g} after {passes[bad[0]]} pass(es); worst {rel_res[bad].max():.3g}); "
                f"{np.sum(passes[bad] == max_passes)} reached max_passes={max_passes}, "
                f"{np.sum(passes[bad] < max_passes)} stopped when a pass no longer reduced the residual; model: "
                f"{resolved.label}. The best answer found is returned.")

@@ -22,7 +22,7 @@ python scripts/depth_study.py --preset block-mixed --depths 1 2 3 4 6 8 --steps 
 bash scripts/train_claim3.sh 24000 runs
 python scripts/training_curves.py runs/full-n9-long runs/block-n9-long --labels full-n9 block-n9 \
   --title "Claim 3: full vs block at N = 9, 24000 steps" --out results/claim3/curves
-bash scripts/train_claim3.sh 48000 runs 48k   # twice that (~80 min), full-n9 was still improving at 24000
+bash scripts/train_claim3.sh 48000 runs 48k   # twice that (~80 min), full-n9 still improves at 24000
 python scripts/training_curves.py runs/full-n9-48k runs/block-n9-48k --labels full-n9 block-n9 \
   --title "Claim 3: full vs block at N = 9, 48000 steps" --out results/claim3/curves_48k
 # the depth family on N in [2, 20] (~2 h): L = 2, 4 from scratch, 6 and 8 grown from 4

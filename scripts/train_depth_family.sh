@@ -3,22 +3,22 @@
 # lr 3e-3 with cosine decay to 3e-4, STEPS steps per stage (4000: L4 ~15 min, L8 ~31 min alone on 2 cores).
 #   L = 4 and L = 2 from scratch (the block-mixed recipe on the wider size range);
 #   L = 6 and L = 8 grown from L = 4 (--init-from a shallower checkpoint appends no-op layers,
-#   see reference.model.grow_params), at lr 1e-3; L = 8 from scratch (L8-scratch) at lr 1e-3, to compare.
-#   (L = 8 grown at lr 3e-3 diverged: loss spikes from step ~1730, inf at step 1812, lr 2.2e-3 then.)
-# The previous recipe (L = 2 from scratch, then grown by 2 layers at lr 1e-3) left L = 4 worse than
-# CG-4 (docs/results-tried.md). Re-running continues where it stopped (--resume; a stage with its
-# final.npz is skipped). Then: python scripts/depth_family_study.py RUNS/depth-L*/final.npz
+#   see reference.model.grow_params), at lr 1e-3 (at lr 3e-3 the grown L = 8 diverges); L = 8 from scratch
+#   (L8-scratch) at lr 1e-3, to compare. L = 4 is trained from scratch, not grown from L = 2: grown by 2 layers
+#   at lr 1e-3 it stays worse than CG-4 (docs/results-tried.md). Re-running continues where it stopped
+#   (--resume; a stage with its final.npz is skipped).
+# Then: python scripts/depth_family_study.py RUNS/depth-L*/final.npz
 #   bash scripts/train_depth_family.sh [STEPS_PER_STAGE] [RUNS_DIR] [STAGES]   (STAGES e.g. "L2 L8-scratch")
 # The Newton-Schulz family (stages NS-L2 NS-L4 NS-L6 NS-L8, RUNS/depth-ns-L*): attention_norm "none" (the
 # construction is exact at every N with it only), --init newton-schulz (reference.constructions), 4 heads, N in
 # [2, 20], kappa 10, batch 512; lr scaled to the start's accuracy (Adam moves every weight by ~lr per step, which
 # is noise once the model is more accurate than that): L2 1e-3 and L4 1e-4 for 1500 steps; L6 and L8 start at
-# float32's floor (MSE ~1e-13), lr 1e-7 for 500 steps (1e-5 took L8 from 8e-14 to 1.1e-6 in 50 steps).
+# float32's floor (MSE ~1e-13), lr 1e-7 for 500 steps (at 1e-5 the MSE of L8 rises from 8e-14 to 1.1e-6 in 50 steps).
 #   bash scripts/train_depth_family.sh 0 runs "NS-L4 NS-L2 NS-L8 NS-L6"   (STEPS_PER_STAGE is not used by them)
 set -euo pipefail
 STEPS="${1:-4000}"
 RUNS="${2:-runs}"
-STAGES="${3:-L4 L8 L6 L2}"  # L8-scratch: optional; it diverged at step 1146 (docs/results-tried.md)
+STAGES="${3:-L4 L8 L6 L2}"  # L8-scratch: optional, a comparison that diverges at this lr (docs/results-tried.md)
 COMMON=(--preset block-mixed --n-min 2 --n-max 20 --batch-size 512 --lr 3e-3 --eval-every 500 --ckpt-every 1000
         --eval-systems 200 --resume)
 stage() {  # stage NAME L [extra arguments]: train RUNS/depth-NAME with L layers

@@ -31,11 +31,12 @@ Performance notes (2-core CPU; ``scripts/bench_train_step.py``). The dense path'
 products for keys and values run near the CPU's matmul peak; the structured path replaces them with
 (B M M, W+1) x (W+1, H W) products (3-5x fewer multiply-adds), but the keys and values it writes are
 as large as the dense path's, so on CPU the step stays memory-bound and gains ~1.1x at N <= 9 and ~1.4x
-at N = 20-30 (train step). What helped: transforming the M keys instead of the T queries, stacking the
-heads into one product, one plain 2-D product per block matrix (not B M tiny ones), the interleaved layout
-(no transposition of the tokens per layer), and computing only the query's x-slot in the last layer.
-What did not: per-group elementwise contractions (slower than the dense products under XLA:CPU), one
-product per head, fused multiply-reduce, the oneDNN / XNNPACK dot flags of ``XLA_FLAGS``.
+at N = 20-30 (train step). The code therefore transforms the M keys instead of the T queries, stacks the
+heads into one product, makes one plain 2-D product per block matrix (not B M tiny ones), keeps the
+interleaved layout (no transposition of the tokens per layer), and computes only the query's x-slot in the
+last layer. Measured slower, and so not used: per-group elementwise contractions (slower than the dense
+products under XLA:CPU), one product per head, fused multiply-reduce, the oneDNN / XNNPACK dot flags of
+``XLA_FLAGS``.
 """
 
 from __future__ import annotations
@@ -110,10 +111,10 @@ def _keys_values(Zkv, P, Q, x_slot_only: bool = False):
     H = int(P.shape[0])
     flat = tf.reshape(Zkv, [-1, D])  # (B*M, D)
     K = tf.matmul(flat, tf.reshape(tf.transpose(Q, [0, 2, 1]), [H * D, D]), transpose_b=True)  # (B*M, H*D)
-    Pv = P[:, :M, :] if x_slot_only else P  # (H, M or D, D)
-    W = int(Pv.shape[1])
-    V = tf.matmul(flat, tf.reshape(Pv, [H * W, D]), transpose_b=True)  # (B*M, H*W)
-    return tf.reshape(K, tf.stack([B, M * H, D])), tf.reshape(V, tf.stack([B, M * H, W]))
+    Pv = P[:, :M, :] if x_slot_only else P  # (H, Dv, D)
+    Dv = int(Pv.shape[1])  # width of the values: D, or M for the x-slot only
+    V = tf.matmul(flat, tf.reshape(Pv, [H * Dv, D]), transpose_b=True)  # (B*M, H*Dv)
+    return tf.reshape(K, tf.stack([B, M * H, D])), tf.reshape(V, tf.stack([B, M * H, Dv]))
 
 
 def attention(Z, P, Q, scale, colmask) -> tf.Tensor:

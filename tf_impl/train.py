@@ -262,21 +262,21 @@ def run(tcfg: TrainConfig, on_step=None) -> int:
     try:
         with writer.as_default():
             while step < tcfg.steps:
-                res = trainer.train_step()
+                stats = trainer.train_step()
                 if bar is None:
                     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                                mininterval=0.5)
-                above = above + 1 if res["loss"] > threshold else 0
+                above = above + 1 if stats["loss"] > threshold else 0
                 problem = None
-                if not math.isfinite(res["loss"]):
-                    problem = f"non-finite loss ({res['loss']}) at step {step}; the parameters were not updated"
-                elif not math.isfinite(res["grad_norm"]):
-                    problem = (f"non-finite gradient norm ({res['grad_norm']}) at step {step} (loss "
-                               f"{res['loss']:.3g}); the parameters were not updated")
+                if not math.isfinite(stats["loss"]):
+                    problem = f"non-finite loss ({stats['loss']}) at step {step}; the parameters were not updated"
+                elif not math.isfinite(stats["grad_norm"]):
+                    problem = (f"non-finite gradient norm ({stats['grad_norm']}) at step {step} (loss "
+                               f"{stats['loss']:.3g}); the parameters were not updated")
                 elif above >= max(tcfg.diverge_patience, 1):
                     problem = (f"the run diverged: the training loss stayed above {tcfg.diverge_factor:g} x the zero "
                                f"predictor's loss ({threshold:.3g}) for {above} steps, up to step {step} (loss "
-                               f"{res['loss']:.3g})")
+                               f"{stats['loss']:.3g})")
                 if problem is not None:
                     bar.close()
                     last = (f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if os.path.isfile(ckpt_path)
@@ -284,18 +284,19 @@ def run(tcfg: TrainConfig, on_step=None) -> int:
                     print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try a smaller "
                           "--lr or --init-scale.", file=sys.stderr)
                     return 1
-                _scalar_summary("loss", res["loss"], step=step)
-                _scalar_summary("grad_norm", res["grad_norm"], step=step)
-                _scalar_summary("learning_rate", res["lr"], step=step)
-                metrics["train_loss"] = res["loss"]
+                _scalar_summary("loss", stats["loss"], step=step)
+                _scalar_summary("grad_norm", stats["grad_norm"], step=step)
+                _scalar_summary("learning_rate", stats["lr"], step=step)
+                metrics["train_loss"] = stats["loss"]
                 step += 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{res['loss']:.3e}", refresh=False)
+                bar.set_postfix(loss=f"{stats['loss']:.3e}", refresh=False)
                 if tcfg.eval_every and (step % tcfg.eval_every == 0 or step == tcfg.steps):
                     ev = trainer.eval_loss(eval_batch)
                     metrics["eval_loss"] = ev
                     _scalar_summary("eval_loss", ev, step=step)
-                    bar.write(f"step {step:6d}  train loss {res['loss']:.4e}  eval loss {ev:.4e}  lr {res['lr']:.2e}")
+                    bar.write(f"step {step:6d}  train loss {stats['loss']:.4e}  eval loss {ev:.4e}  "
+                              f"lr {stats['lr']:.2e}")
                 if tcfg.ckpt_every and step % tcfg.ckpt_every == 0 and step < tcfg.steps and above == 0:
                     save(ckpt_path, with_state=True)  # never while the loss is above the divergence threshold
                 if on_step is not None:
