@@ -88,11 +88,11 @@ def bench_case(n: int, batch: int, repeats: int, model: str = "paper") -> dict:
     if batch <= 64:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # out of the training sizes: expected here
-            res = tf_impl.solve(A, b, model=name, tol=1e-8, return_info=True)
+            info = tf_impl.solve(A, b, model=name, tol=1e-8, return_info=True)
             row["solve_tol_ms"] = best_ms(lambda: tf_impl.solve(A, b, model=name, tol=1e-8),
                                           max(1, repeats // 2))
-        row["solve_tol_passes_median"] = float(np.median(res.passes))
-        row["solve_tol_converged"] = float(np.mean(res.converged))
+        row["solve_tol_passes_median"] = float(np.median(info.passes))
+        row["solve_tol_converged"] = float(np.mean(info.converged))
         its = cg_iterations_to(A, b, 1e-8, max_iter=4 * n + 20)
         kt = int(np.max(its))
         row["cg_tol_iters_max"] = kt

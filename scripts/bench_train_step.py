@@ -161,8 +161,8 @@ def main(argv=None) -> dict:
     load_before = os.getloadavg()
     rows = []
     for n_min, n_max in ranges:
-        res = bench_range(n_min, n_max, args.rounds, args.steps, not args.no_reference)
-        rows.append({"n_min": n_min, "n_max": n_max, "results": res})
+        timings = bench_range(n_min, n_max, args.rounds, args.steps, not args.no_reference)
+        rows.append({"n_min": n_min, "n_max": n_max, "results": timings})
     peak = matmul_gflops()
     for row in rows:
         M = row["n_max"]
