@@ -115,6 +115,9 @@ def sample_systems_tf(batch: int, sizes, kappa=10.0, seed=0, dtype=tf.float32, *
     ``normalize_rhs`` the law options of :func:`reference.data.sample_systems` (same law, other stream).
     ``batch``, ``sizes``, ``kappa`` and the law options are static Python values (they fix the graph).
     """
+    if not isinstance(batch, (int, np.integer)) or isinstance(batch, bool) or batch < 1:
+        raise ValueError(f"batch must be an int >= 1 (the arguments are those of sample_systems: batch, sizes, "
+                         f"kappa, seed), got {batch!r}")
     dtype = as_float_dtype(dtype)
     k_lo, k_hi = check_law(kappa, spectrum, rhs, normalize_rhs)
     n_min, n_max = parse_sizes(sizes)
