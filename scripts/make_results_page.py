@@ -34,6 +34,7 @@ DEPTH_FAMILY = ROOT / "results" / "depth_family"
 CLAIM3 = ROOT / "results" / "claim3" / "curves"  # scripts/train_claim3.sh, then scripts/training_curves.py
 DEPTH_CURVES = ROOT / "results" / "depth_family_curves"
 DEPTH_NS_CURVES = ROOT / "results" / "depth_ns_curves"
+LEARNED = ROOT / "results" / "learned"  # the learned family: depth.json/.md/.png, learned_curves.json/.png, recipe.md
 
 
 def final_mse(run: dict, n: int):
@@ -93,7 +94,26 @@ FAMILY_TEXT = {
                 "4 heads): L = 2, 4 for 1500 steps, L = 6, 8 (at float32's floor from the start) 500 steps at lr 1e-7",
     "newton-schulz": "the construction itself, untrained (`reference.constructions.newton_schulz_params`, "
                      "kappa 10), in float64",
+    "learned": "the shipped `learned-L2` ... `learned-L8`: trained from random weights with the right-hand side read "
+               "by the last layer only (`b_last_layer`), L-BFGS on one float64 batch, N in [2, 16], 1 head "
+               "(`bash scripts/train_learned_family.sh`; docs/concepts.md section 10)",
 }
+
+
+def learned_targets(rows) -> list[str]:
+    """The targets for models learned from random weights, checked on the learned family's rows (kappa 10)."""
+    by = {(r["layers"], r["n"]): r["model"] for r in rows if r["family"] == "learned"}
+    depths = sorted({L for L, _ in by})
+    if not depths or (depths[-1], 15) not in by or (depths[-1], 40) not in by:
+        return []
+    best = min(depths, key=lambda L: by[(L, 15)])
+    falls = [by[(a, 15)] / by[(b, 15)] for a, b in zip(depths, depths[1:], strict=False)]
+    return ["", f"`learned` (from random weights, at most {depths[-1]} layers): MSE <= 1e-8 at N = 15 "
+            f"{verdict(by[(best, 15)] <= 1e-8)} ({by[(best, 15)]:.1e}, L = {best}); <= 1e-6 at N = 40, outside the "
+            f"training sizes, {verdict(by[(best, 40)] <= 1e-6)} ({by[(best, 40)]:.1e}); the MSE at N = 15 falls at "
+            f"least 10x for every 2 layers added {verdict(all(f >= 10 for f in falls))} (falls "
+            + ", ".join(f"{f:.3g}x" for f in falls) + f" from L = {depths[0]}); stretch <= 1e-11 at N = 15 "
+            f"{verdict(by[(best, 15)] <= 1e-11)}."]
 
 
 def depth_family_summary() -> list[str]:
@@ -101,13 +121,16 @@ def depth_family_summary() -> list[str]:
     if not DEPTH_FAMILY.with_suffix(".json").exists():
         return []
     rows = [r for r in json.loads(DEPTH_FAMILY.with_suffix(".json").read_text())["rows"] if r["kappa"] == 10.0]
+    learned = LEARNED / "depth.json"
+    if learned.exists():  # its own study: the learned family beside the others, at the same sizes
+        rows += [r for r in json.loads(learned.read_text())["rows"] if r["kappa"] == 10.0]
     families = list(dict.fromkeys(r["family"] for r in rows))
     sizes = sorted({r["n"] for r in rows})
     by = {(r["name"], r["n"]): r for r in rows}
     out = ["## Depth: does a deeper model keep getting more accurate?", "",
-           "Block models on N in [2, 20] (kappa 10) with 2 to 8 layers (`bash scripts/train_depth_family.sh`, "
+           "Block models with 2 to 8 layers, kappa 10 (`bash scripts/train_depth_family.sh`, "
            "`python scripts/depth_family_study.py`); MSE and the ratio to CG with as many iterations as layers, on "
-           "500 fresh systems per size (N = 40: outside the training sizes). The families:", ""]
+           "500 fresh systems per size (N = 40: outside every model's training sizes). The families:", ""]
     out += [f"- `{fam}`: {FAMILY_TEXT.get(fam, '')}" for fam in families]
     out += ["", "Full tables, kappa = 100, Chebyshev and the Krylov floor: [what we tried](results-tried.md).", "",
             "| run | L | " + " | ".join(f"N = {n}" for n in sizes) + " |", "|---|---:|" + "---:|" * len(sizes)]
@@ -117,6 +140,7 @@ def depth_family_summary() -> list[str]:
                      for n in sizes]
             out.append(f"| `{name}` | {L} | " + " | ".join(cells) + " |")
     out += ["", "Each cell: MSE (model / CG-L)."]
+    out += learned_targets(rows)
     for fam in families:
         depth = {r["layers"]: r["name"] for r in rows if r["family"] == fam}
         if 4 not in depth or 8 not in depth:
@@ -352,6 +376,15 @@ def main():
                   f"{' '.join(map(str, d['args']['depths']))} --steps {d['args']['steps']} "
                   f"--batch-size {d['args']['batch_size']} {' '.join(d['args'].get('extra', []))}".rstrip() + "`",
                   ""]
+    if (LEARNED / "recipe.md").exists():
+        tried_lines += [(LEARNED / "recipe.md").read_text(), ""]
+        if (LEARNED / "depth.md").exists():
+            tried_lines += ["### The learned family against depth", "", (LEARNED / "depth.md").read_text(), ""]
+        if (LEARNED / "depth.png").exists():
+            shutil.copy(LEARNED / "depth.png", ASSETS / "learned_depth.png")
+            tried_lines += ["![learned family](assets/results/learned_depth.png)", ""]
+        tried_lines += curves_section(LEARNED / "learned_curves", "Training of the learned family (L-BFGS iterations on one "
+                                      "batch; evaluation on the fixed evaluation batch of fresh systems):")
     if (DEPTH_FAMILY.with_suffix(".md")).exists():
         tried_lines += ["## The depth families", "",
                         "Three families on N in [2, 20] (results page, \"Depth\"): `depth-L*` trained from random "

@@ -2,16 +2,24 @@
 # The learned family: block models with L = 2, 4, 6, 8 layers trained from random weights by the presets
 # learned-L2 ... learned-L8 (tf_impl/config.py): 1 head, 2 identity copies, attention norm "none", the right-hand
 # side read by the last layer only (b_last_layer), L-BFGS on one fixed float64 batch of 256 systems with N in
-# [2, 16] and kappa 10, 6000 iterations (L8 ~12 min, two runs side by side on 2 cores). Every depth is trained
-# with each seed of SEEDS (RUNS/learned-L<L>-s<seed>); with --ship the run with the lowest final training loss
-# is copied to reference/pretrained/learned-L<L>.npz (its lineage records the seed). A run resumes where it
-# stopped and is skipped once its final.npz exists.
+# [2, 16] and kappa 10, 6000 iterations (L8 ~10 min alone on 2 cores). Every depth is trained with each seed of
+# SEEDS (RUNS/learned-L<L>-s<seed>) and the run with the lowest final training loss is kept; the 8-layer one then
+# runs 6000 more iterations from its final weights (RUNS/learned-L8-cont: --init-from, a second run in its
+# lineage, with a fresh L-BFGS memory). With --ship the kept runs are written to reference/pretrained/learned-L<L>.npz
+# (without the resume state).
+# A run resumes where it stopped and is skipped once its final.npz exists.
 #   bash scripts/train_learned_family.sh [RUNS_DIR] ["L8 L6 L4 L2"] ["0 1"] [--ship]
 set -euo pipefail
 RUNS="${1:-runs}"
 STAGES="${2:-L8 L6 L4 L2}"
 SEEDS="${3:-0 1}"
 SHIP="${4:-}"
+lowest() {  # the checkpoint with the lowest final training loss
+  python -c "
+import sys
+from reference.checkpoint import load_checkpoint_extra
+print(min(sys.argv[1:], key=lambda p: load_checkpoint_extra(p)[0]['metrics']['train_loss']))" "$@"
+}
 for name in $STAGES; do
   for seed in $SEEDS; do
     out="$RUNS/learned-$name-s$seed"
@@ -19,14 +27,24 @@ for name in $STAGES; do
       python -m tf_impl.train --preset "learned-$name" --seed "$seed" --out "$out" --resume
     fi
   done
-  if [ "$SHIP" = "--ship" ]; then
-    best=$(python -c "
-import sys
-from reference.checkpoint import load_checkpoint_extra
-runs = sys.argv[1:]
-print(min(runs, key=lambda p: load_checkpoint_extra(p)[0]['metrics']['train_loss']))
-" $(for seed in $SEEDS; do echo "$RUNS/learned-$name-s$seed/final.npz"; done))
-    echo "learned-$name: shipping $best"
-    cp "$best" "reference/pretrained/learned-$name.npz"
+  best=$(lowest $(for seed in $SEEDS; do echo "$RUNS/learned-$name-s$seed/final.npz"; done))
+  if [ "$name" = "L8" ]; then
+    seed=$(python -c "import sys, json; from reference.checkpoint import load_checkpoint_extra as l
+print(l(sys.argv[1])[0]['train_config']['seed'])" "$best")
+    if [ ! -f "$RUNS/learned-L8-cont/final.npz" ]; then
+      python -m tf_impl.train --preset learned-L8 --seed "$seed" --init-from "$best" --out "$RUNS/learned-L8-cont" \
+        --resume
+    fi
+    best="$RUNS/learned-L8-cont/final.npz"
+  fi
+  echo "learned-$name: $best"
+  if [ "$SHIP" = "--ship" ]; then  # the weights and metadata, paths under RUNS written as runs/... (the default)
+    python -c "
+import json, sys
+from reference.checkpoint import load_checkpoint, load_checkpoint_extra, save_checkpoint
+src, dst, runs = sys.argv[1:]
+params, cfg = load_checkpoint(src)
+meta = json.loads(json.dumps(load_checkpoint_extra(src)[0]).replace(runs.rstrip('/') + '/', 'runs/'))
+save_checkpoint(dst, params, cfg, meta=meta)" "$best" "reference/pretrained/learned-$name.npz" "$RUNS"
   fi
 done

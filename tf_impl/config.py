@@ -244,7 +244,8 @@ PRESETS: dict[str, dict] = {
 
 # the learned family (docs/concepts.md section 10; scripts/train_learned_family.sh): trained from random weights,
 # the right-hand side read by the last layer only, L-BFGS on one fixed float64 batch, sizes to 16, kappa 10;
-# the script trains seeds 0 and 1 of each depth and ships the one with the lower final training loss
+# the script trains seeds 0 and 1 of each depth, keeps the lower final training loss, and runs the 8-layer one
+# 6000 iterations more from its final weights (--init-from: a second run in its lineage)
 _LEARNED = dict(parametrization="block", n_heads=1, n_identity=2, attention_norm="none", init_scale=0.02,
                 b_last_layer=True, n_min=2, n_max=16, kappa=10.0, batch_size=256, optimizer="lbfgs", steps=6000,
                 dtype="float64", eval_every=250, ckpt_every=250, eval_systems=200)
