@@ -27,6 +27,7 @@ P = 0 layers. The commands of the table on the tried page:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -36,7 +37,8 @@ import tensorflow as tf
 from reference.baselines import conjugate_gradient
 from reference.config import ModelConfig
 from reference.data import sample_systems
-from reference.model import init_params, param_shapes
+from reference.model import init_params, param_masks, param_shapes
+from reference.optim import flatten_params
 from tf_impl.layers import mse
 from tf_impl.model import model_forward
 
@@ -62,17 +64,9 @@ def make_fns(cfg, shapes, dtype):
     names = list(shapes)
     sizes = [int(np.prod(shapes[k])) for k in names]
 
-    mask = np.ones(sum(sizes))
-    if BLAST[0]:  # the b group (index 1) enters only the last layer
-        i = 0
-        for k, n in zip(names, sizes, strict=True):
-            layer = int(k.split(".")[1])
-            if layer < cfg.n_layers - 1:
-                mm = np.ones(shapes[k])
-                mm[:, 1, :] = 0
-                mm[:, :, 1] = 0
-                mask[i:i + n] = mm.ravel()
-            i += n
+    # the b group enters only the last layer: the masks of ModelConfig.b_last_layer
+    masks = param_masks(dataclasses.replace(cfg, b_last_layer=True)) if BLAST[0] else {}
+    mask = flatten_params({k: masks.get(k, np.ones(shapes[k])) for k in names}, names)
     maskt = tf.constant(mask, tf.float64)
     MASK[0] = mask
 
