@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Regenerates every shipped model, table and plot of the results pages (CPU, ~9 hours on 2 cores).
-#   bash scripts/reproduce_paper.sh    # train the four presets and broad, evaluate, robustness, depth studies,
-#                                      # claim 3 at a longer budget
+# Regenerates every shipped model and the measured data of the results pages (CPU, 2 cores; the measured training
+# time of each step: the results pages, "Every number", Training times).
+#   bash scripts/reproduce_paper.sh    # train the four presets and broad, evaluate, robustness, claim 3 at longer
+#                                      # budgets, the depth families
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m tf_impl.train --preset full-n9 --out runs/full-n9
 python -m tf_impl.train --preset block-n9 --out runs/block-n9
 python -m tf_impl.train --preset block-mixed --out runs/block-mixed
 python -m tf_impl.train --preset block-finetune --init-from runs/block-mixed/final.npz --out runs/block-finetune
-python -m tf_impl.train --preset broad --out runs/broad    # ~80 min: the trained model for solve() on users' systems
-python -m tf_impl.train --preset newton-schulz --out runs/newton-schulz   # solve's default: hand-set, 0 steps, ~2 min
+python -m tf_impl.train --preset broad --out runs/broad    # the trained model for solve() on users' systems
+python -m tf_impl.train --preset newton-schulz --out runs/newton-schulz   # solve's default: hand-set, 0 steps
 for m in full-n9 block-n9 block-mixed block-finetune broad newton-schulz; do
   cp "runs/$m/final.npz" "reference/pretrained/$m.npz"
 done
@@ -17,18 +18,17 @@ python -m tf_impl.evaluate reference/pretrained/{full-n9,block-n9,block-mixed,bl
   --kappa 10 100 --out results/eval
 python -m tf_impl.evaluate --robustness block-mixed block-finetune block-n9 full-n9 broad newton-schulz \
   --sizes 3 5 9 15 20 30 --n-systems 100 --out results/robustness
-python scripts/depth_study.py --preset block-mixed --depths 1 2 3 4 6 8 --steps 1500 --batch-size 256
-# claim 3 at three times the presets' budget (~50 min), with the loss curves
+# claim 3 at three times the presets' budget, with the loss curves
 bash scripts/train_claim3.sh 24000 runs
 python scripts/training_curves.py runs/full-n9-long runs/block-n9-long --labels full-n9 block-n9 \
   --title "Claim 3: full vs block at N = 9, 24000 steps" --out results/claim3/curves
-bash scripts/train_claim3.sh 48000 runs 48k   # twice that (~80 min), full-n9 still improves at 24000
+bash scripts/train_claim3.sh 48000 runs 48k   # twice that: full-n9 still improves at 24000
 python scripts/training_curves.py runs/full-n9-48k runs/block-n9-48k --labels full-n9 block-n9 \
   --title "Claim 3: full vs block at N = 9, 48000 steps" --out results/claim3/curves_48k
-# the depth family on N in [2, 20] (~2 h): L = 2, 4 from scratch, 6 and 8 grown from 4
+# the depth family on N in [2, 20]: L = 2, 4 from scratch, 6 and 8 grown from 4
 bash scripts/train_depth_family.sh 4000 runs
 cp runs/depth-L4/final.npz reference/pretrained/block-mixed-20.npz   # = python -m tf_impl.train --preset block-mixed-20
-# the Newton-Schulz family (~35 min): L = 2, 4, 6, 8 trained from the construction (--init newton-schulz)
+# the Newton-Schulz family: L = 2, 4, 6, 8 trained from the construction (--init newton-schulz)
 bash scripts/train_depth_family.sh 0 runs "NS-L4 NS-L2 NS-L8 NS-L6"
 cp runs/depth-ns-L8/final.npz reference/pretrained/block-ns-8.npz   # = python -m tf_impl.train --preset block-ns-8
 python scripts/depth_family_study.py runs/depth-L{2,4,6,8}/final.npz runs/depth-ns-L{2,4,6,8}/final.npz \
@@ -37,4 +37,4 @@ python scripts/training_curves.py runs/depth-L{2,4,6,8} \
   --title "Depth family: evaluation loss (N in [2, 20])" --out results/depth_family_curves
 python scripts/training_curves.py runs/depth-ns-L{2,4,6,8} \
   --title "Newton-Schulz family: evaluation loss (N in [2, 20])" --out results/depth_ns_curves
-python scripts/make_results_page.py
+python scripts/make_results_page.py --readme   # the README's results section (mkdocs build renders the pages)

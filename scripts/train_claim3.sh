@@ -2,7 +2,7 @@
 # Claim 3 ("the full parametrization is the best at N = 9"), settled at a longer budget than the
 # presets' 8000 steps: full-n9 and block-n9 each trained STEPS steps (same batch 512, same data law),
 # their loss curves in RUNS/<preset>-<NAME>/tb and their final tables compared on the results page.
-# (24000 steps: full-n9 ~30 min, block-n9 ~20 min alone on 2 cores; 48000 steps: twice that.)
+# (Measured training times: the results pages, "Every number", Training times.)
 #   bash scripts/train_claim3.sh [STEPS] [RUNS_DIR] [NAME] [PRESETS]
 #   bash scripts/train_claim3.sh 24000 runs                 # runs/full-n9-long, runs/block-n9-long
 #   bash scripts/train_claim3.sh 48000 runs 48k full-n9     # one preset only: runs/full-n9-48k

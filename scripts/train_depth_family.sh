@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The depth family: block models (4 heads, 1/N attention) on N in [2, 20], kappa 10, batch 512,
-# lr 3e-3 with cosine decay to 3e-4, STEPS steps per stage (4000: L4 ~15 min, L8 ~31 min alone on 2 cores).
+# lr 3e-3 with cosine decay to 3e-4, STEPS steps per stage (measured times:
+# the results pages, "Every number", Training times).
 #   L = 4 and L = 2 from scratch (the block-mixed recipe on the wider size range);
 #   L = 6 and L = 8 grown from L = 4 (--init-from a shallower checkpoint appends no-op layers,
 #   see reference.model.grow_params), at lr 1e-3 (at lr 3e-3 the grown L = 8 diverges); L = 8 from scratch
 #   (L8-scratch) at lr 1e-3, to compare. L = 4 is trained from scratch, not grown from L = 2: grown by 2 layers
-#   at lr 1e-3 it stays worse than CG-4 (docs/results-tried.md). Re-running continues where it stopped
+#   at lr 1e-3 it stays worse than CG-4 (the results pages, "What we tried"). Re-running continues where it stopped
 #   (--resume; a stage with its final.npz is skipped).
 # Then: python scripts/depth_family_study.py RUNS/depth-L*/final.npz
 #   bash scripts/train_depth_family.sh [STEPS_PER_STAGE] [RUNS_DIR] [STAGES]   (STAGES e.g. "L2 L8-scratch")
@@ -18,7 +19,7 @@
 set -euo pipefail
 STEPS="${1:-4000}"
 RUNS="${2:-runs}"
-STAGES="${3:-L4 L8 L6 L2}"  # L8-scratch: optional, a comparison that diverges at this lr (docs/results-tried.md)
+STAGES="${3:-L4 L8 L6 L2}"  # L8-scratch: optional, a comparison that diverges at this lr (the results pages, "What we tried")
 COMMON=(--preset block-mixed --n-min 2 --n-max 20 --batch-size 512 --lr 3e-3 --eval-every 500 --ckpt-every 1000
         --eval-systems 200 --resume)
 stage() {  # stage NAME L [extra arguments]: train RUNS/depth-NAME with L layers

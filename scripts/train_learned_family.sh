@@ -2,7 +2,7 @@
 # The learned family: block models with L = 2, 4, 6, 8 layers trained from random weights by the presets
 # learned-L2 ... learned-L8 (tf_impl/config.py): 1 head, 2 identity copies, attention norm "none", the right-hand
 # side read by the last layer only (b_last_layer), L-BFGS on one fixed float64 batch of 256 systems with N in
-# [2, 16] and kappa 10, 6000 iterations (L8 ~10 min alone on 2 cores). Every depth is trained with each seed of
+# [2, 16] and kappa 10, 6000 iterations (measured times: the results pages, "Every number"). Every depth is trained with each seed of
 # SEEDS (RUNS/learned-L<L>-s<seed>) and the run with the lowest final training loss is kept; the 8-layer one then
 # runs 6000 more iterations from its final weights (RUNS/learned-L8-cont: --init-from, a second run in its
 # lineage, with a fresh L-BFGS memory). With --ship the kept runs are written to reference/pretrained/learned-L<L>.npz

@@ -44,7 +44,9 @@ def site(tmp_path_factory):
 
 def test_build_has_key_pages(site):
     for page in ["index.html", "quickstart/index.html", "concepts/index.html", "conventions/index.html",
-                 "cli/index.html", "api/index.html", "assets/token_matrix.png", "search/search_index.json"]:
+                 "cli/index.html", "api/index.html", "assets/token_matrix.png", "search/search_index.json",
+                 "results/index.html", "results-tables/index.html", "results-tried/index.html",
+                 "assets/results/learned_depth.png", "assets/results/eval.json"]:
         assert (site / page).is_file(), page
 
 

@@ -4,6 +4,7 @@ are there and agree with the package metadata."""
 
 from __future__ import annotations
 
+import ast
 import re
 import subprocess
 import sys
@@ -66,3 +67,16 @@ def test_licence_and_citation():
     assert paper["title"] == "Efficient Linear System Solver with Transformers" and paper["year"] == 2024
     assert [a["family-names"] for a in paper["authors"]] == ["Vladymyrov", "von Oswald", "Miller", "Sandler"]
     assert paper["url"] in README and paper["title"] in README
+
+
+def test_no_script_function_is_longer_than_80_lines():
+    """``scripts/`` stays readable: every function fits a screen or two (``learn_probe.py``, a notebook of short
+    experiments, is left out)."""
+    long = []
+    for path in sorted((ROOT / "scripts").glob("*.py")):
+        if path.name == "learn_probe.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long
