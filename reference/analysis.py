@@ -326,37 +326,6 @@ def layer_probe(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, kappa:
     return out
 
 
-def as_plain(value):
-    """:func:`layer_probe`'s or :func:`construction_alignment`'s result as plain lists and numbers (without
-    the iterates), ready for ``json.dumps`` (``inf`` stays a float: write it with a writer that maps
-    non-finite numbers to ``null``)."""
-    if isinstance(value, dict):
-        return {k: as_plain(v) for k, v in value.items() if k != "iterates"}
-    if isinstance(value, (list, tuple)):
-        return [as_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def probe_markdown(probe: dict, title: str = "") -> str:
-    """A table with one row per layer: the model's MSE, then for each algorithm the best-matching step
-    ``k`` with its similarity, and the equivalent number of steps (the MSE-matched ``k``)."""
-    names = list(probe["methods"])
-    head = ["layer", "model MSE"] + [f"{n}: best k (sim) / equiv. k" for n in names]
-    lines = ([f"{title}", ""] if title else []) + ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for layer, e in enumerate(probe["model_mse"]):
-        row = [str(layer), f"{e:.2e}"]
-        for n in names:
-            m = probe["methods"][n]
-            row.append(f"{int(m['best_step'][layer])} ({m['best_similarity'][layer]:.3f}) / "
-                       f"{m['equivalent_step'][layer]:.2f}")
-        lines.append("| " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n"
-
-
 # ----------------------------------------------------------------------------------------------
 # the learned block scalars against the construction's
 
@@ -479,18 +448,3 @@ def construction_alignment(params, cfg: ModelConfig, kappa: float = 10.0, upper:
             "distance": float(np.sqrt(total / ref_sq)), "layers": out_layers}
 
 
-def alignment_markdown(alignment: dict, title: str = "") -> str:
-    """:func:`construction_alignment` as a table: per layer, the aligned scalars of at least a tenth of the
-    largest, the construction's non-zero blocks (learned / construction), the invariants and the share
-    of the scalars off the construction's blocks."""
-    perm = ", ".join(f"h{k + 1} <- h{p + 1}" for k, p in enumerate(alignment["permutation"]))
-    lines = ([title, ""] if title else []) + [
-        f"Identity copies ({perm}); relative distance after alignment {alignment['distance']:.3g}.", "",
-        "| layer | large scalars (aligned) | construction's blocks: learned / construction | invariants: "
-        "learned / construction | off the construction's blocks |", "|---|---|---|---|---|"]
-    for layer, a in enumerate(alignment["layers"]):
-        large = ", ".join(f"{nm} {v:+.3g}" for nm, v in a["large"][:8]) + (" ..." if len(a["large"]) > 8 else "")
-        sup = ", ".join(f"{nm} {u:+.3g} / {v:+.3g}" for nm, (u, v) in a["support"].items())
-        inv = ", ".join(f"{nm.split(' =')[0]} {u:+.4g} / {v:+.4g}" for nm, (u, v) in a["invariants"].items())
-        lines.append(f"| {layer} | {large} | {sup} | {inv} | {a['off_support']:.0%} |")
-    return "\n".join(lines) + "\n"

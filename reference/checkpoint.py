@@ -237,7 +237,9 @@ def describe_lineage(lineage: list[dict]) -> str:
     if root["init_from"]:
         verdict = "unknown origin (the first recorded run started from a file without a lineage)"
     elif root["init"] == "random":
-        verdict = "learned from random weights" + (f" (grown over {len(lineage)} runs)" if len(lineage) > 1 else "")
+        depths = [e["n_layers"] for e in lineage]
+        grown = f", grown from {depths[0]} to {depths[-1]} layers" if depths[0] != depths[-1] else ""
+        verdict = "learned from random weights" + (f" (over {len(lineage)} runs{grown})" if len(lineage) > 1 else "")
     else:
         verdict = f"constructed ({root['init']})" + (", then trained" if any(e["steps"] for e in lineage) else "")
     return f"lineage: {verdict}\n" + "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,3 +109,13 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"ModelConfig: unknown fields {unknown} in stored config")
         return cls(**fields)
+
+
+def memory_budget() -> int:
+    """Bytes a run may hold for the model's arrays by default: half of the physical memory (4 GiB where the
+    system does not say). ``TrainConfig`` refuses a batch above it; ``solve`` uses it unless
+    ``reference.solve.MEMORY_LIMIT`` is set."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30

@@ -44,10 +44,10 @@ from typing import NamedTuple
 import numpy as np
 
 from reference.checkpoint import load_checkpoint, load_checkpoint_extra
-from reference.config import ModelConfig, is_int, is_real
+from reference.config import ModelConfig, is_int, is_real, memory_budget
 from reference.data import check_systems, rhs_rms
 from reference.evaluation import model_can_run
-from reference.model import check_params, forward
+from reference.model import check_params, forward, forward_bytes
 from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_law, valid_sizes
 
 AUTO_MODELS = ("newton-schulz", "block-mixed", "block-finetune", "broad")
@@ -288,24 +288,8 @@ depend on the split); a size at which one system does not fit is refused before 
 
 
 def memory_limit() -> int:
-    """:data:`MEMORY_LIMIT`, or half of the physical memory (4 GiB where the system does not say)."""
-    if MEMORY_LIMIT is not None:
-        return int(MEMORY_LIMIT)
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
-
-
-def forward_bytes(cfg: ModelConfig, n: int, batch: int) -> int:
-    """Bytes the NumPy forward (:func:`reference.forward`) holds at its peak for ``batch`` systems of size ``n``,
-    from its arrays: per layer and system, the queries, values, scores and two token arrays,
-    ``(2H + 2) T D + H T n`` floats (``T = n + 1`` tokens of width ``D``; every layer's are kept), and per
-    layer the two expanded ``D x D`` weight matrices of each head. Measured (newton-schulz, n = 100, 200): the
-    peak is 0.8-0.9 of this."""
-    T, D, H, L = n + 1, cfg.token_width(n), cfg.n_heads, cfg.n_layers
-    per_system = L * ((2 * H + 2) * T * D + H * T * n) + 2 * T * D
-    return 8 * (2 * L * H * D * D + batch * per_system)
+    """:data:`MEMORY_LIMIT`, or :func:`reference.config.memory_budget` (half of the physical memory)."""
+    return int(MEMORY_LIMIT) if MEMORY_LIMIT is not None else memory_budget()
 
 
 def solve_bytes(cfg: ModelConfig, n: int, batch: int) -> int:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import reference
+from reference import report
 from reference.analysis import effective_krylov_dimension, krylov_best_errors
 from reference.baselines import BASELINES, conjugate_gradient
 from reference.constructions import richardson_params
@@ -204,7 +205,7 @@ def test_evaluate_cli_end_to_end(tmp_path, checkpoints):
     assert set(data["models"]) == {"blk", "full"} and data["models"]["full"]["config"]["n"] == 4
     md = (out / "eval.md").read_text()
     assert md.count("### MSE at kappa") == 2 and "**full** (L=2)" in md
-    assert md == ev.eval_markdown(data)  # rendered again from eval.json alone: the same page
+    assert md == report.eval_markdown(data)  # rendered again from eval.json alone: the same page
     widths = [line.count("|") - 1 for line in md.splitlines() if line.startswith("| N |")]
     assert widths and max(widths) <= 8, widths  # baselines in their own table: every table fits a page
     assert sorted(a["name"] for a in data["layers"]) == ["blk", "blk", "full", "full"]  # N = 4, two kappas
@@ -265,7 +266,7 @@ def test_evaluate_writes_strict_json_and_defaults_outside_tracked_files(tmp_path
     assert ev.parse_args([str(checkpoints[0])]).out == "runs/eval"
     ignored = subprocess.run(["git", "check-ignore", "-q", "runs/eval/eval.json"], cwd=ROOT)
     assert ignored.returncode == 0, "the default output folder must be ignored by git"
-    ev.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float64(2.0)})
+    report.write_json(tmp_path / "x.json", {"a": float("nan"), "b": [1.0, float("inf")], "c": np.float64(2.0)})
     text = (tmp_path / "x.json").read_text()
     assert json.loads(text) == {"a": None, "b": [1.0, None], "c": 2.0} and "NaN" not in text
 
@@ -304,8 +305,9 @@ def test_plots_have_integer_ticks_and_titles_inside_the_figure(tmp_path, checkpo
     res = ev.evaluate_cli([*map(str, checkpoints), "--n-max", "6", "--n-systems", "20", "--layer-sizes", "4",
                            "--out", str(tmp_path / "o")])
     sel = [(a["name"], a) for a in res["layers"]]
-    fig = ev.plot_layers(sel, tmp_path / "l.png", "What the model learned: error per layer vs CG and the Krylov floor")
-    fig2 = ev.plot_error_vs_n(res["records"], {k: reference.load_checkpoint(p) for k, p in
+    fig = report.plot_layers(sel, tmp_path / "l.png",
+                             "What the model learned: error per layer vs CG and the Krylov floor")
+    fig2 = report.plot_error_vs_n(res["records"], {k: reference.load_checkpoint(p) for k, p in
                                                zip(("blk", "full"), checkpoints, strict=True)}, 10.0,
                               tmp_path / "e.png")
     from matplotlib.backends.backend_agg import FigureCanvasAgg

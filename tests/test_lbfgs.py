@@ -145,7 +145,7 @@ def test_lineage_round_trips_and_is_inherited_by_init_from_and_resume(tmp_path, 
     lineage = lineage_of(load_checkpoint_extra(child / "final.npz")[0])
     assert [e["n_layers"] for e in lineage] == [2, 3] and lineage[0] == root
     assert lineage[1]["init_from"] == str(parent / "final.npz") and lineage[1]["optimizer"] == "adam"
-    assert "learned from random weights (grown over 2 runs)" in describe_lineage(lineage)
+    assert "learned from random weights (over 2 runs, grown from 2 to 3 layers)" in describe_lineage(lineage)
 
     def stop_at_3(step):
         if step == 3:

@@ -9,7 +9,6 @@ import pytest
 import reference
 from reference.analysis import (
     PROBE_METHODS,
-    as_plain,
     construction_alignment,
     error_similarity,
     krylov_best_errors,
@@ -18,13 +17,13 @@ from reference.analysis import (
     lens_layers,
     match_iterates,
     newton_schulz_iterates,
-    probe_markdown,
 )
 from reference.baselines import chebyshev, conjugate_gradient
 from reference.config import ModelConfig
 from reference.constructions import newton_schulz_params, newton_schulz_schedule
 from reference.data import sample_systems
 from reference.model import forward, forward_layers, init_params
+from reference.report import as_plain, probe_markdown
 from tests.helpers import check_tensor
 
 KAPPA = 10.0

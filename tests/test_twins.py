@@ -27,7 +27,8 @@ REFERENCE_ONLY = {
               "init_params": "shared: both packages start from the same NumPy initialisation",
               "check_params": "validation, shared: tf_impl.model imports it",
               "grow_params": "NumPy-only layer growth, shared by both packages (checkpoints are NumPy)",
-              "model_backward": "the hand-written backward; TensorFlow: loss_and_grads_tensors (autodiff)"},
+              "model_backward": "the hand-written backward; TensorFlow: loss_and_grads_tensors (autodiff)",
+              "forward_bytes": "the NumPy forward's peak memory; TrainConfig and solve size batches with it"},
     "data": {"parse_sizes": "validation, shared: tf_impl.data imports it",
              "haar_orthogonal": "draws G from a NumPy Generator; the TF sampler draws G inside sample_systems_tf "
                                 "from its stateless stream and calls haar_q",
@@ -54,7 +55,7 @@ REFERENCE_ONLY = {
     "solve": {name: _SHARED_SOLVE for name in (
         "AUTO_MODELS", "ResolvedModel", "first_not_positive_definite", "prepare_inputs", "auto_model",
         "resolve_model", "LANCZOS_ABOVE", "LANCZOS_STEPS", "LANCZOS_SEED", "spectrum_estimate", "largest_eigenvalue",
-        "SolveResult", "NotConvergedError", "DEFAULT_MAX_PASSES", "MEMORY_LIMIT", "memory_limit", "forward_bytes",
+        "SolveResult", "NotConvergedError", "DEFAULT_MAX_PASSES", "MEMORY_LIMIT", "memory_limit",
         "solve_bytes", "chunk_size", "ROUNDING_FLOOR", "solve_with")},
 }
 TF_ONLY = {

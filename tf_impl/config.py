@@ -161,16 +161,17 @@ class TrainConfig:
     def _check_memory(self, need) -> None:
         """A training step holds the model's arrays for ``batch_size`` systems of size ``n_max`` (kept for the
         gradient), the final table those of ``eval_systems`` systems per size: each must fit
-        :func:`reference.solve.memory_limit`, or the run is refused now, not after compiling or training."""
-        from reference.solve import forward_bytes, memory_limit
+        :func:`reference.config.memory_budget` (half of the physical memory), or the run is refused now, not
+        after compiling or training."""
+        from reference.config import memory_budget
+        from reference.model import forward_bytes
 
-        limit, mcfg = memory_limit(), self.model_config()
+        limit, mcfg = memory_budget(), self.model_config()
         for flag, count in (("--batch-size", self.batch_size), ("--eval-systems", self.eval_systems)):
             need_bytes = forward_bytes(mcfg, self.n_max, count) + 8 * 8 * count * self.n_max**2  # + the systems
             need(need_bytes <= limit, f"{flag} {count}: the model's arrays for {count} systems of size n_max = "
                                       f"{self.n_max} need about {need_bytes / 2**30:.3g} GiB, above the limit of "
-                                      f"{limit / 2**30:.1f} GiB (reference.solve.memory_limit(): half of this "
-                                      "machine's memory)")
+                                      f"{limit / 2**30:.1f} GiB (half of this machine's memory)")
 
     @property
     def out_dir(self) -> str:

@@ -22,12 +22,18 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from reference.baselines import BASELINES
 from reference.checkpoint import describe_lineage, lineage_of, load_checkpoint, load_checkpoint_extra
-from reference.config import ModelConfig
 from reference.evaluation import EVAL_SEED, evaluate, layer_analysis, model_can_run
+from reference.report import (
+    eval_markdown,
+    plot_error_vs_n,
+    plot_layers,
+    plot_robustness,
+    probe_page,
+    robustness_page,
+    write_json,
+)
 
 
 def model_name(arg: str, taken: set) -> str:
@@ -109,8 +115,9 @@ MAX_N = 512  # largest size evaluated (test sets are n_systems x N x N float64 a
 def check_memory(args, cfgs) -> None:
     """Refuse, before sampling anything, an evaluation whose arrays would not fit: the test set and the
     baselines' copies of it (about 8 ``n_systems x N x N`` arrays) and each model's forward on it
-    (:func:`reference.solve.forward_bytes`) at the largest size, within :func:`reference.solve.memory_limit`."""
-    from reference.solve import forward_bytes, memory_limit
+    (:func:`reference.model.forward_bytes`) at the largest size, within :func:`reference.solve.memory_limit`."""
+    from reference.model import forward_bytes
+    from reference.solve import memory_limit
 
     sizes = args.sizes if args.robustness else [args.n_max, *(args.layer_sizes if args.layer_sizes is not None
                                                               else [9, 20])]
@@ -123,147 +130,6 @@ def check_memory(args, cfgs) -> None:
         raise ValueError(f"--n-systems {args.n_systems} at N = {n} needs about {need / 2**30:.3g} GiB, above the "
                          f"limit of {limit / 2**30:.1f} GiB (reference.solve.memory_limit(): half of this machine's "
                          "memory): give a smaller --n-systems or smaller sizes")
-
-
-def strict_json(value):
-    """``value`` with every non-finite float replaced by ``None``: ``eval.json`` is strict JSON
-    (no ``NaN`` / ``Infinity``); ``null`` marks a number that was not finite (a model that blew up)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [strict_json(v) for v in value]
-    if isinstance(value, np.generic):
-        return strict_json(value.item())
-    return value
-
-
-def write_json(path: Path, value) -> None:
-    path.write_text(json.dumps(strict_json(value), indent=1, allow_nan=False))
-
-
-def fmt(v: float) -> str:
-    return f"{v:.2e}"
-
-
-def markdown_tables(records, models, kappas, sizes) -> str:
-    """Per kappa: N, each model's MSE beside CG's (at each depth), Cholesky's and the zero predictor's; the
-    other baselines in a table per depth (so that no table is wider than a page); the model / CG ratios."""
-    lines = []
-    by = {(r["kappa"], r["n"], r["method"], r["iters"]): r for r in records}
-    methods = [(r["method"], r["iters"]) for r in records if r["kind"] == "baseline"]
-    methods = list(dict.fromkeys(methods))
-    first = [(m, k) for m, k in methods if m in ("cg", "cholesky")]  # beside the models: CG and the exact floor
-    depths = list(dict.fromkeys(k for m, k in methods if (m, k) not in first))
-    others = [[(m, k) for m, k in methods if k == d and (m, k) not in first] for d in depths]  # a table per depth
-    for kappa in kappas:
-        kappa = float(kappa)
-        tables = [(f"### MSE at kappa = {kappa:g}", list(models), first, True)]
-        tables += [(f"#### Other baselines, {d} iterations, at kappa = {kappa:g} (MSE)", [], base, False)
-                   for d, base in zip(depths, others, strict=True)]
-        for title, names, base, zero in tables:
-            head = ["N"] + [f"**{m}** (L={models[m][1].n_layers})" for m in names] + \
-                [f"{m}-{k}" if m != "cholesky" else "cholesky" for m, k in base] + (["zero"] if zero else [])
-            lines += [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-            for n in sizes:
-                row = [str(n)]
-                for m in names:
-                    r = by.get((kappa, n, m, models[m][1].n_layers))
-                    row.append(fmt(r["mse"]) if r else "—")
-                row += [fmt(by[(kappa, n, m, k)]["mse"]) for m, k in base]
-                if zero:
-                    row.append(fmt(by[(kappa, n, "zero", 0)]["mse"]))
-                lines.append("| " + " | ".join(row) + " |")
-            lines.append("")
-        lines += [f"#### Model / CG MSE ratio at kappa = {kappa:g} (below 1: the model wins at equal depth)", "",
-                  "| N | " + " | ".join(models) + " |", "|---|" + "---|" * len(models)]
-        for n in sizes:
-            row = [str(n)]
-            for m, (_, cfg) in models.items():
-                r, c = by.get((kappa, n, m, cfg.n_layers)), by.get((kappa, n, "cg", cfg.n_layers))
-                if not (r and c):
-                    row.append("—")
-                elif c["mse"] < 1e-20:  # N <= L: CG is exact, no polynomial map can match it
-                    row.append("CG exact")
-                else:
-                    row.append(f"{r['mse'] / c['mse']:.3g}")
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def plot_error_vs_n(records, models, kappa, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    depths_drawn = set()
-    for i, (name, (_, cfg)) in enumerate(models.items()):
-        rs = sorted((r for r in records if r["kappa"] == kappa and r["method"] == name), key=lambda r: r["n"])
-        ns, mse = [r["n"] for r in rs], [r["mse"] for r in rs]
-        ax.plot(ns, mse, "o-" if len(ns) > 1 else "o", color=colors[i % len(colors)],
-                label=f"{name} (L={cfg.n_layers})")
-        if cfg.n_layers not in depths_drawn:
-            depths_drawn.add(cfg.n_layers)
-            cg = sorted((r for r in records if r["kappa"] == kappa and r["method"] == "cg"
-                         and r["iters"] == cfg.n_layers), key=lambda r: r["n"])
-            ax.plot([r["n"] for r in cg], [max(r["mse"], 1e-32) for r in cg], "k--",
-                    alpha=0.4 + 0.1 * len(depths_drawn), label=f"CG, {cfg.n_layers} iterations")
-    zero = sorted((r for r in records if r["kappa"] == kappa and r["method"] == "zero"), key=lambda r: r["n"])
-    ax.plot([r["n"] for r in zero], [r["mse"] for r in zero], ":", color="grey", label="zero predictor")
-    ax.set_yscale("log")
-    ax.set_ylim(bottom=1e-8)
-    shallowest = min(cfg.n_layers for _, cfg in models.values())
-    ax.axvspan(min(r["n"] for r in records) - 0.5, shallowest + 0.5, color="grey", alpha=0.12,
-               label=f"N <= {shallowest}: CG exact")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("system size N")
-    ax.set_ylabel("MSE  (1/N)||x_hat - x||^2")
-    ax.set_title(f"Error vs size, kappa = {kappa:g} (same systems for every method)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
-
-
-def plot_layers(analyses, path, title):
-    """One panel per model (two per row, each large enough to read): MSE after each layer against CG
-    after each iteration and the Krylov floor; integer layer ticks, the y-range fitted to the data."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    cols = min(2, len(analyses))
-    rows = -(-len(analyses) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(5.6 * cols, 4.2 * rows + 0.6), squeeze=False)
-    for ax, (name, a) in zip(axes.flat, analyses, strict=False):
-        k = np.arange(len(a["model"]))
-        ax.semilogy(k, a["model"], "o-", label=f"{name}: after layer k")
-        ax.semilogy(k, np.maximum(a["cg"], 1e-32), "s--", label="CG: after iteration k")
-        ax.semilogy(k, np.maximum(a["krylov_best"], 1e-32), "^:", label="best point of x0 + K_k (2-norm)")
-        ax.set_title(f"{name}, N={a['n']}, kappa={a['kappa']:g}", fontsize=10)
-        ax.set_xlabel("layer / iteration k")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        data = np.concatenate([np.asarray(a[key], dtype=float) for key in ("model", "cg", "krylov_best")])
-        data = data[np.isfinite(data) & (data > 0)]
-        if data.size:  # fitted to the data, floored where CG becomes exact (N <= k)
-            ax.set_ylim(max(data.min(), 1e-12) / 3, data.max() * 3)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    for ax in axes.flat[len(analyses):]:
-        ax.axis("off")
-    axes[0][0].set_ylabel("MSE")
-    fig.suptitle(title, fontsize=11, wrap=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return fig
 
 
 def checkpoint_path(arg: str) -> str:
@@ -279,45 +145,10 @@ def checkpoint_path(arg: str) -> str:
     return arg
 
 
-def plot_robustness(records, models, path):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    families = list(dict.fromkeys(r["family"] for r in records))
-    cols = 3
-    rows = math.ceil(len(families) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
-    for ax, family in zip(axes.flat, families, strict=False):  # spare axes stay empty
-        for name in models:
-            pts = sorted((r["n"], r["rel"]) for r in records
-                         if r["family"] == family and r["method"] == name and r["kind"] == "solve")
-            if pts:
-                ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=f"{name} (solve)")
-        for method in sorted({r["method"] for r in records if r["kind"] in ("cg", "krylov")}):
-            pts = sorted((r["n"], r["rel"]) for r in records if r["family"] == family and r["method"] == method)
-            ax.plot(*zip(*pts, strict=True), ls="--" if method.startswith("CG") else ":", color="k", label=method)
-        ax.set_yscale("log")
-        ax.set_ylim(bottom=1e-5)  # CG is exact once N <= L: its ~1e-16 would squash the rest
-        ax.set_title(family, fontsize=8)
-        ax.set_xlabel("N")
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    for ax in axes.flat[len(families):]:
-        ax.axis("off")
-    axes[0][0].set_ylabel("relative error, one pass")
-    axes[0][0].legend(fontsize=6)
-    fig.suptitle("solve() off the training distribution: one pass at equal depth vs CG and the Krylov optimum",
-                 fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main_robustness(args) -> dict:
     from tqdm import tqdm
 
-    from reference.robustness import FAMILIES, markdown, robustness
+    from reference.robustness import FAMILIES, robustness
 
     models = {}
     for arg in args.checkpoints:
@@ -329,12 +160,9 @@ def main_robustness(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(FAMILIES) * len(args.sizes), desc="robustness", unit="size") as bar:
         records = robustness(models, args.sizes, n_systems=args.n_systems, tol=args.tol, progress=bar.update)
-    write_json(out / "robustness.json", {"args": vars(args), "models": models, "records": records})
-    md = ["# solve() off the training distribution", "",
-          f"Models: {', '.join(f'`{m}`' for m in models)}; {args.n_systems} systems per (family, N), seed "
-          f"{args.seed}. `solve`: one pass of `reference.solve` (normalised, odd part); `bare`: the model on the "
-          "system as given (the paper's use).", "", markdown(records, models, args.sizes, tol=args.tol)]
-    (out / "robustness.md").write_text("\n".join(md) + "\n")
+    result = {"args": vars(args), "models": models, "records": records}
+    write_json(out / "robustness.json", result)
+    (out / "robustness.md").write_text(robustness_page(result))
     if not args.no_plots:
         plot_robustness(records, models, out / "robustness.png")
     print((out / "robustness.md").read_text())
@@ -347,8 +175,9 @@ def main_probe(args) -> dict:
     size, with both read-outs, on the evaluation's fixed test systems, and for a block model with at least
     two identity copies :func:`reference.analysis.construction_alignment`; prints the tables and writes
     ``probe_<model>.json`` / ``.md`` per model."""
-    from reference.analysis import READOUTS, alignment_markdown, as_plain, construction_alignment, layer_probe
+    from reference.analysis import READOUTS, construction_alignment, layer_probe
     from reference.evaluation import eval_systems
+    from reference.report import as_plain
 
     models = {}
     for arg in args.checkpoints:
@@ -361,10 +190,6 @@ def main_probe(args) -> dict:
     sizes = args.layer_sizes if args.layer_sizes is not None else [9, 20]
     results = {}
     for name, (path, params, cfg) in models.items():
-        md = [f"# Which algorithm did `{name}` learn?", "",
-              f"{cfg.n_layers} layers; {args.n_systems} systems per (kappa, N), seed {args.seed}. Per layer: the "
-              "model's MSE, then per algorithm the step k whose error vector points most nearly like the layer's "
-              "(mean cosine over the systems) and the number of steps it needs to reach the layer's MSE.", ""]
         probes = []
         for kappa in args.kappa:
             for n in sizes:
@@ -374,18 +199,17 @@ def main_probe(args) -> dict:
                 for readout in READOUTS:
                     pr = layer_probe(params, cfg, A, b, x, mask, kappa=kappa, readout=readout)
                     probes.append({"n": int(n), **as_plain(pr)})
-                    md.append(probe_markdown_for(pr, n, kappa, readout))
         alignment = None
         if cfg.parametrization == "block" and cfg.n_identity >= 2 and cfg.attention_norm == "none":
             kappa, upper = construction_spectrum(path, max(args.kappa))
-            alignment = construction_alignment(params, cfg, kappa=kappa, upper=upper)
-            md += [alignment_markdown(alignment, f"## Scalars beside the Newton-Schulz construction for the spectrum "
-                                                 f"[1/{kappa:g}, {upper:g}]")]
+            alignment = {**as_plain(construction_alignment(params, cfg, kappa=kappa, upper=upper)),
+                         "kappa": kappa, "upper": upper}
         results[name] = {"path": os.fspath(path), "config": json.loads(cfg.to_json()), "probes": probes,
-                         "alignment": None if alignment is None else as_plain(alignment)}
+                         "alignment": alignment}
         write_json(out / f"probe_{name}.json", {"args": vars(args), **results[name]})
-        (out / f"probe_{name}.md").write_text("\n".join(md) + "\n")
-        print("\n".join(md))
+        md = probe_page(name, {"args": vars(args), **results[name]})
+        (out / f"probe_{name}.md").write_text(md)
+        print(md)
     print(f"wrote {', '.join(f'{out}/probe_{name}.json' for name in models)} and the .md beside each")
     return results
 
@@ -402,14 +226,6 @@ def construction_spectrum(path, default_kappa: float) -> tuple[float, float]:
     kappa = next((float(tc[k]) for k in ("kappa_max", "kappa") if is_real(tc.get(k)) and tc[k] >= 1), default_kappa)
     upper = float(tc["init_upper"]) if is_real(tc.get("init_upper")) and tc["init_upper"] >= 1 else 1.0
     return kappa, upper
-
-
-def probe_markdown_for(probe: dict, n: int, kappa: float, readout: str) -> str:
-    from reference.analysis import probe_markdown
-
-    what = "the query's x-slot after each layer" if readout == "query" else \
-        "the last layer applied to the tokens after each layer"
-    return probe_markdown(probe, f"## N = {n}, kappa = {kappa:g}: {what}")
 
 
 def evaluate_cli(argv=None) -> dict:
@@ -433,23 +249,6 @@ def main(argv=None) -> int:
         print(f"error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}", file=sys.stderr)
         return 2
     return 0
-
-
-def eval_markdown(result: dict) -> str:
-    """``eval.md`` from the contents of ``eval.json`` (so it can be rendered again from the file)."""
-    args = result["args"]
-    models = {name: (None, ModelConfig(**m["config"])) for name, m in result["models"].items()}
-    sizes = list(range(args["n_min"], args["n_max"] + 1))
-    md = ["# Evaluation", "", f"Checkpoints: {', '.join(f'`{m}`' for m in models)}; {args['n_systems']} systems per "
-          f"(kappa, N), seed {args['seed']}; iterative baselines run as many iterations as the model has layers.", "",
-          markdown_tables(result["records"], models, args["kappa"], sizes), "### Layer by layer", "",
-          "| model | N | kappa | MSE after each layer | CG after each iteration | effective Krylov dim. per layer |",
-          "|---|---|---|---|---|---|"]
-    for a in result["layers"]:
-        dims = ", ".join(f"{d:.2f}" for d in a["effective_krylov_dim"])
-        md.append(f"| {a['name']} | {a['n']} | {a['kappa']:g} | {', '.join(fmt(v) for v in a['model'])} | "
-                  f"{', '.join(fmt(v) for v in a['cg'])} | {dims} |")
-    return "\n".join(md) + "\n"
 
 
 def evaluate_checkpoints(args) -> dict:
