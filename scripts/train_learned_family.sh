@@ -4,9 +4,9 @@
 # side read by the last layer only (b_last_layer), L-BFGS on one fixed float64 batch of 256 systems with N in
 # [2, 16] and kappa 10, 6000 iterations (measured times: the results pages, "Every number"). Every depth is trained with each seed of
 # SEEDS (RUNS/learned-L<L>-s<seed>) and the run with the lowest final training loss is kept; the 8-layer one then
-# runs 6000 more iterations from its final weights (RUNS/learned-L8-cont: --init-from, a second run in its
-# lineage, with a fresh L-BFGS memory). With --ship the kept runs are written to reference/pretrained/learned-L<L>.npz
-# (without the resume state).
+# runs twice 6000 more iterations, each from the previous run's final weights (RUNS/learned-L8-cont, then
+# RUNS/learned-L8-cont2: --init-from, one more run in the lineage each, with a fresh L-BFGS memory). With --ship
+# the kept runs are written to reference/pretrained/learned-L<L>.npz (without the resume state).
 # A run resumes where it stopped and is skipped once its final.npz exists.
 #   bash scripts/train_learned_family.sh [RUNS_DIR] ["L8 L6 L4 L2"] ["0 1"] [--ship]
 set -euo pipefail
@@ -31,11 +31,12 @@ for name in $STAGES; do
   if [ "$name" = "L8" ]; then
     seed=$(python -c "import sys, json; from reference.checkpoint import load_checkpoint_extra as l
 print(l(sys.argv[1])[0]['train_config']['seed'])" "$best")
-    if [ ! -f "$RUNS/learned-L8-cont/final.npz" ]; then
-      python -m tf_impl.train --preset learned-L8 --seed "$seed" --init-from "$best" --out "$RUNS/learned-L8-cont" \
-        --resume
-    fi
-    best="$RUNS/learned-L8-cont/final.npz"
+    for cont in learned-L8-cont learned-L8-cont2; do
+      if [ ! -f "$RUNS/$cont/final.npz" ]; then
+        python -m tf_impl.train --preset learned-L8 --seed "$seed" --init-from "$best" --out "$RUNS/$cont" --resume
+      fi
+      best="$RUNS/$cont/final.npz"
+    done
   fi
   echo "learned-$name: $best"
   if [ "$SHIP" = "--ship" ]; then  # the weights and metadata, paths under RUNS written as runs/... (the default)
