@@ -102,6 +102,12 @@ class Results:
         return self.json("robustness/robustness.json")
 
     @cached_property
+    def robust(self) -> tuple[dict | None, list[dict], dict[tuple, dict]]:
+        """The robustness study, its records, and the records by (family, N, method, kind)."""
+        recs = self.robustness["records"] if self.robustness else []
+        return self.robustness, recs, {(r["family"], r["n"], r["method"], r["kind"]): r for r in recs}
+
+    @cached_property
     def depth_rows(self) -> list[dict]:
         """The depth studies' rows: the depth families, then the learned family (its newton-schulz rows repeat
         the depth families' and are dropped)."""
@@ -384,12 +390,10 @@ def worse_than_zero(res: Results) -> list[str]:
 
 
 def solve_section(res: Results) -> list[str]:
-    """What ``solve`` does on the robustness families, at the largest size both tables share."""
-    data = res.robustness
+    """What ``solve`` does on the robustness families, at N = 20 (else the largest size)."""
+    data, recs, by = res.robust
     if not data:
         return []
-    recs = data["records"]
-    by = {(r["family"], r["n"], r["method"], r["kind"]): r for r in recs}
     n = 20 if any(r["n"] == 20 for r in recs) else max(r["n"] for r in recs)
     four = [m for m in dict.fromkeys(r["method"] for r in recs if r["kind"] == "solve" and r["layers"] == 4)]
     out = ["## What `solve` does", "",
@@ -521,11 +525,9 @@ def depth_tables(res: Results) -> list[str]:
 
 
 def robustness_tables(res: Results) -> list[str]:
-    data = res.robustness
+    data, recs, by = res.robust
     if not data:
         return []
-    recs = data["records"]
-    by = {(r["family"], r["n"], r["method"], r["kind"]): r for r in recs}
     depth = {r["method"]: r["layers"] for r in recs if r["kind"] == "solve"}
     sizes = {m: {r["n"] for r in recs if r["method"] == m} for m in depth}
     # the models trained on one size (full-n9, block-n9) are left to the JSON: far from N = 9 they are not used
