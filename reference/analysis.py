@@ -396,14 +396,31 @@ def construction_alignment(params, cfg: ModelConfig, kappa: float = 10.0, upper:
     params = check_params(params, cfg)
     ref, _ = newton_schulz_params(cfg.n_layers, kappa, n_heads=1, n_identity=cfg.n_identity,
                                   attention_norm=cfg.attention_norm, n=n, upper=upper)
-    K, L = cfg.n_identity, cfg.n_layers
-    names = group_names(K)
-    perms = list(itertools.permutations(range(K))) if K <= 5 else [tuple(range(K))]
+    names = group_names(cfg.n_identity)
+    total, perm, layers = _best_alignment(params, cfg, ref)
+    ref_sq = sum(float((ref[k] ** 2).sum()) for k in ref)
+    out_layers = []
+    for layer, (h, c, P, Q, P_ref, Q_ref) in enumerate(layers):
+        others = [float(np.linalg.norm(params[f"layers.{layer}.P"][k]) * np.linalg.norm(params[f"layers.{layer}.Q"][k]))
+                  for k in range(cfg.n_heads) if k != h]
+        last = layer == cfg.n_layers - 1
+        out_layers.append({"head": int(h), "scale": float(c), "p": P, "q": Q, "p_construction": P_ref,
+                           "q_construction": Q_ref, **_layer_comparison(P, Q, P_ref, Q_ref, names, last),
+                           "other_heads": others})
+    return {"groups": names, "permutation": [int(k) for k in perm],
+            "distance": float(np.sqrt(total / ref_sq)), "layers": out_layers}
+
+
+def _best_alignment(params, cfg: ModelConfig, ref) -> tuple[float, tuple, list]:
+    """``(total squared distance, permutation, per layer (head, c, c P, Q / c, P_ref, Q_ref))`` for the
+    permutation of the identity copies (tried for ``K <= 5``) and, per layer, the head and scale nearest to
+    the construction's ``ref``."""
+    K = cfg.n_identity
     best = None
-    for perm in perms:
+    for perm in (itertools.permutations(range(K)) if K <= 5 else [tuple(range(K))]):
         idx = np.array([0, 1] + [2 + k for k in perm])  # construction's group g <- the model's group idx[g]
         total, layers = 0.0, []
-        for layer in range(L):
+        for layer in range(cfg.n_layers):
             P_ref, Q_ref = ref[f"layers.{layer}.P"][0], ref[f"layers.{layer}.Q"][0]  # (G, G)
             heads = []
             for h in range(cfg.n_heads):
@@ -416,35 +433,30 @@ def construction_alignment(params, cfg: ModelConfig, kappa: float = 10.0, upper:
             layers.append((h, c, P, Q, P_ref, Q_ref))
         if best is None or total < best[0]:
             best = (total, perm, layers)
-    total, perm, layers = best
-    ref_sq = sum(float((ref[k] ** 2).sum()) for k in ref)
-    out_layers = []
-    for layer, (h, c, P, Q, P_ref, Q_ref) in enumerate(layers):
-        both = np.concatenate([P.ravel(), Q.ravel()])  # (2 G^2,)
-        on = np.concatenate([P_ref.ravel(), Q_ref.ravel()]) != 0
-        labels = [f"p[{u},{v}]" for u in names for v in names] + [f"q[{u},{v}]" for u in names for v in names]
-        big = np.abs(both).max()
-        order = np.argsort(-np.abs(both), kind="stable")
-        g = {nm: i for i, nm in enumerate(names)}
-        if layer < L - 1:
-            gamma, beta = 1.0 + P_ref[2, 2] * Q_ref[3, 3], P_ref[2, 2] * Q_ref[0, 2]
-            inv = {"beta = p[h1,h1] q[a,h1]": (P[g["h1"], g["h1"]] * Q[g["a"], g["h1"]], beta),
-                   "gamma = 1 + p[h1,h1] q[h2,h2]": (1.0 + P[g["h1"], g["h1"]] * Q[g["h2"], g["h2"]], gamma)}
-        else:
-            step = -P_ref[0, 2] * Q_ref[0, 0]
-            inv = {"step = -p[a,h1] q[a,a]": (-P[g["a"], g["h1"]] * Q[g["a"], g["a"]], step),
-                   "step = p[a,h1] q[b,b]": (P[g["a"], g["h1"]] * Q[g["b"], g["b"]], step)}
-        others = [float(np.linalg.norm(params[f"layers.{layer}.P"][k]) * np.linalg.norm(params[f"layers.{layer}.Q"][k]))
-                  for k in range(cfg.n_heads) if k != h]
-        out_layers.append({
-            "head": int(h), "scale": float(c), "p": P, "q": Q, "p_construction": P_ref, "q_construction": Q_ref,
-            "support": {labels[i]: (float(both[i]), float(np.concatenate([P_ref.ravel(), Q_ref.ravel()])[i]))
-                        for i in np.flatnonzero(on)},
+    return best
+
+
+def _layer_comparison(P, Q, P_ref, Q_ref, names: list[str], last: bool) -> dict:
+    """One aligned layer against the construction's: ``support``, ``off_support``, ``large`` and
+    ``invariants`` of :func:`construction_alignment`."""
+    both = np.concatenate([P.ravel(), Q.ravel()])  # (2 G^2,)
+    both_ref = np.concatenate([P_ref.ravel(), Q_ref.ravel()])  # (2 G^2,)
+    on = both_ref != 0
+    labels = [f"p[{u},{v}]" for u in names for v in names] + [f"q[{u},{v}]" for u in names for v in names]
+    big = np.abs(both).max()
+    order = np.argsort(-np.abs(both), kind="stable")
+    g = {nm: i for i, nm in enumerate(names)}
+    if not last:
+        gamma, beta = 1.0 + P_ref[2, 2] * Q_ref[3, 3], P_ref[2, 2] * Q_ref[0, 2]
+        inv = {"beta = p[h1,h1] q[a,h1]": (P[g["h1"], g["h1"]] * Q[g["a"], g["h1"]], beta),
+               "gamma = 1 + p[h1,h1] q[h2,h2]": (1.0 + P[g["h1"], g["h1"]] * Q[g["h2"], g["h2"]], gamma)}
+    else:
+        step = -P_ref[0, 2] * Q_ref[0, 0]
+        inv = {"step = -p[a,h1] q[a,a]": (-P[g["a"], g["h1"]] * Q[g["a"], g["a"]], step),
+               "step = p[a,h1] q[b,b]": (P[g["a"], g["h1"]] * Q[g["b"], g["b"]], step)}
+    return {"support": {labels[i]: (float(both[i]), float(both_ref[i])) for i in np.flatnonzero(on)},
             "off_support": float(np.linalg.norm(both[~on]) / max(np.linalg.norm(both), 1e-300)),
             "large": [(labels[i], float(both[i])) for i in order if big > 0 and abs(both[i]) >= 0.1 * big],
-            "invariants": {k: (float(a), float(b)) for k, (a, b) in inv.items()},
-            "other_heads": others})
-    return {"groups": names, "permutation": [int(k) for k in perm],
-            "distance": float(np.sqrt(total / ref_sq)), "layers": out_layers}
+            "invariants": {k: (float(a), float(b)) for k, (a, b) in inv.items()}}
 
 
