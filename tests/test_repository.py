@@ -5,6 +5,7 @@ are there and agree with the package metadata."""
 from __future__ import annotations
 
 import ast
+import json
 import re
 import subprocess
 import sys
@@ -80,3 +81,17 @@ def test_no_script_function_is_longer_than_80_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
                 long.append(f"{path.name}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1} lines)")
     assert not long, long
+
+
+def test_results_and_shipped_checkpoints_name_no_machine_path():
+    """Measured data and shipped metadata are read on other machines: paths in them are relative to the
+    repository (``runs/...``, ``reference/pretrained/...``), never a folder of the machine that made them."""
+    from reference.checkpoint import load_checkpoint_extra
+    from tests.test_tutorials import MACHINE_PATH
+
+    texts = {p: p.read_text(encoding="utf-8") for p in sorted((ROOT / "results").rglob("*"))
+             if p.suffix in (".json", ".md")}
+    texts |= {p: json.dumps(load_checkpoint_extra(p)[0]) for p in sorted((ROOT / "reference/pretrained").glob("*.npz"))}
+    found = {str(p.relative_to(ROOT)): m.group(0) for p, t in texts.items() for m in [MACHINE_PATH.search(t)] if m}
+    assert not found, found
+    assert MACHINE_PATH.search(json.dumps({"models": {"a": "/tmp/snap3/reference/pretrained/a.npz"}}))
