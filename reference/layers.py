@@ -333,15 +333,28 @@ def readout_backward(dx, cache):
     return dZ
 
 
-def mse_forward(x_hat, x, mask, relative: bool = False):
-    """``L = mean_s ||x_hat_s - x_s||^2 / d_s`` over real coordinates, ``d_s = N_s`` (the MSE: every system
-    weighs the same) or, ``relative``, ``d_s = ||x_s||^2`` (mean squared relative error: systems whose
-    solution is large, e.g. ``b ~ N(0, I)`` with a large ``kappa``, do not dominate the loss)."""
+LOSSES = ("mse", "relative")
+"""The losses (docs/conventions.md, "Output and loss"), named the same in both twins, the training config and
+the command line: ``"mse"`` divides each system's squared error by ``N_s``, ``"relative"`` by ``||x_s||^2``."""
+
+
+def check_loss(loss) -> str:
+    """``loss`` if it is one of :data:`LOSSES`, else a ``ValueError`` naming them."""
+    if not (isinstance(loss, str) and loss in LOSSES):
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    return loss
+
+
+def mse_forward(x_hat, x, mask, loss: str = "mse"):
+    """``L = mean_s ||x_hat_s - x_s||^2 / d_s`` over real coordinates, ``d_s = N_s`` (``loss="mse"``: every
+    system weighs the same) or ``d_s = ||x_s||^2`` (``loss="relative"``, the mean squared relative error: systems
+    whose solution is large, e.g. ``b ~ N(0, I)`` with a large ``kappa``, do not dominate the loss)."""
     maskf = mask.astype(np.float64)  # (B, M)
+    relative = check_loss(loss) == "relative"
     d = (x * x * maskf).sum(axis=1) if relative else maskf.sum(axis=1)  # (B,)
     r = (x_hat - x) * maskf  # (B, M)
-    loss = float(np.mean((r**2).sum(axis=1) / d))
-    return loss, MseCache(r, d)
+    loss_value = float(np.mean((r**2).sum(axis=1) / d))
+    return loss_value, MseCache(r, d)
 
 
 def mse_backward(cache):

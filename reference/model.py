@@ -26,6 +26,7 @@ from reference.layers import (
     block_attention_forward,
     block_expand_backward,
     block_expand_forward,
+    check_loss,
     coordinate_mask,
     encode_backward,
     encode_forward,
@@ -232,14 +233,15 @@ def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, struct
     return model_forward(params, cfg, A, b, mask, x0, keep_layers=True, structured=structured)[1].iterates
 
 
-def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False, relative=False):
-    """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2`` (``relative``: ``/ ||x_s||^2``
+def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False, loss="mse"):
+    """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2`` (``loss="relative"``: ``/ ||x_s||^2``
     instead of ``/ N_s``, see :func:`reference.layers.mse_forward`); grads have the params' keys."""
+    check_loss(loss)
     params, A, b, mask, x0, x = _check(params, cfg, A, b, mask, x0, x)
     x_hat, cache = model_forward(params, cfg, A, b, mask, x0, structured=structured)
-    loss, loss_cache = mse_forward(x_hat, x, mask, relative)
+    loss_value, loss_cache = mse_forward(x_hat, x, mask, loss)
     dx_hat = mse_backward(loss_cache)  # the seed: dL/dx_hat
-    return loss, model_backward(dx_hat, cache, cfg)
+    return loss_value, model_backward(dx_hat, cache, cfg)
 
 
 def forward_bytes(cfg: ModelConfig, n: int, batch: int) -> int:

@@ -12,6 +12,7 @@ import numpy as np
 
 from reference.config import ModelConfig
 from reference.data import sample_systems
+from reference.layers import check_loss
 from reference.model import check_params, init_params, loss_and_grads
 
 
@@ -64,29 +65,30 @@ def batch_seed(seed: int, step: int) -> list[int]:
 
 
 def train(cfg: ModelConfig, sizes, steps=300, batch_size=64, lr=1e-3, kappa=10.0, seed=0,
-          params=None, clip_norm=None, warmup=0, schedule="constant", log_every=0, relative=False, **law):
+          params=None, clip_norm=None, warmup=0, schedule="constant", log_every=0, loss="mse", **law):
     """Train with Adam on fresh batches from :func:`sample_systems`; returns ``(params, losses)``.
 
     ``kappa`` and ``law`` (``spectrum``, ``rhs``, ``normalize_rhs``) are the data law of
-    :func:`reference.data.sample_systems`; ``relative`` selects the relative loss
+    :func:`reference.data.sample_systems`; ``loss`` is one of :data:`reference.layers.LOSSES`
     (:func:`reference.layers.mse_forward`).
 
     ``params=None`` starts from :func:`init_params` ``(cfg, seed)``. ``losses[i]`` is the loss of
     the batch of step ``i`` before its update. Stops with ``FloatingPointError`` on a non-finite loss.
     """
+    check_loss(loss)
     params = init_params(cfg, seed) if params is None else check_params(params, cfg)
     state = adam_init(params)
     losses = []
     for step in range(steps):
         A, b, x, mask = sample_systems(batch_size, sizes, kappa, seed=batch_seed(seed, step), **law)
-        loss, grads = loss_and_grads(params, cfg, A, b, x, mask, relative=relative)
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"non-finite loss {loss} at step {step}")
+        value, grads = loss_and_grads(params, cfg, A, b, x, mask, loss=loss)
+        if not np.isfinite(value):
+            raise FloatingPointError(f"non-finite loss {value} at step {step}")
         grads, _ = clip_by_global_norm(grads, clip_norm)
         params, state = adam_update(params, grads, state, lr_at(step, lr, steps, warmup, schedule))
-        losses.append(loss)
+        losses.append(value)
         if log_every and (step % log_every == 0 or step == steps - 1):
-            print(f"step {step:5d}  loss {loss:.4e}")
+            print(f"step {step:5d}  loss {value:.4e}")
     return params, np.asarray(losses)
 
 
@@ -189,17 +191,18 @@ def lbfgs_step(fg, theta, f: float, g, S, Y, memory: int = 50):
 
 
 def train_lbfgs(cfg: ModelConfig, sizes, steps=300, batch_size=256, kappa=10.0, seed=0, params=None, memory=50,
-                relative=False, **law):
+                loss="mse", **law):
     """L-BFGS on ONE batch of ``batch_size`` systems drawn from ``(seed, LBFGS_STREAM)``; returns
     ``(params, losses)``, ``losses[i]`` the batch loss before
-    iteration ``i``. ``params=None`` starts from :func:`init_params` ``(cfg, seed)``."""
+    iteration ``i``. ``params=None`` starts from :func:`init_params` ``(cfg, seed)``; ``loss`` as in :func:`train`."""
+    check_loss(loss)
     params = init_params(cfg, seed) if params is None else check_params(params, cfg)
     shapes = {k: v.shape for k, v in params.items()}
     A, b, x, mask = sample_systems(batch_size, sizes, kappa, seed=batch_seed(seed, LBFGS_STREAM), **law)
 
     def fg(theta):
-        loss, grads = loss_and_grads(unflatten_params(theta, shapes), cfg, A, b, x, mask, relative=relative)
-        return loss, flatten_params(grads, shapes)
+        value, grads = loss_and_grads(unflatten_params(theta, shapes), cfg, A, b, x, mask, loss=loss)
+        return value, flatten_params(grads, shapes)
 
     theta = flatten_params(params, shapes)
     f, g = fg(theta)

@@ -49,7 +49,7 @@ tf.config.threading.set_inter_op_parallelism_threads(1)
 BSCALE = [0.0]
 BLAST = [False]
 MASK = [1.0]
-REL = [False]
+LOSS = ["mse"]  # the loss, one of reference.layers.LOSSES
 
 
 def batch_tensors(batch, sizes, kappa, seed, dtype=tf.float64):
@@ -79,12 +79,12 @@ def make_fns(cfg, shapes, dtype):
         with tf.GradientTape() as tape:
             tape.watch(theta)
             xh = model_forward(unflat(theta), cfg, A, b, m, tf.zeros_like(b), structured=True)
-            loss = mse(xh, x, m, relative=REL[0])
+            loss = mse(xh, x, m, LOSS[0])
         return loss, tape.gradient(loss, theta)
 
     def resid_raw(theta, A, b, x, m):
         xh = model_forward(unflat(theta), cfg, A, b, m, tf.zeros_like(b), structured=True)
-        d = tf.sqrt((tf.reduce_sum(x * x * m, axis=1, keepdims=True) if REL[0] else
+        d = tf.sqrt((tf.reduce_sum(x * x * m, axis=1, keepdims=True) if LOSS[0] == "relative" else
                      tf.reduce_sum(m, axis=1, keepdims=True)) * tf.cast(tf.shape(b)[0], b.dtype))
         return tf.reshape((xh - x) * m / d, [-1])
 
@@ -120,7 +120,7 @@ def evaluate(predict, theta, cfg, ns=(6, 9, 15, 20, 40), kappa=10.0, n_sys=200):
     return out
 
 
-def main():
+def parse_args(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=3)
     ap.add_argument("--heads", type=int, default=1)
@@ -141,14 +141,12 @@ def main():
     ap.add_argument("--tag", default="")
     ap.add_argument("--bscale", type=float, default=0.0)
     ap.add_argument("--b-last", type=int, default=0)
-    ap.add_argument("--relative", type=int, default=0)
-    a = ap.parse_args()
-    BSCALE[0] = a.bscale
-    BLAST[0] = bool(a.b_last)
-    REL[0] = bool(a.relative)
-    cfg = ModelConfig(parametrization="block", n_layers=a.layers, n_heads=a.heads, n_identity=a.n_identity,
-                      attention_norm=a.norm, init_scale=a.init_scale)
-    shapes = param_shapes(cfg)
+    ap.add_argument("--relative", type=int, default=0)  # 1: the loss "relative" (reference.layers.LOSSES)
+    return ap.parse_args(argv)
+
+
+def start_theta(a, cfg, shapes) -> np.ndarray:
+    """The flat start: ``init_params(cfg, seed)``, or the layers of ``--init-from`` then layers with P = 0."""
     p0 = init_params(cfg, a.seed)
     if a.init_from:
         z = np.load(a.init_from)
@@ -158,84 +156,111 @@ def main():
             p0[k] = src[k]
         for layer in range(L0, a.layers):
             p0[f"layers.{layer}.P"] = np.zeros(shapes[f"layers.{layer}.P"])
-    theta = np.concatenate([p0[k].ravel() for k in shapes])
+    return np.concatenate([p0[k].ravel() for k in shapes])
+
+
+def report(record: dict, t0: float) -> None:
+    print(json.dumps({**record, "s": round(time.time() - t0)}), flush=True)
+
+
+def run_adam(a, theta, loss_grad, sizes, t0):
+    """Adam on a fresh batch every step: warm-up over 100 steps, cosine decay to 0.1 lr, clipping at 10."""
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    for t in range(1, a.adam_steps + 1):
+        batch = batch_tensors(a.batch, sizes, a.kappa, seed=(a.seed, t))
+        lv, g = loss_grad(tf.constant(theta), *batch)
+        g, lv = g.numpy(), float(lv)
+        gn = np.linalg.norm(g)
+        if gn > 10:
+            g *= 10 / gn
+        lr = a.lr * min(1.0, t / 100) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t / a.adam_steps)))
+        m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
+        theta = theta - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
+        if t % 250 == 0:
+            report({"m": "adam", "t": t, "loss": lv}, t0)
+    return theta
+
+
+def run_lbfgs(a, method, theta, loss_grad, sizes, t0):
+    """``--iters`` iterations of reference.optim.lbfgs_step (``lbfgs``) or scipy's L-BFGS-B (``scipy``) on one
+    fixed batch."""
+    batch = batch_tensors(a.batch, sizes, a.kappa, seed=(a.seed, 999_999))
+    it = [0]
+
+    def fg(th):
+        lv, g = loss_grad(tf.constant(th), *batch)
+        return float(lv), g.numpy()
+
+    def cb(th):
+        it[0] += 1
+        if it[0] % 200 == 0:
+            report({"m": method, "t": it[0], "loss": float(fg(th)[0])}, t0)
+
+    if method == "scipy":
+        import scipy.optimize
+
+        res = scipy.optimize.minimize(fg, theta, jac=True, method="L-BFGS-B", callback=cb,
+                                      options=dict(maxiter=a.iters, maxcor=50, ftol=0, gtol=0))
+        theta, f = res.x, res.fun
+    else:
+        from reference.optim import lbfgs_step
+
+        f, g = fg(theta)
+        S = Y = np.zeros((0, theta.size))
+        for _ in range(a.iters):
+            theta, f, g, S, Y, _ = lbfgs_step(fg, theta, f, g, S, Y, 50)
+            cb(theta)
+    print(json.dumps({"m": method, "end": "done", "loss": float(f)}))
+    return theta
+
+
+def run_lm(a, theta, resid, jac, sizes, t0):
+    """Levenberg-Marquardt on one fixed batch: ``--iters`` accepted steps, or until the damping passes 1e12."""
+    batch = batch_tensors(a.batch, sizes, a.kappa, seed=(a.seed, 999_999))
+    mu = 1e-3
+    r, J = (arr.numpy() for arr in jac(tf.constant(theta), *batch))
+    f = r @ r
+    for t in range(1, a.iters + 1):
+        JtJ, g = J.T @ J, J.T @ r
+        while True:
+            step = np.linalg.solve(JtJ + mu * (np.diag(np.diag(JtJ)) + 1e-12 * np.eye(len(g))), -g)
+            th2 = theta + step
+            r2 = resid(tf.constant(th2), *batch).numpy()
+            f2 = r2 @ r2
+            if np.isfinite(f2) and f2 < f:
+                theta, mu = th2, max(mu / 3, 1e-12)
+                break
+            mu *= 4
+            if mu > 1e12:
+                return theta
+        r, J = (arr.numpy() for arr in jac(tf.constant(theta), *batch))
+        f = r @ r
+        if t % 20 == 0:
+            report({"m": "lm", "t": t, "loss": float(f), "mu": mu}, t0)
+    return theta
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    BSCALE[0] = a.bscale
+    BLAST[0] = bool(a.b_last)
+    LOSS[0] = "relative" if a.relative else "mse"
+    cfg = ModelConfig(parametrization="block", n_layers=a.layers, n_heads=a.heads, n_identity=a.n_identity,
+                      attention_norm=a.norm, init_scale=a.init_scale)
+    shapes = param_shapes(cfg)
+    theta = start_theta(a, cfg, shapes)
     loss_grad, resid, jac, predict = make_fns(cfg, shapes, tf.float64)
     t0 = time.time()
     sizes = (a.n_min, a.n_max)
     for method in a.method.split("+"):
         if method == "adam":
-            m, v = np.zeros_like(theta), np.zeros_like(theta)
-            for t in range(1, a.adam_steps + 1):
-                batch = batch_tensors(a.batch, sizes, a.kappa, seed=(a.seed, t))
-                lv, g = loss_grad(tf.constant(theta), *batch)
-                g, lv = g.numpy(), float(lv)
-                gn = np.linalg.norm(g)
-                if gn > 10:
-                    g *= 10 / gn
-                lr = a.lr * min(1.0, t / 100) * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * t / a.adam_steps)))
-                m, v = 0.9 * m + 0.1 * g, 0.999 * v + 0.001 * g * g
-                theta = theta - lr * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t)) + 1e-8)
-                if t % 250 == 0:
-                    print(json.dumps({"m": method, "t": t, "loss": lv, "s": round(time.time() - t0)}), flush=True)
+            theta = run_adam(a, theta, loss_grad, sizes, t0)
         elif method in ("lbfgs", "scipy"):
-            batch = batch_tensors(a.batch, sizes, a.kappa, seed=(a.seed, 999_999))
-            it = [0]
-
-            def fg(th, batch=batch):
-                lv, g = loss_grad(tf.constant(th), *batch)
-                return float(lv), g.numpy()
-
-            def cb(th, it=it, method=method, fg=fg):
-                it[0] += 1
-                if it[0] % 200 == 0:
-                    print(json.dumps({"m": method, "t": it[0], "loss": float(fg(th)[0]),
-                                      "s": round(time.time() - t0)}), flush=True)
-
-            if method == "scipy":
-                import scipy.optimize
-
-                res = scipy.optimize.minimize(fg, theta, jac=True, method="L-BFGS-B", callback=cb,
-                                              options=dict(maxiter=a.iters, maxcor=50, ftol=0, gtol=0))
-                theta, f = res.x, res.fun
-            else:
-                from reference.optim import lbfgs_step
-
-                f, g = fg(theta)
-                S = Y = np.zeros((0, theta.size))
-                for _ in range(a.iters):
-                    theta, f, g, S, Y, _ = lbfgs_step(fg, theta, f, g, S, Y, 50)
-                    cb(theta)
-            print(json.dumps({"m": method, "end": "done", "loss": float(f)}))
+            theta = run_lbfgs(a, method, theta, loss_grad, sizes, t0)
         elif method == "lm":
-            batch = batch_tensors(a.batch, sizes, a.kappa, seed=(a.seed, 999_999))
-            mu = 1e-3
-            r, J = jac(tf.constant(theta), *batch)
-            r, J = r.numpy(), J.numpy()
-            f = r @ r
-            for t in range(1, a.iters + 1):
-                JtJ, g = J.T @ J, J.T @ r
-                while True:
-                    step = np.linalg.solve(JtJ + mu * (np.diag(np.diag(JtJ)) + 1e-12 * np.eye(len(g))), -g)
-                    th2 = theta + step
-                    r2 = resid(tf.constant(th2), *batch).numpy()
-                    f2 = r2 @ r2
-                    if np.isfinite(f2) and f2 < f:
-                        theta, mu = th2, max(mu / 3, 1e-12)
-                        break
-                    mu *= 4
-                    if mu > 1e12:
-                        break
-                if mu > 1e12:
-                    break
-                r, J = jac(tf.constant(theta), *batch)
-                r, J = r.numpy(), J.numpy()
-                f = r @ r
-                if t % 20 == 0:
-                    print(json.dumps({"m": "lm", "t": t, "loss": float(f), "mu": mu, "s": round(time.time() - t0)}),
-                          flush=True)
+            theta = run_lm(a, theta, resid, jac, sizes, t0)
     ev = evaluate(predict, theta, cfg, kappa=a.kappa)
-    print(json.dumps({"final": True, "tag": a.tag, "args": vars(a), "eval": ev, "s": round(time.time() - t0)}),
-          flush=True)
+    report({"final": True, "tag": a.tag, "args": vars(a), "eval": ev}, t0)
     if a.save:  # the parameters as the model reads them (entries fixed at zero set to zero)
         from reference.optim import unflatten_params
 

@@ -101,3 +101,25 @@ def check_grad(name, ana, num, tol=1e-6):
         check_tensor(name, ana, num, rtol=0.0, atol=tol * maxnum)  # prints the worst entries, raises
         raise AssertionError(f"{name}: rel_error {err:.3e} > {tol:g}")
     return err
+
+
+TEST_RUN = dict(batch_size=64, lr=1e-3, steps=1000, warmup=0, schedule="constant", clip_norm=None, seed=0,
+                dtype="float32")
+"""The optimiser settings of :func:`train_config` unless a test gives others: a constant learning rate without
+warm-up or clipping (the lr schedule's length is ``steps``)."""
+
+
+def train_config(cfg, sizes, **fields):
+    """The :class:`tf_impl.config.TrainConfig` of the model ``cfg`` trained on ``sizes`` (``n`` or ``(n_min,
+    n_max)``) with :data:`TEST_RUN` and ``fields`` (TrainConfig's names: ``kappa``, ``loss``, ``mode``, ...);
+    its ``model_config()`` is ``cfg``."""
+    import dataclasses
+
+    from tf_impl.config import TrainConfig
+
+    n_min, n_max = (sizes, sizes) if isinstance(sizes, int) else sizes
+    model = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "n"}
+    tcfg = TrainConfig(**model, n_min=n_min, n_max=n_max, **{**TEST_RUN, **fields})
+    if tcfg.model_config() != cfg:
+        raise ValueError(f"sizes {sizes!r} do not fit the model {cfg} (a full model trains on its own n)")
+    return tcfg

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import check_tensor
+from helpers import check_tensor, train_config
 
 import reference as ref
 import tf_impl
@@ -174,7 +174,7 @@ def test_ten_adam_steps_match_reference(kwargs, sizes, sched):
     p0 = ref.init_params(cfg, seed=21)
     steps, batch = 10, 8
     batches = [ref.sample_systems(batch, sizes, 10.0, seed=[77, t]) for t in range(steps)]
-    trainer = Trainer(cfg, p0, sizes=sizes, batch_size=batch, total_steps=steps, dtype=tf.float64, **sched)
+    trainer = Trainer(train_config(cfg, sizes, batch_size=batch, steps=steps, dtype="float64", **sched), p0)
     params, state = p0, ref.adam_init(p0)
     clipped = 0
     for t, (A, b, x, mask) in enumerate(batches):
@@ -208,7 +208,7 @@ def test_checkpoint_round_trip_between_packages(tmp_path):
     A, b, x, mask = ref.sample_systems(5, (2, 6), 10.0, seed=8)
     x0 = 0.3 * np.random.default_rng(2).standard_normal(b.shape) * mask
     # written by tf_impl (a trained model's float32 variables, through the trainer's state) ...
-    trainer = Trainer(cfg, sizes=(2, 6), batch_size=8, lr=0.01, total_steps=3, seed=4, mode="graph")
+    trainer = Trainer(train_config(cfg, (2, 6), batch_size=8, lr=0.01, steps=3, seed=4, mode="graph"))
     for _ in range(3):
         trainer.train_step()
     params, extra = trainer.get_state()
@@ -226,7 +226,7 @@ def test_checkpoint_round_trip_between_packages(tmp_path):
     close64("reference ckpt -> tf forward", tf_impl.forward(p_tf, cfg_tf, A, b, mask, x0),
             ref.forward(p2, cfg, A, b, mask, x0))
     # and the trainer resumes from what it wrote
-    t2 = Trainer(cfg, sizes=(2, 6), batch_size=8, lr=0.01, total_steps=3, seed=0, mode="graph")
+    t2 = Trainer(train_config(cfg, (2, 6), batch_size=8, lr=0.01, steps=3, seed=0, mode="graph"))
     t2.set_state(p_ref, extra_back)
     again, extra2 = t2.get_state()
     for k in params:

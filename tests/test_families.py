@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import check_grad, check_tensor, fd_vjp
+from helpers import check_grad, check_tensor, fd_vjp, train_config
 
 import reference as ref
 from reference.data import CLUSTER_WIDTH, EIGENVALUE_LAWS, RHS_LAWS, rhs_rms
-from reference.layers import mse_backward, mse_forward
+from reference.layers import LOSSES, mse_backward, mse_forward
 from tf_impl import data as tf_data
 
 B = 600  # systems per law and twin: enough for the statistics below (their tolerances are ~5 sigma)
@@ -145,32 +145,59 @@ def test_relative_loss_gradient():
     x_hat, x = rng.standard_normal((2, 5, 7))
     mask = np.arange(7)[None, :] < np.array([7, 3, 5, 2, 6])[:, None]
     x = x * mask
-    for relative in (False, True):
-        loss, cache = mse_forward(x_hat, x, mask, relative)
-        d = (x * x).sum(1) if relative else mask.sum(1)
+    for name in LOSSES:
+        loss, cache = mse_forward(x_hat, x, mask, name)
+        d = (x * x).sum(1) if name == "relative" else mask.sum(1)
         check_tensor("loss", loss, np.mean((((x_hat - x) * mask) ** 2).sum(1) / d), rtol=1e-14)
-        (num,) = fd_vjp(lambda xh, rel=relative: mse_forward(xh, x, mask, rel)[0], [x_hat], 1.0)
-        check_grad(f"dL/dx_hat relative={relative}", mse_backward(cache), num, tol=1e-8)
+        (num,) = fd_vjp(lambda xh, name=name: mse_forward(xh, x, mask, name)[0], [x_hat], 1.0)
+        check_grad(f"dL/dx_hat loss={name}", mse_backward(cache), num, tol=1e-8)
 
 
 def test_relative_loss_twins_agree():
-    import tensorflow as tf
-
     from tf_impl.optim import Trainer
 
     cfg = ref.ModelConfig("block", n_layers=2, n_heads=2, n_identity=1, attention_norm="n", init_scale=0.3)
     params = ref.init_params(cfg, 3)
     batch = ref.sample_systems(16, (2, 6), (2.0, 100.0), seed=9, rhs="normal", normalize_rhs=True)
-    tr = Trainer(cfg, params, sizes=(2, 6), batch_size=16, relative_loss=True, dtype=tf.float64, mode="graph")
+    tr = Trainer(train_config(cfg, (2, 6), batch_size=16, loss="relative", dtype="float64", mode="graph"), params)
     loss, grads = tr.loss_and_grads(batch)
-    loss_ref, grads_ref = ref.loss_and_grads(params, cfg, *batch, relative=True)
+    loss_ref, grads_ref = ref.loss_and_grads(params, cfg, *batch, loss="relative")
     check_tensor("relative loss", loss, loss_ref, rtol=1e-12)
     for k in grads_ref:
         check_tensor(k, grads[k], grads_ref[k], rtol=1e-9, atol=1e-12)
     assert abs(ref.loss_and_grads(params, cfg, *batch)[0] - loss_ref) > 0.1 * loss_ref  # not the MSE
     import tf_impl
 
-    loss_tf, grads_tf = tf_impl.loss_and_grads(params, cfg, *batch, relative=True)  # the public twin too
+    loss_tf, grads_tf = tf_impl.loss_and_grads(params, cfg, *batch, loss="relative")  # the public twin too
     check_tensor("relative loss, tf_impl.loss_and_grads", loss_tf, loss_ref, rtol=1e-12)
     for k in grads_ref:
         check_tensor(k, grads_tf[k], grads_ref[k], rtol=1e-9, atol=1e-12)
+
+
+def test_an_unknown_loss_is_a_value_error():
+    """One list of loss names, reference.layers.LOSSES, checked by every function that takes a loss and by the
+    training config (hence the command line's --loss)."""
+    import tensorflow as tf
+
+    import tf_impl
+    from reference.optim import train, train_lbfgs
+    from tf_impl.config import LOSSES as CONFIG_LOSSES
+    from tf_impl.config import TrainConfig
+    from tf_impl.layers import mse
+
+    assert CONFIG_LOSSES is LOSSES == ("mse", "relative")
+    cfg = ref.ModelConfig("block", n_layers=1, n_heads=1, n_identity=1)
+    params = ref.init_params(cfg, 0)
+    A, b, x, mask = ref.sample_systems(2, 3, 10.0, seed=0)
+    calls = {"reference.layers.mse_forward": lambda loss: mse_forward(x, x, mask, loss),
+             "tf_impl.layers.mse": lambda loss: mse(tf.constant(x), tf.constant(x), tf.ones_like(x), loss),
+             "reference.loss_and_grads": lambda loss: ref.loss_and_grads(params, cfg, A, b, x, mask, loss=loss),
+             "tf_impl.loss_and_grads": lambda loss: tf_impl.loss_and_grads(params, cfg, A, b, x, mask, loss=loss),
+             "reference.optim.train": lambda loss: train(cfg, 3, steps=1, batch_size=2, loss=loss),
+             "reference.optim.train_lbfgs": lambda loss: train_lbfgs(cfg, 3, steps=1, batch_size=2, loss=loss),
+             "TrainConfig": lambda loss: TrainConfig(loss=loss)}
+    for label, call in calls.items():
+        for bad in ("MSE", "l1", True, None):
+            with pytest.raises(ValueError, match="loss must be "):  # TrainConfig: "a str" for True and None
+                call(bad)
+                raise AssertionError(f"{label} took loss={bad!r}")

@@ -11,7 +11,7 @@ from reference.checkpoint import describe_lineage, lineage_of, load_checkpoint_e
 from reference.config import ModelConfig
 from reference.data import sample_systems
 from reference.optim import LBFGS_STREAM, lbfgs_step, train_lbfgs, wolfe_search
-from tests.helpers import check_tensor
+from tests.helpers import check_tensor, train_config
 from tf_impl.train import main
 
 TINY = ["--n-layers", "2", "--n-heads", "1", "--n-identity", "2", "--n-min", "2", "--n-max", "4",
@@ -100,7 +100,8 @@ def test_the_twins_take_the_same_lbfgs_steps():
     params = ref.init_params(cfg, seed=4)
     A, b, x, mask = sample_systems(24, (2, 5), 10.0, seed=[4, LBFGS_STREAM])  # the reference's batch
     _, want = train_lbfgs(cfg, (2, 5), steps=8, batch_size=24, seed=4, params=params)
-    tr = LbfgsTrainer(cfg, params, sizes=(2, 5), batch_size=24, seed=4, dtype="float64", mode="graph")
+    tcfg = train_config(cfg, (2, 5), optimizer="lbfgs", batch_size=24, seed=4, dtype="float64", mode="graph")
+    tr = LbfgsTrainer(tcfg, params)
     tr.batch = tr.prepare_batch(A, b, x, mask)
     got = [tr.train_step()["loss"] for _ in range(8)]
     check_tensor("L-BFGS losses (TF vs reference)", np.array(got), want, rtol=1e-9, atol=0)

@@ -28,16 +28,19 @@ import tensorflow as tf
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import dataclasses
 import reference as ref
+from tf_impl.config import TrainConfig
 from tf_impl.optim import Trainer
 
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-cfg = ref.ModelConfig(parametrization="block", n_layers=2, n_heads=2, attention_norm="n", init_scale=0.2)
-p0 = ref.init_params(cfg, 5)
-kw = dict(sizes=(2, 6), batch_size=8, lr=0.01, total_steps=5, warmup=1, schedule="cosine", clip_norm=1.0,
-          seed=4, dtype=tf.float64)
-one = Trainer(cfg, p0, mode="graph", **kw)  # default strategy, one device (without XLA: fewer compilations)
-two = Trainer(cfg, p0, strategy=strategy, mode="xla", **kw)  # two replicas, 4 systems each, XLA per replica
+tcfg = TrainConfig(parametrization="block", n_layers=2, n_heads=2, attention_norm="n", init_scale=0.2, n_min=2,
+                   n_max=6, batch_size=8, lr=0.01, steps=5, warmup=1, schedule="cosine", clip_norm=1.0, seed=4,
+                   dtype="float64", mode="xla")
+p0 = ref.init_params(tcfg.model_config(), 5)
+# default strategy, one device (without XLA: fewer compilations)
+one = Trainer(dataclasses.replace(tcfg, mode="graph"), p0)
+two = Trainer(tcfg, p0, strategy=strategy)  # two replicas, 4 systems each, XLA per replica
 out = {"replicas": two.n_replicas, "distributed": two.distributed, "devices": sorted(
     {v.device for v in two.model.params["layers.0.P"].values})}
 batch = ref.sample_systems(8, (2, 6), 10.0, seed=3)

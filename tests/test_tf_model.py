@@ -3,15 +3,17 @@ ValueErrors), the tf.Module, the learning-rate schedule and the trainer's bookke
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
-from helpers import check_tensor
+from helpers import check_tensor, train_config
 
 import reference as ref
 import tf_impl
 from tf_impl.model import LinearTransformer
-from tf_impl.optim import Trainer, lr_at
+from tf_impl.optim import LbfgsTrainer, Trainer, lr_at
 
 CFG = ref.ModelConfig(parametrization="block", n_layers=2, n_heads=2, attention_norm="n", init_scale=0.3)
 
@@ -98,7 +100,7 @@ def test_lr_schedule_matches_reference(warmup, schedule):
 
 def test_trainer_batches_are_the_samplers():
     """The batch of step t is sample_systems(batch, sizes, kappa, (seed, t)), and the step counts."""
-    trainer = Trainer(CFG, sizes=(2, 5), batch_size=4, kappa=30.0, seed=12, mode="graph")
+    trainer = Trainer(train_config(CFG, (2, 5), batch_size=4, kappa=30.0, seed=12, mode="graph"))
     trainer.train_step()
     trainer.train_step()
     A, b, x, maskf = (t.numpy() for t in trainer.sample_batch(tf.constant(2, tf.int64)))
@@ -116,7 +118,7 @@ def test_trainer_batches_are_the_samplers():
 
 
 def test_non_finite_step_changes_nothing():
-    trainer = Trainer(CFG, sizes=(2, 4), batch_size=4, lr=1e-2, mode="eager")
+    trainer = Trainer(train_config(CFG, (2, 4), batch_size=4, lr=1e-2, mode="eager"))
     before, extra = trainer.get_state()
     A, b, x, mask = ref.sample_systems(4, 4, 10.0, seed=1)
     out = trainer.train_step((A, b, np.full_like(x, 1e30), mask))  # loss overflows float32
@@ -129,12 +131,35 @@ def test_non_finite_step_changes_nothing():
 
 def test_trainer_rejects_bad_settings():
     with pytest.raises(ValueError, match="mode"):
-        Trainer(CFG, sizes=3, mode="fast")
+        Trainer(train_config(CFG, 3, mode="fast"))
     with pytest.raises(ValueError, match="schedule"):
-        Trainer(CFG, sizes=3, schedule="step")
+        Trainer(train_config(CFG, 3, schedule="step"))
     full = ref.ModelConfig(parametrization="full", n_layers=1, n=3, embed_dim=2)
-    with pytest.raises(ValueError, match="N = 3"):
-        Trainer(full, sizes=(2, 3))
-    trainer = Trainer(CFG, sizes=(2, 4), batch_size=4)
+    with pytest.raises(ValueError, match="one size"):
+        Trainer(train_config(full, (2, 3)))
+    tcfg = train_config(CFG, (2, 4), batch_size=4)
+    with pytest.raises(ValueError, match="optimizer 'lbfgs'"):
+        Trainer(dataclasses.replace(tcfg, optimizer="lbfgs"))
+    with pytest.raises(ValueError, match="optimizer 'adam'"):
+        LbfgsTrainer(tcfg)
+    with pytest.raises(ValueError, match="params"):  # a construction's start is the caller's to build
+        Trainer(dataclasses.replace(tcfg, n_identity=2, attention_norm="none", init="newton-schulz"))
+    with pytest.raises(ValueError, match=r"\['lr'\]"):  # the settings are the config's, not keywords
+        Trainer(tcfg, lr=0.1)
+    with pytest.raises(ValueError, match="TrainConfig"):
+        Trainer({"n_layers": 2})
+    trainer = Trainer(tcfg)
     with pytest.raises(ValueError, match="batch"):
         trainer.train_step(ref.sample_systems(3, (2, 4), 10.0, seed=1))
+
+
+def test_trainer_of_model_config_and_keywords_is_deprecated():
+    """``Trainer(model_config, sizes=..., ...)`` warns and builds the TrainConfig of its keywords and defaults."""
+    with pytest.warns(DeprecationWarning, match="TrainConfig"):
+        trainer = Trainer(CFG, sizes=(2, 5), batch_size=4, kappa=(2.0, 30.0), relative_loss=True, total_steps=7,
+                          dtype=tf.float64, mode="graph", structured=False)
+    assert trainer.tcfg == train_config(CFG, (2, 5), batch_size=4, kappa=2.0, kappa_max=30.0, loss="relative",
+                                        steps=7, dtype="float64", mode="graph")
+    assert not trainer.structured and trainer.cfg == CFG
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="N = 3"):
+        Trainer(ref.ModelConfig(parametrization="full", n_layers=1, n=3, embed_dim=2), sizes=(2, 3))

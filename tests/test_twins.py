@@ -21,7 +21,9 @@ _SHARED_SOLVE = "shared: tf_impl.solve is reference.solve.solve_with given the T
 # names that exist on one side only, and why
 REFERENCE_ONLY = {
     "layers": {"block_layout": "the constant S, C matrices; tf_impl.layers imports them from the reference",
-               "block_apply": "TensorFlow applies the block scalars through block_matrices (interleaved layout)"},
+               "block_apply": "TensorFlow applies the block scalars through block_matrices (interleaved layout)",
+               "LOSSES": "the loss names, shared: tf_impl.config and the trainer read them (through check_loss)",
+               "check_loss": "validation, shared: tf_impl.layers and tf_impl.model import it"},
     "model": {"param_shapes": "shared: tf_impl.model re-exports the reference's",
               "param_masks": "shared: tf_impl.model imports it and multiplies the masks out the same way",
               "init_params": "shared: both packages start from the same NumPy initialisation",

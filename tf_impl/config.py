@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from reference.config import ATTENTION_NORMS, PARAMETRIZATIONS, ModelConfig
 from reference.constructions import INITS
 from reference.data import EIGENVALUE_LAWS, RHS_LAWS
+from reference.layers import LOSSES
 
 FIELD_GROUPS = ("run", "model", "data", "optimisation", "bookkeeping")
 
 
-# the choices of the training options (tf_impl.optim checks SCHEDULES and MODES with these too)
-LOSSES = ("mse", "relative")
+# the choices of the training options (tf_impl.optim checks SCHEDULES and MODES with these too; LOSSES, the loss
+# names, is reference.layers.LOSSES, the one list both twins check)
 OPTIMIZERS = ("adam", "lbfgs")
 SCHEDULES = ("constant", "cosine")
 DTYPES = ("float32", "float64")

@@ -41,7 +41,7 @@ products under XLA:CPU), one product per head, fused multiply-reduce, the oneDNN
 
 from __future__ import annotations
 
-from reference.layers import block_layout
+from reference.layers import block_layout, check_loss
 from tf_impl._quiet import tf
 
 # ----------------------------------------------------------------------------------------------
@@ -281,18 +281,19 @@ def readout(Z) -> tf.Tensor:
     return Z[:, M, :M]  # (B, M)
 
 
-def mse_sum(x_hat, x, maskf, relative: bool = False) -> tf.Tensor:
-    """``sum_s ||x_hat_s - x_s||^2 / d_s`` over the batch (real coordinates only): a scalar; ``d_s = N_s``,
-    or ``||x_s||^2`` when ``relative`` (as :func:`reference.layers.mse_forward`).
+def mse_sum(x_hat, x, maskf, loss: str = "mse") -> tf.Tensor:
+    """``sum_s ||x_hat_s - x_s||^2 / d_s`` over the batch (real coordinates only): a scalar; ``d_s = N_s``
+    (``loss="mse"``) or ``||x_s||^2`` (``loss="relative"``), as :func:`reference.layers.mse_forward`.
 
     Divided by the (global) number of systems it is the loss ``L = mean_s ||x_hat_s - x_s||^2 / d_s``.
     """
+    relative = check_loss(loss) == "relative"
     d = tf.reduce_sum(x * x * maskf, axis=1) if relative else tf.reduce_sum(maskf, axis=1)  # (B,)
     r = (x_hat - x) * maskf  # (B, M)
     return tf.reduce_sum(tf.reduce_sum(r * r, axis=1) / d)
 
 
-def mse(x_hat, x, maskf, relative: bool = False) -> tf.Tensor:
-    """``L = mean_s ||x_hat_s - x_s||^2 / d_s``, ``d_s = N_s`` (every system weighs the same, whatever its
-    size) or ``||x_s||^2`` when ``relative``: :func:`reference.layers.mse_forward`."""
-    return mse_sum(x_hat, x, maskf, relative) / tf.cast(tf.shape(x)[0], x.dtype)
+def mse(x_hat, x, maskf, loss: str = "mse") -> tf.Tensor:
+    """``L = mean_s ||x_hat_s - x_s||^2 / d_s``, ``d_s = N_s`` (``loss="mse"``: every system weighs the same,
+    whatever its size) or ``||x_s||^2`` (``loss="relative"``): :func:`reference.layers.mse_forward`."""
+    return mse_sum(x_hat, x, maskf, loss) / tf.cast(tf.shape(x)[0], x.dtype)

@@ -29,6 +29,7 @@ import numpy as np
 
 from reference.config import ModelConfig
 from reference.data import check_systems
+from reference.layers import check_loss
 from reference.model import check_params, init_params, param_masks, param_shapes
 from tf_impl._quiet import tf
 from tf_impl.layers import (
@@ -177,9 +178,9 @@ _COMPILED: dict = {}
 
 
 def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool, structured: bool = False,
-              relative: bool = False):
+              loss: str = "mse"):
     """One ``tf.function`` per (kind, cfg, dtype, jit, path, loss): traced once per input shape, then reused."""
-    key = (kind, cfg, dtype, bool(jit_compile), bool(structured), bool(relative))
+    key = (kind, cfg, dtype, bool(jit_compile), bool(structured), loss)
     fn = _COMPILED.get(key)
     if fn is None:
         if kind == "forward":
@@ -187,7 +188,7 @@ def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool, s
                 return model_forward(weights, cfg, A, b, maskf, x0, keep_layers=True, structured=structured)
         else:
             def loss_fn(x_hat, x, maskf):
-                return mse(x_hat, x, maskf, relative)
+                return mse(x_hat, x, maskf, loss)
 
             def body(weights, A, b, x, maskf, x0):
                 return loss_and_grads_tensors(weights, cfg, A, b, x, maskf, x0, loss_fn, structured=structured)
@@ -227,11 +228,12 @@ def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, struct
     return _compiled("forward", cfg, dtype, jit_compile, structured)(w, A, b, maskf, x0).numpy()
 
 
-def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False, relative=False,
+def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False, loss="mse",
                    dtype=tf.float64, jit_compile: bool = True):
-    """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2`` (``relative``: ``/ ||x_s||^2``,
+    """``(L, dL/dparams)`` for ``L = mean_s (1/N_s) ||x_hat_s - x_s||^2`` (``loss="relative"``: ``/ ||x_s||^2``,
     as :func:`reference.model.loss_and_grads`); grads have the params' keys and shapes (NumPy arrays of
     ``dtype``), the loss is a Python float."""
+    check_loss(loss)
     dtype, w, A, b, maskf, x0, x = _prepare(params, cfg, A, b, mask, x0, x, dtype)
-    loss, grads = _compiled("loss_and_grads", cfg, dtype, jit_compile, structured, relative)(w, A, b, x, maskf, x0)
-    return float(loss.numpy()), {k: grads[k].numpy() for k in param_shapes(cfg)}
+    loss_value, grads = _compiled("loss_and_grads", cfg, dtype, jit_compile, structured, loss)(w, A, b, x, maskf, x0)
+    return float(loss_value.numpy()), {k: grads[k].numpy() for k in param_shapes(cfg)}

@@ -20,8 +20,9 @@ has dicts, and :class:`Trainer` assigns its results to the variables; and the lo
 (:class:`Trainer`) rather than the reference's ``train()`` function, because a compiled step needs its
 variables to outlive one call.
 
-:class:`Trainer` holds the model (:class:`tf_impl.model.LinearTransformer`), the Adam moments and
-the step counter as ``tf.Variable`` s and runs one training step:
+:class:`Trainer` (``Trainer(tcfg, params)``, ``tcfg`` a run's :class:`tf_impl.config.TrainConfig`) holds the model
+(:class:`tf_impl.model.LinearTransformer`), the Adam moments and the step counter as ``tf.Variable`` s and runs
+one training step:
 
 * single device (the default strategy): the whole step -- sampling the batch of step ``t`` from
   the stateless seed ``(seed, t)``, forward, ``tf.GradientTape``, global-norm clipping, Adam --
@@ -43,15 +44,17 @@ Glossary: B global batch, R replicas, B/R systems per replica, M padded size n_m
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import warnings
 
 import numpy as np
 
-from reference.config import ModelConfig
+from reference.config import ModelConfig, is_real
 from reference.data import check_law, check_systems, parse_sizes
 from reference.model import check_params
 from tf_impl._quiet import tf
-from tf_impl.config import MODES, SCHEDULES
+from tf_impl.config import SCHEDULES, TrainConfig
 from tf_impl.data import sample_systems_tf
 from tf_impl.layers import mse_sum
 from tf_impl.model import LinearTransformer, as_float_dtype, loss_and_grads_tensors, model_forward
@@ -105,56 +108,85 @@ def _is_default_strategy(strategy) -> bool:
     return type(strategy).__name__ == "_DefaultDistributionStrategy"
 
 
+def _config_from_kwargs(cfg: ModelConfig, *, sizes, kappa=10.0, spectrum: str = "uniform", rhs: str = "solution",
+                        normalize_rhs: bool = False, relative_loss: bool = False, batch_size: int = 64,
+                        lr: float = 1e-3, total_steps: int = 1000, warmup: int = 0, schedule: str = "constant",
+                        clip_norm: float | None = None, seed: int = 0, dtype=tf.float32,
+                        mode: str = "xla") -> TrainConfig:
+    """The ``TrainConfig`` of the deprecated ``Trainer(cfg, params, sizes=..., ...)``: the model ``cfg`` and these
+    keyword arguments, with these defaults (``sizes`` is ``n_min, n_max``, ``kappa`` a number or ``(kappa,
+    kappa_max)``, ``relative_loss`` is ``loss="relative"``, ``total_steps`` is ``steps``)."""
+    n_min, n_max = parse_sizes(sizes)
+    if cfg.parametrization == "full" and not n_min == n_max == cfg.n:
+        raise ValueError(f"the full-encoding model trains on N = {cfg.n} only, got sizes {sizes!r}")
+    k_min, k_max = check_law(kappa, spectrum, rhs, normalize_rhs)
+    model = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "n"}
+    return TrainConfig(**model, n_min=n_min, n_max=n_max, kappa=float(k_min),
+                       kappa_max=None if is_real(kappa) else float(k_max), spectrum=spectrum, rhs=rhs,
+                       normalize_rhs=bool(normalize_rhs), loss="relative" if relative_loss else "mse",
+                       batch_size=int(batch_size), lr=float(lr), steps=int(total_steps), warmup=int(warmup),
+                       schedule=schedule, clip_norm=None if clip_norm is None else float(clip_norm), seed=int(seed),
+                       dtype=as_float_dtype(dtype).name, mode=mode)
+
+
 class Trainer(tf.Module):
     """Model + Adam state + compiled train step (see the module docstring).
 
-    Parameters: ``cfg`` the model, ``params`` NumPy start (``None``: ``init_params(cfg, seed)``),
-    ``sizes`` ``n`` or ``(n_min, n_max)``, the data law (``kappa`` a number or ``(k_min, k_max)``,
-    ``spectrum``, ``rhs``, ``normalize_rhs``: see :func:`reference.data.sample_systems`), ``relative_loss``
-    (the loss divides each system's squared error by ``||x_s||^2`` instead of ``N_s``), ``batch_size`` (global), ``lr``,
-    ``total_steps`` / ``warmup`` / ``schedule`` (the lr schedule), ``clip_norm`` (``None``: off),
-    ``seed`` (initialisation and data: batch ``t`` comes from ``(seed, t)``), ``dtype``, ``mode``
-    ("xla", "graph", "eager"), ``strategy`` (``None``: the current/default one) and ``structured`` (block
-    models: the structured fast path, default; ``False``: the dense D x D path, same numbers).
+    ``tcfg`` is the run (:class:`tf_impl.config.TrainConfig`): the model is ``tcfg.model_config()``, and the data
+    law (``n_min``, ``n_max``, ``kappa_range``, ``spectrum``, ``rhs``, ``normalize_rhs``: see
+    :func:`reference.data.sample_systems`), the ``loss`` (:data:`reference.layers.LOSSES`), ``batch_size`` (global),
+    ``lr``, the lr schedule (``steps``, ``warmup``, ``schedule``), ``clip_norm`` (``None``: off), ``seed``
+    (initialisation and data: batch ``t`` comes from ``(seed, t)``), ``dtype`` and ``mode`` ("xla", "graph",
+    "eager") are its fields; ``tcfg.optimizer`` must be ``"adam"`` (L-BFGS: :class:`LbfgsTrainer`).
+    ``params``: NumPy start (``None``: ``init_params(model, seed)``, the run's ``init = "random"``; another
+    start, a construction or a checkpoint, is passed as ``params``, as :mod:`tf_impl.train` does).
+    Not settings of the run: ``strategy`` (``None``: the current/default one) and ``structured`` (block models:
+    the structured fast path, default; ``False``: the dense D x D path, same numbers).
+
+    Deprecated, for one release: ``Trainer(model_config, params, sizes=..., ...)``, the model and the settings as
+    keyword arguments (those of :func:`_config_from_kwargs`, with its defaults), warns and builds the
+    ``TrainConfig`` from them.
     """
 
-    def __init__(self, cfg: ModelConfig, params: dict | None = None, *, sizes, kappa=10.0,
-                 spectrum: str = "uniform", rhs: str = "solution", normalize_rhs: bool = False,
-                 relative_loss: bool = False, batch_size: int = 64, lr: float = 1e-3, total_steps: int = 1000,
-                 warmup: int = 0,
-                 schedule: str = "constant", clip_norm: float | None = None, seed: int = 0,
-                 dtype=tf.float32, mode: str = "xla", strategy=None, structured: bool = True):
+    def __init__(self, tcfg: TrainConfig, params: dict | None = None, *, strategy=None, structured: bool = True,
+                 **deprecated):
         super().__init__(name="trainer")
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-        self.cfg = cfg
-        self.n_min, self.n_max = parse_sizes(sizes)
-        if cfg.parametrization == "full" and not self.n_min == self.n_max == cfg.n:
-            raise ValueError(f"the full-encoding model trains on N = {cfg.n} only, got sizes {sizes!r}")
-        self.kappa = check_law(kappa, spectrum, rhs, normalize_rhs)  # (k_min, k_max)
-        self.law = dict(spectrum=spectrum, rhs=rhs, normalize_rhs=bool(normalize_rhs))
-        self.relative_loss = bool(relative_loss)  # reference.layers.mse_forward(relative=...)
-        self.batch_size = int(batch_size)
-        self.lr, self.total_steps, self.warmup, self.schedule = float(lr), int(total_steps), int(warmup), schedule
-        self.clip_norm = None if clip_norm is None else float(clip_norm)
-        self.seed = int(seed)
-        self.dtype = as_float_dtype(dtype)
-        self.mode = mode
+        if isinstance(tcfg, ModelConfig):
+            warnings.warn("Trainer(model_config, sizes=..., ...) is deprecated: pass a tf_impl.config.TrainConfig, "
+                          "Trainer(tcfg, params)", DeprecationWarning, stacklevel=2)
+            tcfg = _config_from_kwargs(tcfg, **deprecated)
+        elif deprecated:
+            raise ValueError(f"Trainer reads the run's settings from its TrainConfig; got the keyword arguments "
+                             f"{sorted(deprecated)} (use dataclasses.replace(tcfg, ...))")
+        if not isinstance(tcfg, TrainConfig):
+            raise ValueError(f"Trainer takes a tf_impl.config.TrainConfig, got {type(tcfg).__name__}")
+        if tcfg.optimizer != "adam":
+            raise ValueError(f"Trainer runs Adam; a TrainConfig with optimizer {tcfg.optimizer!r} is LbfgsTrainer's")
+        if params is None and (tcfg.init != "random" or tcfg.init_from is not None):
+            raise ValueError(f"the run starts from init {tcfg.init!r}, init_from {tcfg.init_from!r}: pass its "
+                             "parameters as params (params=None is init 'random')")
+        self.tcfg = tcfg
+        self.cfg = cfg = tcfg.model_config()
+        self.n_min, self.n_max = tcfg.n_min, tcfg.n_max
+        self.kappa = check_law(tcfg.kappa_range, **tcfg.law)  # (k_min, k_max)
+        self.dtype = as_float_dtype(tcfg.dtype)
         self.structured = bool(structured)  # block models: the fast path (tf_impl.layers.block_attention)
         self.strategy = tf.distribute.get_strategy() if strategy is None else strategy
         self.n_replicas = int(self.strategy.num_replicas_in_sync)
         self.distributed = not _is_default_strategy(self.strategy)
-        if self.batch_size % self.n_replicas:
-            raise ValueError(f"batch_size {self.batch_size} must be a multiple of the {self.n_replicas} replicas")
+        if tcfg.batch_size % self.n_replicas:
+            raise ValueError(f"batch_size {tcfg.batch_size} must be a multiple of the {self.n_replicas} replicas")
         params = None if params is None else check_params(params, cfg)
         with self.strategy.scope():
-            self.model = LinearTransformer(cfg, params, seed=self.seed, dtype=self.dtype)
+            self.model = LinearTransformer(cfg, params, seed=tcfg.seed, dtype=self.dtype)
             self.adam_m = {k: tf.Variable(tf.zeros_like(v), name=f"adam_m/{k}") for k, v in self.model.params.items()}
             self.adam_v = {k: tf.Variable(tf.zeros_like(v), name=f"adam_v/{k}") for k, v in self.model.params.items()}
             self.step = tf.Variable(0, dtype=tf.int64, name="step")
         self.names = self.model.names
+        self._compile(tcfg.mode)
+
+    def _compile(self, mode: str) -> None:
+        """The step, the gradient and the evaluation as ``tf.function`` s (XLA per ``mode``), or eager."""
         jit = mode == "xla"
         if not self.distributed:
             core = self._single_step
@@ -173,24 +205,26 @@ class Trainer(tf.Module):
 
     def sample_batch(self, step):
         """The global batch of ``step``: ``sample_systems_tf(..., seed=(seed, step))`` -> ``(A, b, x, maskf)``."""
-        seed = tf.stack([tf.constant(self.seed, tf.int64), tf.cast(step, tf.int64)])  # (2,)
-        return sample_systems_tf(self.batch_size, (self.n_min, self.n_max), self.kappa, seed, self.dtype, **self.law)
+        seed = tf.stack([tf.constant(self.tcfg.seed, tf.int64), tf.cast(step, tf.int64)])  # (2,)
+        return sample_systems_tf(self.tcfg.batch_size, (self.n_min, self.n_max), self.kappa, seed, self.dtype,
+                                 **self.tcfg.law)
 
     def _local_loss_and_grads(self, weights: dict, step, replica, batch=None):
-        """This replica's share of the loss, ``sum_{s in slice} (1/N_s)||x_hat_s - x_s||^2 / B``, and its
-        gradients; the slice is rows ``[replica * B/R, (replica + 1) * B/R)`` of the global batch."""
+        """This replica's share of the loss, ``sum_{s in slice} (1/N_s)||x_hat_s - x_s||^2 / B`` (``"relative"``:
+        ``||x_s||^2`` for ``N_s``), and its gradients; the slice is rows ``[replica * B/R, (replica + 1) * B/R)`` of
+        the global batch."""
         if batch is None:
             batch = self.sample_batch(step)
         A, b, x, maskf = batch  # (B, M, M), (B, M) x 3
         if self.n_replicas > 1:
-            n = self.batch_size // self.n_replicas
+            n = self.tcfg.batch_size // self.n_replicas
             start = tf.cast(replica, tf.int32) * n
             A = tf.slice(A, tf.stack([start, 0, 0]), [n, self.n_max, self.n_max])  # (B/R, M, M)
             b, x, maskf = (tf.slice(t, tf.stack([start, 0]), [n, self.n_max]) for t in (b, x, maskf))  # (B/R, M)
-        inv_b = 1.0 / self.batch_size
+        inv_b = 1.0 / self.tcfg.batch_size
 
         def loss_fn(x_hat, x, maskf):
-            return mse_sum(x_hat, x, maskf, self.relative_loss) * inv_b
+            return mse_sum(x_hat, x, maskf, self.tcfg.loss) * inv_b
 
         return loss_and_grads_tensors(weights, self.cfg, A, b, x, maskf, tf.zeros_like(b), loss_fn,
                                       structured=self.structured)
@@ -213,9 +247,10 @@ class Trainer(tf.Module):
 
     def _update(self, loss, grads: dict, step) -> dict:
         """Clip, Adam, assign (only if loss and gradient norm are finite), advance the step."""
-        g, gnorm = clip_by_global_norm([grads[k] for k in self.names], self.clip_norm)
+        tcfg = self.tcfg
+        g, gnorm = clip_by_global_norm([grads[k] for k in self.names], tcfg.clip_norm)
         ok = tf.logical_and(tf.math.is_finite(loss), tf.math.is_finite(gnorm))
-        lr = tf.cast(lr_at(step, self.lr, self.total_steps, self.warmup, self.schedule), self.dtype)
+        lr = tf.cast(lr_at(step, tcfg.lr, tcfg.steps, tcfg.warmup, tcfg.schedule), self.dtype)
         pv = [self.model.params[k] for k in self.names]
         mv = [self.adam_m[k] for k in self.names]
         vv = [self.adam_v[k] for k in self.names]
@@ -241,15 +276,15 @@ class Trainer(tf.Module):
         A, b, x, maskf = batch
         weights = {k: v.read_value() for k, v in self.model.params.items()}
         x_hat = model_forward(weights, self.cfg, A, b, maskf, tf.zeros_like(b), structured=self.structured)  # (B, M)
-        return mse_sum(x_hat, x, maskf, self.relative_loss) / tf.cast(tf.shape(b)[0], self.dtype)
+        return mse_sum(x_hat, x, maskf, self.tcfg.loss) / tf.cast(tf.shape(b)[0], self.dtype)
 
     # ------------------------------------------------------------------ public
 
     def prepare_batch(self, A, b, x, mask):
         """Validate a NumPy batch and convert it to the tensors a step takes ``(A, b, x, maskf)``."""
         A, b, mask, _, x = check_systems(A, b, mask=mask, x=x)
-        if A.shape[:2] != (self.batch_size, self.n_max):
-            raise ValueError(f"a batch must be (batch_size, n_max) = {(self.batch_size, self.n_max)}, "
+        if A.shape[:2] != (self.tcfg.batch_size, self.n_max):
+            raise ValueError(f"a batch must be (batch_size, n_max) = {(self.tcfg.batch_size, self.n_max)}, "
                              f"got {A.shape[:2]}")
         return tuple(tf.constant(a, dtype=self.dtype) for a in (A, b, x, mask.astype(np.float64)))
 
@@ -304,6 +339,8 @@ class Trainer(tf.Module):
 class LbfgsTrainer:
     """L-BFGS on one fixed batch (:func:`reference.optim.lbfgs_step`), with :class:`Trainer`'s interface.
 
+    Arguments as :class:`Trainer`'s; ``tcfg.optimizer`` must be ``"lbfgs"`` and ``tcfg.lbfgs_memory`` is the
+    number of pairs kept (``lr``, ``warmup``, ``schedule`` and ``clip_norm`` are not used).
     The batch is drawn once from ``(seed, reference.optim.LBFGS_STREAM)``; a step is one L-BFGS iteration
     (a few compiled loss-and-gradient evaluations of that batch, the line search's). The iteration
     itself is the reference's NumPy code on the flat parameter vector (a few hundred numbers for a block
@@ -313,15 +350,20 @@ class LbfgsTrainer:
     ``train_step`` reports the step length ``t`` as ``lr``.
     """
 
-    def __init__(self, cfg: ModelConfig, params: dict | None = None, *, memory: int = 50, **trainer_kwargs):
+    def __init__(self, tcfg: TrainConfig, params: dict | None = None, *, strategy=None, structured: bool = True):
         from reference.optim import LBFGS_STREAM
         from tf_impl.data import sample_systems
 
-        self.inner = Trainer(cfg, params, **trainer_kwargs)
-        self.cfg, self.names, self.memory = cfg, self.inner.names, int(memory)
-        t = self.inner
-        self.batch = t.prepare_batch(*sample_systems(t.batch_size, (t.n_min, t.n_max), t.kappa,
-                                                     (t.seed, LBFGS_STREAM), **t.law, dtype=t.dtype,
+        if not isinstance(tcfg, TrainConfig):
+            raise ValueError(f"LbfgsTrainer takes a tf_impl.config.TrainConfig, got {type(tcfg).__name__}")
+        if tcfg.optimizer != "lbfgs":
+            raise ValueError(f"LbfgsTrainer runs L-BFGS; a TrainConfig with optimizer {tcfg.optimizer!r} is Trainer's")
+        # the loss and gradient are the Adam trainer's compiled ones (its lr, schedule and clipping are not used)
+        self.inner = t = Trainer(dataclasses.replace(tcfg, optimizer="adam"), params, strategy=strategy,
+                                 structured=structured)
+        self.tcfg, self.cfg, self.names, self.memory = tcfg, t.cfg, t.names, tcfg.lbfgs_memory
+        self.batch = t.prepare_batch(*sample_systems(tcfg.batch_size, (tcfg.n_min, tcfg.n_max), t.kappa,
+                                                     (tcfg.seed, LBFGS_STREAM), **tcfg.law, dtype=t.dtype,
                                                      jit_compile=False))
         self.shapes = {k: tuple(t.model.params[k].shape) for k in self.names}
         self.step = 0

@@ -31,6 +31,8 @@ What a run does:
 Exit status: 0 done, 1 the run diverged (non-finite loss or gradient, or the rule above), 2 bad
 arguments, configuration or output folder, 130 interrupted (Ctrl-C: one line says where the last
 checkpoint is; ``--resume`` continues).
+The steps of :func:`run`: :func:`_load_start` (fresh, resumed or from a checkpoint), :func:`build_trainer`,
+:func:`train_loop` (with :func:`step_problem`, the divergence rule) and :func:`finish` (the table, ``final.npz``).
 ``main(argv, on_step=f)`` / ``run(tcfg, on_step=f)`` call ``f(step)`` after every step (the tests
 slow a run down this way, ``tests/slow_train.py``, to kill or interrupt it mid-way).
 """
@@ -46,6 +48,7 @@ import time
 
 import numpy as np
 
+from reference.config import ModelConfig
 from tf_impl.config import PRESETS, RESUME_MAY_CHANGE, TrainConfig, build_parser, parse_config  # noqa: F401
 
 # ----------------------------------------------------------------------------------------------
@@ -200,63 +203,122 @@ def prepare_out(out: str):
     return lock
 
 
-def run(tcfg: TrainConfig, on_step=None) -> int:
-    """Train according to ``tcfg``; returns the exit status (0 done, 1 the run diverged or failed).
-    ``on_step``: called with the step number after every step (or None)."""
-    from tqdm import tqdm
+@dataclasses.dataclass
+class _Run:
+    """What the steps of a run share: its config, model config, trainer, output folder, whether this process
+    writes (the chief), the lineage of the runs before it and the metrics its checkpoints record."""
 
-    from reference.checkpoint import lineage_entry, save_checkpoint
+    tcfg: TrainConfig
+    mcfg: ModelConfig
+    trainer: object  # tf_impl.optim.Trainer or LbfgsTrainer
+    out: str
+    chief: bool
+    ancestors: list
+    metrics: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def ckpt_path(self) -> str:
+        return os.path.join(self.out, "ckpt.npz")
+
+    @property
+    def final_path(self) -> str:
+        return os.path.join(self.out, "final.npz")
+
+    def save(self, path: str, with_state: bool, extra_meta: dict | None = None) -> None:
+        """Write the trainer's parameters (and, ``with_state``, its resume state) with the run's metadata; the
+        chief only."""
+        from reference.checkpoint import lineage_entry, save_checkpoint
+
+        if not self.chief:
+            return
+        p, state = self.trainer.get_state()
+        step = int(state["step"])
+        meta = {"train_config": self.tcfg.to_dict(), "step": step, "package": "tf_impl", "metrics": self.metrics,
+                **(extra_meta or {}),
+                "lineage": self.ancestors + [lineage_entry(self.tcfg.to_dict(), step, self.metrics.get("train_loss"))]}
+        save_checkpoint(path, p, self.mcfg, meta=meta, extra=state if with_state else None)
+
+
+def run(tcfg: TrainConfig, on_step=None) -> int:
+    """Train according to ``tcfg``; returns the exit status (0 done, 1 the run diverged or failed, 130
+    interrupted). ``on_step``: called with the step number after every step (or None)."""
     from tf_impl._quiet import tf
-    from tf_impl.data import sample_systems
     from tf_impl.distribute import describe, is_chief, select_strategy
-    from tf_impl.optim import LbfgsTrainer, Trainer
 
     tf.get_logger().setLevel("ERROR")  # one retracing warning per evaluated size N is expected
     strategy = select_strategy()  # first: MultiWorkerMirroredStrategy must precede other TF ops
     chief = is_chief()
     _print_config(tcfg)
     print(f"devices: {describe(strategy)}")
-    mcfg = tcfg.model_config()
-    out = tcfg.out_dir
-    ckpt_path, final_path = os.path.join(out, "ckpt.npz"), os.path.join(out, "final.npz")
+    mcfg, out = tcfg.model_config(), tcfg.out_dir
     lock = prepare_out(out) if chief else None  # noqa: F841 (held until the process ends)
-    params, extra, step, ancestors = _load_start(tcfg, mcfg, ckpt_path)
-    common = dict(sizes=(tcfg.n_min, tcfg.n_max), kappa=tcfg.kappa_range, **tcfg.law,
-                  relative_loss=tcfg.loss == "relative", batch_size=tcfg.batch_size, lr=tcfg.lr,
-                  total_steps=tcfg.steps, warmup=tcfg.warmup, schedule=tcfg.schedule, clip_norm=tcfg.clip_norm,
-                  seed=tcfg.seed, dtype=tcfg.dtype, mode=tcfg.mode, strategy=strategy)
-    if tcfg.optimizer == "lbfgs":
-        trainer = LbfgsTrainer(mcfg, params, memory=tcfg.lbfgs_memory, **common)
-    else:
-        trainer = Trainer(mcfg, params, **common)
+    params, extra, step, ancestors = _load_start(tcfg, mcfg, os.path.join(out, "ckpt.npz"))
+    trainer = build_trainer(tcfg, params, extra, strategy)
+    state = _Run(tcfg, mcfg, trainer, out, chief, ancestors)
+    status = train_loop(state, step, on_step)
+    return status if status != 0 else finish(state)
+
+
+def build_trainer(tcfg: TrainConfig, params: dict, extra: dict | None, strategy):
+    """The trainer of ``tcfg.optimizer`` (:class:`tf_impl.optim.Trainer` for Adam, ``LbfgsTrainer``) from
+    ``params``, given the resume state ``extra`` when there is one."""
+    from tf_impl.optim import LbfgsTrainer, Trainer
+
+    trainer = (LbfgsTrainer if tcfg.optimizer == "lbfgs" else Trainer)(tcfg, params, strategy=strategy)
     if extra is not None:
         trainer.set_state(params, extra)
-    eval_batch = trainer.prepare_batch(*sample_systems(tcfg.batch_size, (tcfg.n_min, tcfg.n_max), tcfg.kappa_range,
-                                                       (tcfg.seed, -1), **tcfg.law, dtype=tcfg.dtype,
-                                                       jit_compile=False))
-    if chief:
-        writer = tf.summary.create_file_writer(os.path.join(out, "tb"))
+    return trainer
+
+
+def eval_batch_of(tcfg: TrainConfig, trainer):
+    """The fixed evaluation batch, drawn from the seed pair ``(seed, -1)`` that no training step uses."""
+    from tf_impl.data import sample_systems
+
+    return trainer.prepare_batch(*sample_systems(tcfg.batch_size, (tcfg.n_min, tcfg.n_max), tcfg.kappa_range,
+                                                 (tcfg.seed, -1), **tcfg.law, dtype=tcfg.dtype, jit_compile=False))
+
+
+def divergence_threshold(tcfg: TrainConfig, eval_batch) -> float:
+    """``diverge_factor`` times the loss of ``x_hat = 0`` on the evaluation batch (the same loss as training's:
+    1 for the relative loss); ``inf`` when ``diverge_factor`` is 0 (off)."""
+    from tf_impl._quiet import tf
+
+    _, _, x_eval, m_eval = eval_batch
+    d_eval = tf.reduce_sum(x_eval * x_eval * m_eval, axis=1)  # (B,)
+    zero_loss = 1.0 if tcfg.loss == "relative" else float(tf.reduce_mean(d_eval / tf.reduce_sum(m_eval, axis=1)))
+    return tcfg.diverge_factor * zero_loss if tcfg.diverge_factor else math.inf
+
+
+def step_problem(tcfg: TrainConfig, stats: dict, step: int, above: int, threshold: float) -> str | None:
+    """Why the run must stop after ``step`` (a non-finite loss or gradient norm, or ``above`` steps in a row
+    above the divergence ``threshold``), or None."""
+    if not math.isfinite(stats["loss"]):
+        return f"non-finite loss ({stats['loss']}) at step {step}; the parameters were not updated"
+    if not math.isfinite(stats["grad_norm"]):
+        return (f"non-finite gradient norm ({stats['grad_norm']}) at step {step} (loss {stats['loss']:.3g}); the "
+                "parameters were not updated")
+    if above >= max(tcfg.diverge_patience, 1):
+        return (f"the run diverged: the training loss stayed above {tcfg.diverge_factor:g} x the zero predictor's "
+                f"loss ({threshold:.3g}) for {above} steps, up to step {step} (loss {stats['loss']:.3g})")
+    return None
+
+
+def train_loop(run: _Run, step: int, on_step=None) -> int:
+    """Train from ``step`` to ``tcfg.steps``, with TensorBoard summaries, evaluations and checkpoints on the way:
+    0 when done, 1 when the run diverged (nothing written), 130 when interrupted."""
+    from tqdm import tqdm
+
+    from tf_impl._quiet import tf
+
+    tcfg, trainer = run.tcfg, run.trainer
+    eval_batch = eval_batch_of(tcfg, trainer)
+    threshold = divergence_threshold(tcfg, eval_batch)
+    if run.chief:
+        writer = tf.summary.create_file_writer(os.path.join(run.out, "tb"))
     else:
         writer = tf.summary.create_noop_writer()
-    metrics: dict = {}
-    # divergence threshold: the loss of x_hat = 0 on the evaluation batch (the same loss as training's)
-    _, _, x_eval, m_eval = eval_batch
-    d_eval = tf.reduce_sum(x_eval * x_eval * m_eval, axis=1)
-    zero_loss = 1.0 if tcfg.loss == "relative" else float(tf.reduce_mean(d_eval / tf.reduce_sum(m_eval, axis=1)))
-    threshold = tcfg.diverge_factor * zero_loss if tcfg.diverge_factor else math.inf
     above = 0  # steps in a row with the loss above the threshold
-    t_start = time.time()
-
-    def save(path, with_state: bool, extra_meta: dict | None = None):
-        if not chief:
-            return
-        p, state = trainer.get_state()
-        meta = {"train_config": tcfg.to_dict(), "step": int(state["step"]), "package": "tf_impl",
-                "metrics": metrics, **(extra_meta or {}),
-                "lineage": ancestors + [lineage_entry(tcfg.to_dict(), int(state["step"]), metrics.get("train_loss"))]}
-        save_checkpoint(path, p, mcfg, meta=meta, extra=state if with_state else None)
-
-    start_step = step
+    start_step, t_start = step, time.time()
     print("compiling the train step..." if tcfg.mode != "eager" else "first step...", flush=True)
     bar = None  # created after the first (compiled) step, so that its rate and time estimate are real
     try:
@@ -267,63 +329,71 @@ def run(tcfg: TrainConfig, on_step=None) -> int:
                     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                                mininterval=0.5)
                 above = above + 1 if stats["loss"] > threshold else 0
-                problem = None
-                if not math.isfinite(stats["loss"]):
-                    problem = f"non-finite loss ({stats['loss']}) at step {step}; the parameters were not updated"
-                elif not math.isfinite(stats["grad_norm"]):
-                    problem = (f"non-finite gradient norm ({stats['grad_norm']}) at step {step} (loss "
-                               f"{stats['loss']:.3g}); the parameters were not updated")
-                elif above >= max(tcfg.diverge_patience, 1):
-                    problem = (f"the run diverged: the training loss stayed above {tcfg.diverge_factor:g} x the zero "
-                               f"predictor's loss ({threshold:.3g}) for {above} steps, up to step {step} (loss "
-                               f"{stats['loss']:.3g})")
+                problem = step_problem(tcfg, stats, step, above, threshold)
                 if problem is not None:
                     bar.close()
-                    last = (f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if os.path.isfile(ckpt_path)
-                            else "none written")
-                    print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try a smaller "
-                          "--lr or --init-scale.", file=sys.stderr)
+                    _say_stopped(problem, run.ckpt_path)
                     return 1
                 _scalar_summary("loss", stats["loss"], step=step)
                 _scalar_summary("grad_norm", stats["grad_norm"], step=step)
                 _scalar_summary("learning_rate", stats["lr"], step=step)
-                metrics["train_loss"] = stats["loss"]
+                run.metrics["train_loss"] = stats["loss"]
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss']:.3e}", refresh=False)
                 if tcfg.eval_every and (step % tcfg.eval_every == 0 or step == tcfg.steps):
-                    ev = trainer.eval_loss(eval_batch)
-                    metrics["eval_loss"] = ev
-                    _scalar_summary("eval_loss", ev, step=step)
-                    bar.write(f"step {step:6d}  train loss {stats['loss']:.4e}  eval loss {ev:.4e}  "
-                              f"lr {stats['lr']:.2e}")
+                    evaluate_now(run, eval_batch, stats, step, bar)
                 if tcfg.ckpt_every and step % tcfg.ckpt_every == 0 and step < tcfg.steps and above == 0:
-                    save(ckpt_path, with_state=True)  # never while the loss is above the divergence threshold
+                    run.save(run.ckpt_path, with_state=True)  # never while the loss is above the divergence threshold
                 if on_step is not None:
                     on_step(step)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        last = f"at step {_ckpt_step(ckpt_path)} ({ckpt_path})" if os.path.isfile(ckpt_path) else "none written yet"
-        print(f"interrupted at step {step} (started at {start_step}); last checkpoint {last}; continue with the same "
-              "options and --resume", file=sys.stderr)
+        _say_interrupted(step, start_step, run.ckpt_path)
         return 130
     if bar is not None:
         bar.close()
     writer.flush()
-    metrics["train_time_s"] = time.time() - t_start
+    run.metrics["train_time_s"] = time.time() - t_start
     if above:
         print(f"error: the run ended with the training loss above the divergence threshold ({threshold:.3g}) for "
-              f"the last {above} steps; nothing written. Last good checkpoint: {ckpt_path}", file=sys.stderr)
+              f"the last {above} steps; nothing written. Last good checkpoint: {run.ckpt_path}", file=sys.stderr)
         return 1
-    save(ckpt_path, with_state=True)
-    p = trainer.get_params()
-    rows = evaluation_table(p, mcfg, tcfg)
-    print(format_table(rows, mcfg.n_layers, tcfg.kappa_range, tcfg.eval_systems,
+    return 0
+
+
+def _say_stopped(problem: str, ckpt_path: str) -> None:
+    last = f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if os.path.isfile(ckpt_path) else "none written"
+    print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try a smaller --lr or "
+          "--init-scale.", file=sys.stderr)
+
+
+def _say_interrupted(step: int, start_step: int, ckpt_path: str) -> None:
+    last = f"at step {_ckpt_step(ckpt_path)} ({ckpt_path})" if os.path.isfile(ckpt_path) else "none written yet"
+    print(f"interrupted at step {step} (started at {start_step}); last checkpoint {last}; continue with the same "
+          "options and --resume", file=sys.stderr)
+
+
+def evaluate_now(run: _Run, eval_batch, stats: dict, step: int, bar) -> None:
+    """The loss on the evaluation batch after ``step`` steps: recorded in the metrics and TensorBoard, printed."""
+    ev = run.trainer.eval_loss(eval_batch)
+    run.metrics["eval_loss"] = ev
+    _scalar_summary("eval_loss", ev, step=step)
+    bar.write(f"step {step:6d}  train loss {stats['loss']:.4e}  eval loss {ev:.4e}  lr {stats['lr']:.2e}")
+
+
+def finish(run: _Run) -> int:
+    """After the last step: the resume checkpoint, the final table (printed and stored) and ``final.npz``."""
+    tcfg = run.tcfg
+    run.save(run.ckpt_path, with_state=True)
+    rows = evaluation_table(run.trainer.get_params(), run.mcfg, tcfg)
+    print(format_table(rows, run.mcfg.n_layers, tcfg.kappa_range, tcfg.eval_systems,
                        "rel" if tcfg.loss == "relative" else "mse"))
-    save(final_path, with_state=False, extra_meta={"evaluation": rows})
-    if chief:
-        print(f"final checkpoint: {final_path}  (resume state: {ckpt_path}; TensorBoard: {os.path.join(out, 'tb')})")
+    run.save(run.final_path, with_state=False, extra_meta={"evaluation": rows})
+    if run.chief:
+        print(f"final checkpoint: {run.final_path}  (resume state: {run.ckpt_path}; TensorBoard: "
+              f"{os.path.join(run.out, 'tb')})")
     return 0
 
 
