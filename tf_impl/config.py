@@ -209,12 +209,12 @@ _PAPER_BLOCK = dict(parametrization="block", n_layers=4, n_heads=4, n_identity=3
 """What the paper's block experiments share; each block preset below extends it."""
 
 PRESETS: dict[str, dict] = {
-    # default: block, 3 layers, N in [2, 6]; ~1-2 minutes on a 2-core CPU
+    # default: block, 3 layers, N in [2, 6]: a run that finishes in minutes on a 2-core CPU (README)
     "small": dict(parametrization="block", n_layers=3, n_heads=1, attention_norm="none", init_scale=0.05,
                   n_min=2, n_max=6, kappa=10.0, batch_size=256, steps=3000, lr=5e-3, warmup=150,
                   schedule="cosine", clip_norm=10.0, eval_every=250, ckpt_every=500),
     # the paper's four experiments (docs/concepts.md, section 6): the values that trained reference/pretrained/*.npz
-    # (docs/results.md says why: 4 heads and attention_norm "n" for the block models, "none" for full)
+    # (4 heads and attention_norm "n" for the block models, "none" for full: the results pages' lab notebook)
     "full-n9": dict(parametrization="full", n_layers=4, n_heads=1, embed_dim=27, attention_norm="none",
                     init_scale=0.02, n_min=9, n_max=9, kappa=10.0, batch_size=512, steps=8000, lr=1e-3,
                     warmup=300, schedule="cosine", clip_norm=10.0, eval_every=1000, ckpt_every=1000),
@@ -246,8 +246,8 @@ PRESETS: dict[str, dict] = {
 
 # the learned family (docs/concepts.md section 10; scripts/train_learned_family.sh): trained from random weights,
 # the right-hand side read by the last layer only, L-BFGS on one fixed float64 batch, sizes to 16, kappa 10;
-# the script trains seeds 0 and 1 of each depth, keeps the lower final training loss, and runs the 8-layer one
-# 6000 iterations more from its final weights (--init-from: a second run in its lineage)
+# the script trains seeds 0 and 1 of each depth, keeps the lower final training loss, and continues the 8-layer
+# one twice by 6000 iterations (--init-from: one more run in its lineage each)
 _LEARNED = dict(parametrization="block", n_heads=1, n_identity=2, attention_norm="none", init_scale=0.02,
                 b_last_layer=True, n_min=2, n_max=16, kappa=10.0, batch_size=256, optimizer="lbfgs", steps=6000,
                 dtype="float64", eval_every=250, ckpt_every=250, eval_systems=200)
