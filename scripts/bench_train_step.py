@@ -37,6 +37,7 @@ N = 20 (structured, XLA), and of one that solves one 256 x 256 system with ``ref
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -51,6 +52,7 @@ import numpy as np
 import reference as ref
 from reference.optim import clip_by_global_norm
 from tf_impl._quiet import tf
+from tf_impl.config import TrainConfig
 from tf_impl.optim import Trainer
 
 RANGES = [(2, 9), (10, 20), (30, 30)]
@@ -80,8 +82,10 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 def bench_range(n_min: int, n_max: int, rounds: int, steps: int, with_reference: bool) -> dict:
     """Median and minimum step times (ms) of every implementation on one size range."""
-    cfg = ref.ModelConfig(parametrization="block", n_layers=LAYERS, n_heads=HEADS, n_identity=K,
-                          attention_norm="n", init_scale=0.05)
+    tcfg = TrainConfig(parametrization="block", n_layers=LAYERS, n_heads=HEADS, n_identity=K, attention_norm="n",
+                       init_scale=0.05, n_min=n_min, n_max=n_max, kappa=10.0, batch_size=BATCH, lr=LR,
+                       steps=10**6, warmup=0, schedule="constant", clip_norm=CLIP, dtype="float32")
+    cfg = tcfg.model_config()
     params0 = ref.init_params(cfg, seed=0)
     A, b, x, mask = ref.sample_systems(BATCH, (n_min, n_max), 10.0, seed=0)
     state = {"params": params0, "adam": ref.adam_init(params0)}
@@ -95,8 +99,7 @@ def bench_range(n_min: int, n_max: int, rounds: int, steps: int, with_reference:
     impls = {}
     for mode in ("xla", "graph"):
         for structured in (True, False):
-            tr = Trainer(cfg, params0, sizes=(n_min, n_max), batch_size=BATCH, lr=LR, total_steps=10**6,
-                         clip_norm=CLIP, dtype=tf.float32, mode=mode, structured=structured)
+            tr = Trainer(dataclasses.replace(tcfg, mode=mode), params0, structured=structured)
             batch = tr.prepare_batch(A, b, x, mask)
             name = f"{mode}_{'structured' if structured else 'dense'}"
             impls[name] = (lambda n, tr=tr, batch=batch: [tr.train_step(batch) for _ in range(n)], steps)
