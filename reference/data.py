@@ -177,22 +177,34 @@ def rhs_rms(n: int, kappa=10.0, spectrum: str = "uniform", rhs: str = "solution"
     ``solve`` scales every right-hand side to this rms before calling a model trained on the law.
     Exact: 1 for ``normalize_rhs`` and ``rhs="normal"``; for ``b = A x`` with ``x ~ N(0, I)``,
     ``E ||b||^2 = sum_i E lam_i^2 = (1/kappa^2 + 1 + (N - 2) m2) / N`` with ``m2 = E lam^2`` of the
-    spectrum (uniform: ``(lo^2 + lo + 1)/3``; log-uniform: ``(1 - lo^2) / (2 log kappa)``), fixed
-    ``kappa``. Other laws raise ``ValueError`` (train them with ``normalize_rhs``).
+    spectrum (uniform: ``(lo^2 + lo + 1)/3``; log-uniform: ``(1 - lo^2) / (2 log kappa)``), ``lo = 1/kappa``;
+    for a range ``(k_min, k_max)`` that expression averaged over ``log kappa`` uniform on the range (a
+    32-point Gauss-Legendre rule: the integrand is smooth, the rule exact to rounding). Other laws raise
+    ``ValueError`` (train them with ``normalize_rhs``).
     """
     k_lo, k_hi = check_law(kappa, spectrum, rhs, normalize_rhs)
     if normalize_rhs or rhs == "normal":
         return 1.0
-    if rhs != "solution" or spectrum not in ("uniform", "loguniform") or k_lo != k_hi:
-        raise ValueError("the rms of b is known for normalize_rhs, rhs='normal', or b = A x with a fixed kappa and "
-                         f"a uniform or log-uniform spectrum; got spectrum={spectrum!r}, rhs={rhs!r}, kappa={kappa!r}")
-    lo = 1.0 / k_lo
-    if k_lo == 1.0:
-        return 1.0
-    m2 = (lo * lo + lo + 1.0) / 3.0 if spectrum == "uniform" else (1.0 - lo * lo) / (2.0 * np.log(k_lo))
+    if rhs != "solution" or spectrum not in ("uniform", "loguniform"):
+        raise ValueError("the rms of b is known for normalize_rhs, rhs='normal', or b = A x with a uniform or "
+                         f"log-uniform spectrum; got spectrum={spectrum!r}, rhs={rhs!r}, kappa={kappa!r}")
     if n == 1:
         return 1.0
-    return float(np.sqrt((lo * lo + 1.0 + (n - 2) * m2) / n))
+    if k_lo == k_hi:
+        return float(np.sqrt(_mean_square_of_b(n, k_lo, spectrum)))
+    t, w = np.polynomial.legendre.leggauss(32)  # nodes on [-1, 1], weights summing to 2
+    log_k = np.log(k_lo) + (t + 1.0) / 2.0 * (np.log(k_hi) - np.log(k_lo))
+    ms = [_mean_square_of_b(n, float(np.exp(u)), spectrum) for u in log_k]  # (32,)
+    return float(np.sqrt(np.dot(w, ms) / 2.0))
+
+
+def _mean_square_of_b(n: int, kappa: float, spectrum: str) -> float:
+    """``E ||A x||^2 / N`` at one ``kappa`` (:func:`rhs_rms`)."""
+    if kappa == 1.0:
+        return 1.0
+    lo = 1.0 / kappa
+    m2 = (lo * lo + lo + 1.0) / 3.0 if spectrum == "uniform" else (1.0 - lo * lo) / (2.0 * np.log(kappa))
+    return (lo * lo + 1.0 + (n - 2) * m2) / n
 
 
 def check_systems(A, b, mask=None, x0=None, x=None, n_fixed: int | None = None):

@@ -2,7 +2,7 @@
 
 For every checkpoint (and every depth given to ``--newton-schulz``: the hand-set model of
 :func:`reference.constructions.newton_schulz_params` for kappa 10, untrained), N in {9, 15, 20, 40} (40: outside
-the training sizes) and kappa in {10, 100} (the models were trained at kappa = 10):
+the training sizes) and kappa in {10, 100} (each row records the kappa range its model was trained on):
 the model's MSE on the fixed test systems of :mod:`reference.evaluation`, CG and Chebyshev (exact spectrum
 bounds [1/kappa, 1]) with as many iterations as the model has layers, and the floor of every polynomial method
 of that degree, the best 2-norm point of ``x0 + K_L(A, r0)`` (:func:`reference.analysis.krylov_best_errors`).
@@ -47,20 +47,22 @@ def run_name(path) -> str:
 
 
 def models(paths, ns_depths):
-    """``(name, path, params, cfg, train_steps, train_sizes)`` for every checkpoint, then every construction."""
+    """``(name, path, params, cfg, train_steps, train_sizes, train_kappa)`` for every checkpoint, then every
+    construction (built for kappa 10)."""
     for path in paths:
         params, cfg = load_checkpoint(path)
         meta, _ = load_checkpoint_extra(path)
         tc = meta.get("train_config", {})
-        yield run_name(path), str(path), params, cfg, meta.get("step"), [tc.get("n_min"), tc.get("n_max")]
+        kappa = [tc.get("kappa"), tc.get("kappa_max") or tc.get("kappa")]
+        yield run_name(path), str(path), params, cfg, meta.get("step"), [tc.get("n_min"), tc.get("n_max")], kappa
     for L in ns_depths:
         params, cfg = newton_schulz_params(L, kappa=10.0)
-        yield f"newton-schulz-L{L}", "reference.constructions.newton_schulz_params", params, cfg, 0, None
+        yield f"newton-schulz-L{L}", "reference.constructions.newton_schulz_params", params, cfg, 0, None, [10.0, 10.0]
 
 
 def evaluate(paths, n_systems: int, ns_depths=()) -> list[dict]:
     rows = []
-    for name, path, params, cfg, train_steps, train_sizes in models(paths, ns_depths):
+    for name, path, params, cfg, train_steps, train_sizes, train_kappa in models(paths, ns_depths):
         L = cfg.n_layers
         for kappa in KAPPAS:
             for n in SIZES:
@@ -73,6 +75,7 @@ def evaluate(paths, n_systems: int, ns_depths=()) -> list[dict]:
                 }
                 rows.append({"checkpoint": path, "name": name, "family": family(name), "layers": L, "n": n,
                              "kappa": kappa, "train_steps": train_steps, "train_sizes": train_sizes,
+                             "train_kappa": train_kappa,
                              **{k: float(np.mean(v)) for k, v in mse.items()}})
                 r = rows[-1]
                 print(f"{name}: L={L} N={n:2d} kappa={kappa:5.0f}: model {r['model']:.2e}  CG {r['cg']:.2e}  "
@@ -83,14 +86,16 @@ def evaluate(paths, n_systems: int, ns_depths=()) -> list[dict]:
 def markdown(rows) -> str:
     out = []
     for kappa in KAPPAS:
-        note = "" if kappa == 10 else " (out of the training distribution: trained at kappa = 10)"
-        out += [f"**kappa = {kappa:g}**{note}. MSE on fresh systems; CG, Chebyshev and the Krylov floor with "
-                "L iterations; N outside a model's training sizes is marked *.", "",
+        out += [f"**kappa = {kappa:g}**. MSE on fresh systems; CG, Chebyshev and the Krylov floor with L iterations; "
+                "N outside a model's training sizes is marked *, a kappa outside its training range (a "
+                "construction: the range it was built for) marks the run's name with a dagger.", "",
                 "| run | L | N | model | CG-L | Chebyshev-L | best in K_L | model / CG |", "|---" * 8 + "|"]
         for r in sorted((r for r in rows if r["kappa"] == kappa), key=lambda r: (r["n"], r["layers"], r["name"])):
             lo, hi = r.get("train_sizes") or (r["n"], r["n"])
             star = "" if lo is None or lo <= r["n"] <= hi else "*"
-            out.append(f"| {r['name']} | {r['layers']} | {r['n']}{star} | {r['model']:.2e} | {r['cg']:.2e} "
+            k_lo, k_hi = r.get("train_kappa") or (None, None)
+            dagger = "" if k_lo is None or k_lo <= r["kappa"] <= k_hi else " †"
+            out.append(f"| {r['name']}{dagger} | {r['layers']} | {r['n']}{star} | {r['model']:.2e} | {r['cg']:.2e} "
                        f"| {r['chebyshev']:.2e} | {r['krylov_best']:.2e} | {r['model'] / r['cg']:.3g} |")
         out.append("")
     return "\n".join(out)

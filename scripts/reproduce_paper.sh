@@ -2,7 +2,7 @@
 # Regenerates every shipped model and the measured data of the results pages (CPU, 2 cores; the measured training
 # time of each step: the results pages, "Every number", Training times).
 #   bash scripts/reproduce_paper.sh    # train the four presets and broad, evaluate, robustness, claim 3 at longer
-#                                      # budgets, the depth families
+#                                      # budgets, the depth families, the learned family
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m tf_impl.train --preset full-n9 --out runs/full-n9
@@ -37,4 +37,16 @@ python scripts/training_curves.py runs/depth-L{2,4,6,8} \
   --title "Depth family: evaluation loss (N in [2, 20])" --out results/depth_family_curves
 python scripts/training_curves.py runs/depth-ns-L{2,4,6,8} \
   --title "Newton-Schulz family: evaluation loss (N in [2, 20])" --out results/depth_ns_curves
+# the learned family from random weights (L-BFGS, float64): two seeds per stage, the lower training loss shipped
+bash scripts/train_learned_family.sh runs "L8 L6 L4 L2 L8-k100" "0 1" --ship
+python scripts/depth_family_study.py reference/pretrained/learned-L{2,4,6,8}.npz \
+  reference/pretrained/learned-L8-k100.npz --newton-schulz 2 4 6 8 --out results/learned/depth \
+  --title "Learned from random weights (N in [2, 16]; learned-L8-k100: kappa in [10, 100]) and the construction"
+# the kept run of each stage (the family script prints them; these are the seeds it kept here)
+python scripts/training_curves.py runs/learned-L2-s1 runs/learned-L4-s0 runs/learned-L6-s1 runs/learned-L8-s1 \
+  runs/learned-L8-cont runs/learned-L8-cont2 runs/learned-L8-k100-s1 runs/learned-L8-k100-cont \
+  runs/learned-L8-k100-cont2 \
+  --labels learned-L2 learned-L4 learned-L6 learned-L8 learned-L8-cont learned-L8-cont2 learned-L8-k100 \
+  learned-L8-k100-cont learned-L8-k100-cont2 --window 50 \
+  --title "The learned family: the kept run of each stage (L-BFGS, float64)" --out results/learned/learned_curves
 python scripts/make_results_page.py --readme   # the README's results section (mkdocs build renders the pages)

@@ -128,12 +128,15 @@ def test_bad_law_options(twin):
 
 
 def test_rhs_rms_is_the_law_average():
-    for n, kw in ((2, {}), (9, {}), (20, dict(kappa=100.0)), (7, dict(spectrum="loguniform", kappa=30.0))):
+    for n, kw in ((2, {}), (9, {}), (20, dict(kappa=100.0)), (7, dict(spectrum="loguniform", kappa=30.0)),
+                  (12, dict(kappa=(10.0, 1000.0))), (5, dict(spectrum="loguniform", kappa=(2.0, 100.0)))):
         _, b, _, _ = ref.sample_systems(20000, n, seed=n, **kw)
         check_tensor(f"rms n={n} {kw}", rhs_rms(n, **kw), np.sqrt(np.mean(b * b)), rtol=0.01)
     assert rhs_rms(9, normalize_rhs=True) == rhs_rms(9, rhs="normal") == 1.0
+    # a range of one kappa is that kappa (to rounding: the quadrature sums the same value 32 times)
+    check_tensor("range of one", rhs_rms(9, kappa=(30.0, 30.0 * (1 + 1e-12))), rhs_rms(9, kappa=30.0), rtol=1e-10)
     with pytest.raises(ValueError, match="rms of b is known"):
-        rhs_rms(9, kappa=(2.0, 10.0))
+        rhs_rms(9, kappa=10.0, spectrum="clustered")
 
 
 # ------------------------------------------------------------------------------------------------

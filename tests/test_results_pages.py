@@ -55,6 +55,8 @@ def test_summary_tells_the_four_stories(pages):
         assert heading in summary, heading  # concepts.md links the depth section's anchor
     assert summary.count("![") == 3 and "**holds here**" in summary
     assert "no better than CG" in summary  # the learned family at kappa 100, outside its training distribution
+    # and the 8-layer one trained on that spectrum, beside it
+    assert re.search(r"trained on kappa in \[10, 100\], `learned-L8-k100` reaches \S+ at kappa 100", summary)
     assert summary.count("??? note") == 0 and pages["results-tables.md"].count("??? note") >= 10
 
 

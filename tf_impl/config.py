@@ -252,6 +252,9 @@ _LEARNED = dict(parametrization="block", n_heads=1, n_identity=2, attention_norm
                 b_last_layer=True, n_min=2, n_max=16, kappa=10.0, batch_size=256, optimizer="lbfgs", steps=6000,
                 dtype="float64", eval_every=250, ckpt_every=250, eval_systems=200)
 PRESETS.update({f"learned-L{L}": {**_LEARNED, "n_layers": L} for L in (2, 4, 6, 8)})
+# the 8-layer one trained on kappa log-uniform in [10, 100] (the same script, stage L8-k100): the learned family is
+# accurate only on the spectrum it was trained on
+PRESETS["learned-L8-k100"] = {**_LEARNED, "n_layers": 8, "kappa_max": 100.0}
 
 # fields that may differ between an interrupted run and its --resume (they change no number)
 RESUME_MAY_CHANGE = ("resume", "verbose", "eval_every", "ckpt_every", "eval_systems", "mode", "diverge_factor",

@@ -1,7 +1,8 @@
 """The shipped models: the paper's four experiments (``docs/concepts.md``, section 6), the broad model,
 the depth family's 4-layer model on N in [2, 20] (``block-mixed-20``), the Newton-Schulz family's 8-layer model
 (``block-ns-8``), the learned family ``learned-L2`` ... ``learned-L8`` (trained from random weights, the right-hand
-side read by the last layer only: ``docs/concepts.md``, section 10), all trained by ``python -m tf_impl.train``, and
+side read by the last layer only: ``docs/concepts.md``, section 10) and ``learned-L8-k100`` (its 8-layer model
+trained on kappa in [10, 100]), all trained by ``python -m tf_impl.train``, and
 ``newton-schulz``, the hand-set Newton-Schulz model (``docs/concepts.md``, section 9) that ``solve``'s
 ``model="auto"`` runs, exported by the same command with 0 training steps.
 
@@ -19,7 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 
 PRETRAINED = ("full-n9", "block-n9", "block-mixed", "block-finetune", "broad", "block-mixed-20", "block-ns-8",
-              "newton-schulz", "learned-L2", "learned-L4", "learned-L6", "learned-L8")
+              "newton-schulz", "learned-L2", "learned-L4", "learned-L6", "learned-L8",
+              "learned-L8-k100")
 """Names of the shipped models, also the ``--preset`` names of ``python -m tf_impl.train``."""
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
