@@ -347,27 +347,35 @@ def learned_story(res: Results) -> list[str]:
         return [head + ".", tail + "."]
     run = wide[max(wide)]
     w100, w10 = res.depth_row(run, 15, 100.0), res.depth_row(run, 15)
-    tail += (f"; trained on kappa in [10, 100], `{run}` reaches {e(w100['model'])} at kappa 100 "
+    tail += (f"; trained on {trained_kappa(res, run)}, `{run}` reaches {e(w100['model'])} at kappa 100 "
              f"(CG-{max(wide)}: {e(w100['cg'])}) and {e(w10['model'])} at kappa 10")
     return [head + ".", tail + "."]
 
 
+def trained_kappa(res: Results, name: str) -> str | None:
+    """``"kappa in [10, 100]"`` for a shipped model trained on a kappa range; ``None`` for one kappa (or unknown)."""
+    tc = res.shipped.get(name, {}).get("train_config", {})
+    return f"kappa in [{tc['kappa']:g}, {tc['kappa_max']:g}]" if tc.get("kappa_max") else None
+
+
 def beats_cg_section(res: Results) -> list[str]:
     """Where each model's MSE is below CG's at equal depth."""
-    out = ["## Where each model beats CG", "",
-           "Sizes where the model's MSE is below CG-L's (for N <= L CG is exact and left out); every model was "
-           "trained at kappa 10 but `learned-L8-k100` (kappa in [10, 100]).", "",
-           "| model | L | kappa 10 | kappa 100 |", "|---|---:|---|---|"]
+    rows = []
     for name in res.models:
         cells = [ranges(res.beats_cg(name, k)[0]) for k in (10.0, 100.0)]
-        out.append(f"| `{name}` | {res.depth(name)} | N = {cells[0]} | N = {cells[1]} |")
+        rows.append((name, res.depth(name), cells))
     for fam in res.families:
         for L, run in sorted(res.family_runs(fam).items()):
             cells = [ranges([n for n in res.depth_sizes if (r := res.depth_row(run, n, k)) and r["model"] < r["cg"]])
                      for k in (10.0, 100.0)]
-            shown = f"`{res.shipped_as[run]}`" if run in res.shipped_as else f"`{run}`"
             if fam.startswith("learned") or run in res.shipped_as:
-                out.append(f"| {shown} | {L} | N = {cells[0]} | N = {cells[1]} |")
+                rows.append((res.shipped_as.get(run, run), L, cells))
+    ranged = [f"`{name}` ({k})" for name, _, _ in rows if (k := trained_kappa(res, name))]
+    out = ["## Where each model beats CG", "",
+           "Sizes where the model's MSE is below CG-L's (for N <= L CG is exact and left out); every model was "
+           "trained at kappa 10" + (f" but {', '.join(ranged)}" if ranged else "") + ".", "",
+           "| model | L | kappa 10 | kappa 100 |", "|---|---:|---|---|"]
+    out += [f"| `{name}` | {L} | N = {cells[0]} | N = {cells[1]} |" for name, L, cells in rows]
     sizes = ", ".join(map(str, res.depth_sizes))
     out += ["", f"The paper's models: every N from {min(res.sizes)} to {max(res.sizes)}; the others: N = {sizes}. "
             + no_single_model(res), ""]
