@@ -51,6 +51,8 @@ class ModelConfig:
     attention_norm: str = "none"  # "none": plain sum over the N keys; "n": the sum divided by N
     init_scale: float = 0.02  # std of the Gaussian initial weights (see docs/conventions.md)
     b_last_layer: bool = False  # block: the b group's rows and columns of P, Q are zero in all layers but the last
+    equivariant: bool = False  # block, with b_last_layer: the query's ones vectors never reach the output (exact
+    # rotation equivariance, x_hat = g(A) b; docs/concepts.md, section 11)
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -76,6 +78,9 @@ class ModelConfig:
         need(isinstance(self.b_last_layer, bool), f"b_last_layer must be a bool, got {self.b_last_layer!r}")
         need(not self.b_last_layer or self.parametrization == "block",
              "b_last_layer is an option of the block parametrization")
+        need(isinstance(self.equivariant, bool), f"equivariant must be a bool, got {self.equivariant!r}")
+        need(not self.equivariant or self.b_last_layer,
+             "equivariant needs b_last_layer=True (the b group is read by the last layer only)")
         if self.parametrization == "full":
             need(is_int(self.n, allow_numpy=False) and self.n >= 1,
                  f"the full parametrization needs the system size n (an int >= 1), got {self.n!r}")

@@ -59,13 +59,32 @@ def param_masks(cfg: ModelConfig) -> dict[str, np.ndarray]:
     ``cfg.b_last_layer``: in layers ``0..L-2`` the row and the column of the ``b`` group (group 1) of
     every head's ``P`` and ``Q`` are zero, so the right-hand side is read by the last layer only: the
     first ``L - 1`` layers compute from ``A`` alone (docs/concepts.md, section 10).
+
+    ``cfg.equivariant`` (with ``b_last_layer``) also zeroes, so that the ones vectors of the encoding never
+    reach the output (docs/concepts.md, section 11): in layers ``0..L-2`` the ``a`` row of ``P`` (the ``a``
+    group, hence the query's x-slot, is written by the last layer only); in the last layer the ``h`` columns
+    of ``Q`` (the query's ``1_N`` slots are not read) and every ``1_N`` / ``1_N^T`` block of ``P`` and ``Q``
+    (between the ``b`` group and a wide group). Then ``x_hat = x0 + T(A) x0 + g(A) b`` for matrix functions
+    ``T``, ``g`` of ``A``: ``f(Q A Q^T, Q b) = Q f(A, b)`` for every orthogonal ``Q``.
     """
     if not cfg.b_last_layer:
         return {}
-    m = np.ones((cfg.n_heads, cfg.n_groups, cfg.n_groups))  # (H, G, G)
-    m[:, 1, :] = 0.0
-    m[:, :, 1] = 0.0
-    return {f"layers.{layer}.{w}": m for layer in range(cfg.n_layers - 1) for w in ("P", "Q")}
+    G, L = cfg.n_groups, cfg.n_layers
+    early = np.ones((cfg.n_heads, G, G))  # (H, G, G)
+    early[:, 1, :] = 0.0
+    early[:, :, 1] = 0.0
+    masks = {f"layers.{layer}.{w}": early for layer in range(L - 1) for w in ("P", "Q")}
+    if cfg.equivariant:
+        early_p = early.copy()
+        early_p[:, 0, :] = 0.0  # the a row: the a group is written by the last layer only
+        last = np.ones((cfg.n_heads, G, G))  # (H, G, G)
+        last[:, 1, :] = last[:, :, 1] = 0.0  # the 1_N and 1_N^T blocks ...
+        last[:, 1, 1] = 1.0  # ... but not the scalar (b, b) block
+        last_q = last.copy()
+        last_q[:, :, 2:] = 0.0  # the query's h-slots (ones vectors) are not read
+        masks.update({f"layers.{layer}.P": early_p for layer in range(L - 1)})
+        masks.update({f"layers.{L - 1}.P": last, f"layers.{L - 1}.Q": last_q})
+    return masks
 
 
 def init_params(cfg: ModelConfig, seed=0) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ import inspect
 
 # the modules themselves (``reference.solve`` and ``tf_impl.solve`` are also the packages' solve functions)
 TWINS = {key: (importlib.import_module(f"reference.{key}"), importlib.import_module(f"tf_impl.{key}"))
-         for key in ("layers", "model", "data", "optim", "solve")}
+         for key in ("layers", "model", "data", "optim", "solve", "spectral")}
 ref_layers = TWINS["layers"][0]
 
 _SHARED_SOLVE = "shared: tf_impl.solve is reference.solve.solve_with given the TensorFlow forward"
@@ -59,6 +59,11 @@ REFERENCE_ONLY = {
         "resolve_model", "LANCZOS_ABOVE", "LANCZOS_STEPS", "LANCZOS_SEED", "spectrum_estimate", "largest_eigenvalue",
         "SolveResult", "NotConvergedError", "DEFAULT_MAX_PASSES", "MEMORY_LIMIT", "memory_limit",
         "solve_bytes", "chunk_size", "ROUNDING_FLOOR", "solve_with")},
+    "spectral": {**{name: "a hand-written op of the spectral path; TensorFlow: transfer_tensors, loss_tensors"
+                    for name in ("layer_forward", "layer_backward", "readout_forward", "readout_backward",
+                                 "loss_forward", "loss_backward", "initial_slabs", "model_forward", "model_backward")},
+                 **{name: "the spectral view of any solver (NumPy in, NumPy out), shared by both packages"
+                    for name in ("component_errors", "equivariance_error", "best_polynomial_bound")}},
 }
 TF_ONLY = {
     "layers": {"attention_readout": "fast path: the last layer computes only the query's x-slot",
@@ -76,8 +81,12 @@ TF_ONLY = {
              "as_seed": "the stateless seed pair (seed, stream); the reference takes any NumPy seed"},
     "optim": {"Trainer": "the compiled Adam step and its tf.Variables: the twin of reference.optim.train",
               "LbfgsTrainer": "Trainer's interface around the reference's NumPy L-BFGS iteration "
-                              "(the twin of reference.optim.train_lbfgs)"},
+                              "(the twin of reference.optim.train_lbfgs)",
+              "GreedyTrainer": "Trainer's interface around the reference's layer-wise least squares "
+                               "(reference.greedy, NumPy: a stage is a few small least-squares solves)"},
     "solve": {},
+    "spectral": {"transfer_tensors": "g(lambda) on tensors: the twin of model_forward",
+                 "loss_tensors": "the loss on tensors; GradientTape gives the twin of model_backward"},
 }
 # one-sided functions whose arguments still follow a reference function: name -> the reference's name
 TWIN_ARGUMENTS = {"data": {"sample_systems_tf": "sample_systems"}}

@@ -27,7 +27,7 @@ FIELD_GROUPS = ("run", "model", "data", "optimisation", "bookkeeping")
 
 # the choices of the training options (tf_impl.optim checks SCHEDULES and MODES with these too; LOSSES, the loss
 # names, is reference.layers.LOSSES, the one list both twins check)
-OPTIMIZERS = ("adam", "lbfgs")
+OPTIMIZERS = ("adam", "lbfgs", "greedy")
 SCHEDULES = ("constant", "cosine")
 DTYPES = ("float32", "float64")
 MODES = ("xla", "graph", "eager")
@@ -60,6 +60,8 @@ class TrainConfig:
     init_scale: float = _model("init_scale", "std of the Gaussian initial P, Q entries")
     b_last_layer: bool = _model("b_last_layer", "block: the b group of P, Q is zero in all layers but the last, so "
                                                 "the first L-1 layers compute from A alone (docs/concepts.md 10)")
+    equivariant: bool = _model("equivariant", "block, with b_last_layer: the query's ones vectors never reach the "
+                                              "output, so x_hat = g(A) b exactly (docs/concepts.md 11)")
     # data
     n_min: int = _f(2, "smallest system size N (each system draws N uniformly in [n_min, n_max])", "data")
     n_max: int = _f(6, "largest system size N (the padded size); full: n_min = n_max = n", "data")
@@ -76,7 +78,9 @@ class TrainConfig:
     # optimisation
     optimizer: str = _f("adam", "'adam': a fresh batch every step; 'lbfgs': L-BFGS iterations on ONE fixed batch of "
                                 "batch_size systems (steps = iterations; lr, warmup, schedule, clip_norm unused; "
-                                "docs/conventions.md, 'Optimiser')", "optimisation", OPTIMIZERS)
+                                "docs/conventions.md, 'Optimiser'); 'greedy': layer-wise least squares on spectra, "
+                                "one layer a step (equivariant models; steps = n_layers; docs/concepts.md 12)",
+                       "optimisation", OPTIMIZERS)
     lbfgs_memory: int = _f(50, "lbfgs: pairs (s, y) kept for the inverse-Hessian estimate", "optimisation")
     batch_size: int = _f(256, "systems per step (global, over all replicas)", "optimisation")
     steps: int = _f(3000, "training steps", "optimisation")
@@ -89,9 +93,10 @@ class TrainConfig:
     init: str = _f("random", "start: 'random' (Gaussian, std init_scale) or 'newton-schulz' (block: the hand-set "
                              "model whose layers run Newton-Schulz for the spectrum [1/kappa, 1], kappa_max if set; "
                              "docs/concepts.md)", "optimisation", INITS)
-    init_upper: float = _f(1.0, "newton-schulz start: the largest eigenvalue its weights allow for (>= 1; above it "
-                                "they fail; the shipped newton-schulz takes 1.1, for solve's Lanczos scale estimate "
-                                "that can be 1 percent low above N = 64)", "optimisation")
+    init_upper: float = _f(1.0, "newton-schulz start: the largest eigenvalue its weights allow for; greedy: the "
+                                "largest training eigenvalue (>= 1; above it they fail; the shipped models take 1.1, "
+                                "for solve's Lanczos scale estimate that can be 1 percent low above N = 64)",
+                           "optimisation")
     dtype: str = _f("float32", "'float32' (training) or 'float64' (checking)", "optimisation", DTYPES)
     mode: str = _f("xla", "'xla': one XLA-compiled step; 'graph': tf.function without XLA; 'eager': debug",
                    "optimisation", MODES)
@@ -153,11 +158,31 @@ class TrainConfig:
                  "'none' or n_min = n_max")
             need(self.init_from is None, "--init newton-schulz and --init-from are two starts: give one")
         need(math.isfinite(self.init_upper) and self.init_upper >= 1, f"init_upper must be >= 1, got {self.init_upper}")
-        need(self.init_upper == 1 or self.init == "newton-schulz", "init_upper is an option of --init newton-schulz")
+        need(self.init_upper == 1 or self.init == "newton-schulz" or self.optimizer == "greedy",
+             "init_upper is an option of --init newton-schulz and --optimizer greedy")
+        if self.optimizer == "greedy":
+            self._check_greedy(need)
         self._check_memory(need)
         if self.preset == "block-finetune":
             need(self.init_from is not None, "the block-finetune preset starts from a trained model: give "
                                              "--init-from CHECKPOINT (e.g. runs/block-mixed/final.npz)")
+
+    def _check_greedy(self, need) -> None:
+        """Layer-wise least squares fits an equivariant block model from scratch, one stage a step, in float64, on
+        log-uniform spectra (:class:`tf_impl.optim.GreedyTrainer`)."""
+        from reference.greedy import check_greedy_config
+
+        try:
+            check_greedy_config(self.model_config())
+        except ValueError as e:
+            need(False, f"--optimizer greedy: {e}")
+        need(self.steps <= self.n_layers, f"--optimizer greedy fits one stage a step (the readout, then each layer): "
+                                          f"steps must be <= n_layers ({self.n_layers}), got {self.steps}")
+        need(self.init == "random" and self.init_from is None, "--optimizer greedy fits every layer from scratch: "
+                                                               "no --init newton-schulz or --init-from")
+        need(self.dtype == "float64", "--optimizer greedy fits in float64: use --dtype float64")
+        need(self.spectrum == "loguniform", "--optimizer greedy trains on log-uniform spectra: use --spectrum "
+                                            "loguniform (the law of its final table too)")
 
     def _check_memory(self, need) -> None:
         """A training step holds the model's arrays for ``batch_size`` systems of size ``n_max`` (kept for the
@@ -183,7 +208,7 @@ class TrainConfig:
                            n_identity=self.n_identity, embed_dim=self.embed_dim,
                            n=self.n_max if self.parametrization == "full" else None,
                            attention_norm=self.attention_norm, init_scale=self.init_scale,
-                           b_last_layer=self.b_last_layer)
+                           b_last_layer=self.b_last_layer, equivariant=self.equivariant)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -255,6 +280,14 @@ PRESETS.update({f"learned-L{L}": {**_LEARNED, "n_layers": L} for L in (2, 4, 6, 
 # the 8-layer one trained on kappa log-uniform in [10, 100] (the same script, stage L8-k100): the learned family is
 # accurate only on the spectrum it was trained on
 PRESETS["learned-L8-k100"] = {**_LEARNED, "n_layers": 8, "kappa_max": 100.0}
+# the general family (docs/concepts.md, sections 11-12; scripts/train_general_family.sh): equivariant models fitted
+# layer by layer by least squares on spectra log-uniform in [1e-4, 1.1] (1.1: room for solve's scale estimate),
+# one stage a step; the final table draws systems with kappa log-uniform in [10, 1e4]
+_GENERAL = dict(parametrization="block", n_heads=1, n_identity=2, attention_norm="none", init_scale=0.02,
+                b_last_layer=True, equivariant=True, n_min=2, n_max=16, kappa=10.0, kappa_max=1e4,
+                spectrum="loguniform", init_upper=1.1, batch_size=256, optimizer="greedy", dtype="float64",
+                eval_every=1, ckpt_every=1, eval_systems=200)
+PRESETS.update({f"learned-general-L{L}": {**_GENERAL, "n_layers": L, "steps": L} for L in (6, 8, 10, 12)})
 
 # fields that may differ between an interrupted run and its --resume (they change no number)
 RESUME_MAY_CHANGE = ("resume", "verbose", "eval_every", "ckpt_every", "eval_systems", "mode", "diverge_factor",

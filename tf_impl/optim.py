@@ -421,3 +421,89 @@ class LbfgsTrainer:
         self.inner.model.set_params(params)
         self.S, self.Y, self.step = S, Y, int(extra["step"])
         self._f = self._g = None
+
+
+class GreedyTrainer:
+    """Layer-wise least squares on spectra (:func:`reference.greedy.greedy_fit`), with :class:`Trainer`'s interface.
+
+    For an equivariant model (``ModelConfig.equivariant``; docs/concepts.md, sections 11-12). The training data are
+    ``batch_size`` spectra of ``n_max`` eigenvalues, drawn once from ``(seed, reference.optim.LBFGS_STREAM)``,
+    log-uniform on ``[1/kappa_max, init_upper]`` (``kappa`` without ``kappa_max``); the loss is their expected MSE
+    over ``x ~ N(0, I)``, ``mean (1 - lambda g(lambda))^2`` (:func:`reference.spectral.loss_and_grads`). Step 0
+    fits the readout alone, step ``l >= 1`` fits layer ``l - 1`` with the earlier ones fixed; layers not fitted yet
+    are exact no-ops, so the parameters after any step are a complete model. ``train_step`` reports the loss
+    before the step (as the other trainers), the gradient norm of the loss before the step and ``lr`` 0 (there is
+    none). The resume state is ``extra/step``: the fitted layers are read back from the parameters.
+    """
+
+    def __init__(self, tcfg: TrainConfig, params: dict | None = None, *, strategy=None):
+        from reference.greedy import check_greedy_config
+        from reference.optim import LBFGS_STREAM
+
+        if not isinstance(tcfg, TrainConfig) or tcfg.optimizer != "greedy":
+            raise ValueError("GreedyTrainer takes a tf_impl.config.TrainConfig with optimizer 'greedy'")
+        # the evaluation is the Adam trainer's compiled loss (its optimiser settings are not used)
+        self.inner = Trainer(dataclasses.replace(tcfg, optimizer="adam", init_upper=1.0), params, strategy=strategy)
+        self.tcfg, self.cfg = tcfg, self.inner.cfg
+        check_greedy_config(self.cfg)
+        kappa_max = tcfg.kappa if tcfg.kappa_max is None else tcfg.kappa_max
+        rng = np.random.default_rng([tcfg.seed, LBFGS_STREAM])
+        self.lam = np.exp(rng.uniform(math.log(1.0 / kappa_max), math.log(tcfg.init_upper),
+                                      (tcfg.batch_size, tcfg.n_max)))  # (B, n_max)
+        self.step = 0
+        self.layers, self.w = [], None
+        if params is None:  # a fresh fit: every layer a no-op until fitted (the random start is not used)
+            self.inner.model.set_params(self._params())
+
+    def _params(self) -> dict:
+        from reference.greedy import to_params
+
+        w = np.zeros(self.cfg.n_identity + 1) if self.w is None else self.w
+        return to_params(self.cfg, self.layers, w)
+
+    def _loss_and_gnorm(self) -> tuple[float, float]:
+        from reference.spectral import loss_and_grads
+
+        loss, grads = loss_and_grads(self.get_params(), self.cfg, self.lam)
+        return loss, float(math.sqrt(sum(float((g * g).sum()) for g in grads.values())))
+
+    def train_step(self, batch=None) -> dict[str, float]:
+        from reference.greedy import greedy_stage
+
+        if batch is not None:
+            raise ValueError("the greedy trainer fits its own fixed spectra")
+        loss, gnorm = self._loss_and_gnorm()
+        self.layers, self.w, _ = greedy_stage(self.cfg, self.lam, self.layers, self.w, seed=self.tcfg.seed)
+        self.inner.model.set_params(self._params())
+        self.step += 1
+        return {"loss": loss, "grad_norm": gnorm, "lr": 0.0}
+
+    def eval_loss(self, batch) -> float:
+        return self.inner.eval_loss(batch)
+
+    def prepare_batch(self, A, b, x, mask):
+        return self.inner.prepare_batch(A, b, x, mask)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return self.inner.get_params()
+
+    def get_state(self):
+        """``(params, extra)``: the parameters (which hold the fitted layers and readout) and ``step``."""
+        return self.get_params(), {"step": np.asarray(self.step, dtype=np.int64)}
+
+    def set_state(self, params: dict, extra: dict) -> None:
+        """Continue a fit: ``step`` stages done, read back from ``params`` (the wide blocks of the fitted layers, the
+        readout in the last layer's ``a`` row of ``P``)."""
+        if "step" not in extra:
+            raise ValueError("resume state lacks 'step' (a checkpoint of a greedy run has it)")
+        step = int(extra["step"])
+        if not 0 <= step <= self.cfg.n_layers:
+            raise ValueError(f"resume state step {step} is not in [0, {self.cfg.n_layers}]")
+        wi = [0] + list(range(2, self.cfg.n_groups))
+        H = self.cfg.n_heads
+        sub = np.ix_(range(H), wi, wi)
+        self.layers = [(np.asarray(params[f"layers.{l}.P"])[sub], np.asarray(params[f"layers.{l}.Q"])[sub])
+                       for l in range(max(step - 1, 0))]
+        self.w = np.asarray(params[f"layers.{self.cfg.n_layers - 1}.P"])[0, 0, wi] if step >= 1 else None
+        self.step = step
+        self.inner.model.set_params(self._params())

@@ -260,11 +260,12 @@ def run(tcfg: TrainConfig, on_step=None) -> int:
 
 
 def build_trainer(tcfg: TrainConfig, params: dict, extra: dict | None, strategy):
-    """The trainer of ``tcfg.optimizer`` (:class:`tf_impl.optim.Trainer` for Adam, ``LbfgsTrainer``) from
-    ``params``, given the resume state ``extra`` when there is one."""
-    from tf_impl.optim import LbfgsTrainer, Trainer
+    """The trainer of ``tcfg.optimizer`` (:class:`tf_impl.optim.Trainer` for Adam, ``LbfgsTrainer``,
+    ``GreedyTrainer``) from ``params``, given the resume state ``extra`` when there is one."""
+    from tf_impl.optim import GreedyTrainer, LbfgsTrainer, Trainer
 
-    trainer = (LbfgsTrainer if tcfg.optimizer == "lbfgs" else Trainer)(tcfg, params, strategy=strategy)
+    kind = {"lbfgs": LbfgsTrainer, "greedy": GreedyTrainer}.get(tcfg.optimizer, Trainer)
+    trainer = kind(tcfg, params, strategy=strategy)
     if extra is not None:
         trainer.set_state(params, extra)
     return trainer
