@@ -32,9 +32,9 @@ import numpy as np
 from reference.baselines import chebyshev, conjugate_gradient
 from reference.config import ModelConfig, is_int, is_real
 from reference.constructions import newton_schulz_params, newton_schulz_schedule
-from reference.data import check_systems
+from reference.data import check_systems, haar_q, sample_systems
 from reference.layers import attention_forward, block_expand_forward, coordinate_mask, encode_forward
-from reference.model import check_params, forward_layers
+from reference.model import check_params, forward, forward_layers
 
 
 def krylov_basis(A, r0, mask, d_max: int) -> np.ndarray:
@@ -460,3 +460,78 @@ def _layer_comparison(P, Q, P_ref, Q_ref, names: list[str], last: bool) -> dict:
             "invariants": {k: (float(a), float(b)) for k, (a, b) in inv.items()}}
 
 
+# ----------------------------------------------------------------------------------------------
+# the spectral view of any solver (docs/concepts.md, section 11): relative error per eigen-component
+
+
+def component_errors(solver, lam, n: int = 16, draws: int = 4, seed: int = 0) -> np.ndarray:
+    """``E |1 - (U^T x_hat)_1|`` (len(lam),): the relative error of ``solver`` on the eigen-component ``lam[i]`` of
+    systems with condition number ``1 / lam[i]``, drawn as the training data (docs/concepts.md, section 11).
+
+    For each ``lambda`` and each of ``draws`` draws: ``A = U diag(mu) U^T`` (Haar ``U``) with ``mu_1 = lambda``,
+    ``mu_2 = 1`` and ``n - 2`` eigenvalues uniform on ``[lambda, 1]``; ``x = U 1_n`` (every component 1),
+    ``b = A x``. ``solver(A, b)`` maps (B, n, n), (B, n) to ``x_hat`` (B, n). For an equivariant model the value is
+    ``|1 - lambda g(lambda)|`` exactly, whatever the other eigenvalues and ``U``; for any other solver it is what
+    it achieves on that component of such systems (CG's residual polynomial, for one, depends on all of ``mu``).
+    """
+    lam = np.asarray(lam, dtype=np.float64)
+    if lam.ndim != 1 or not np.all((lam > 0) & (lam <= 1)):
+        raise ValueError("lam must be a 1-d array of eigenvalues in (0, 1]")
+    if n < 2:
+        raise ValueError(f"n must be >= 2 (the component and the largest eigenvalue 1), got {n!r}")
+    rng = np.random.default_rng(seed)
+    errs = np.zeros((draws, lam.size))
+    for d in range(draws):
+        mu = rng.uniform(size=(lam.size, n))  # (B, n)
+        mu = lam[:, None] + (1.0 - lam[:, None]) * mu
+        mu[:, 0], mu[:, 1] = lam, 1.0
+        G = rng.standard_normal((lam.size, n, n))
+        U, R = np.linalg.qr(G)
+        U = U * np.sign(np.diagonal(R, axis1=1, axis2=2))[:, None, :]  # Haar: the sign fix
+        A = U @ (mu[:, :, None] * np.swapaxes(U, 1, 2))  # (B, n, n)
+        A = 0.5 * (A + np.swapaxes(A, 1, 2))
+        x = U.sum(axis=2)  # (B, n): U 1
+        b = np.einsum("bij,bj->bi", A, x)
+        x_hat = np.asarray(solver(A, b), dtype=np.float64)  # (B, n)
+        errs[d] = np.abs(1.0 - np.einsum("bi,bi->b", U[:, :, 0], x_hat))  # component 1: (U^T x_hat)_1
+    return errs.mean(axis=0)
+
+
+def equivariance_error(solver, n: int = 12, systems: int = 16, kappa: float = 10.0, seed: int = 0) -> float:
+    """``max_s ||f(Q A Q^T, Q b) - Q f(A, b)|| / ||f(A, b)||`` over ``systems`` training-law systems and Haar ``Q``:
+    zero (to rounding) for a rotation-equivariant solver, as ``A x = b -> x`` is."""
+    A, b, _, _ = sample_systems(systems, n, kappa, seed=seed)
+    Q = haar_q(np.random.default_rng(seed + 1).standard_normal((systems, n, n)))  # (B, n, n)
+    x1 = np.asarray(solver(A, b), dtype=np.float64)
+    x2 = np.asarray(solver(Q @ A @ np.swapaxes(Q, 1, 2), np.einsum("bij,bj->bi", Q, b)), dtype=np.float64)
+    num = np.linalg.norm(x2 - np.einsum("bij,bj->bi", Q, x1), axis=1)
+    return float(np.max(num / np.linalg.norm(x1, axis=1)))
+
+
+def best_polynomial_bound(lam, degree: int) -> np.ndarray:
+    """``1 / T_d((1 + lambda) / (1 - lambda))``: the smallest ``max |1 - mu p(mu)|`` over ``mu in [lambda, 1]`` of any
+    polynomial ``mu p(mu)`` of degree ``d`` (Chebyshev); in log form, so that ``d`` in the thousands does not
+    overflow."""
+    lam = np.asarray(lam, dtype=np.float64)
+    t = (1.0 + lam) / np.maximum(1.0 - lam, np.finfo(float).tiny)
+    # T_d(t) = cosh(d arccosh t) for t >= 1; 1 / cosh(y) = 2 exp(-y) / (1 + exp(-2y))
+    y = degree * np.arccosh(np.maximum(t, 1.0))
+    return 2.0 * np.exp(-y) / (1.0 + np.exp(-2.0 * y))
+
+
+def spectral_view(params, cfg: ModelConfig, lam, n: int = 16, draws: int = 2, seed: int = 0) -> dict:
+    """The spectral view of a block model on the eigenvalues ``lam``: :func:`component_errors` of the model, of the
+    Newton-Schulz construction of the same depth (for the spectrum ``[1e-4, 1.1]``, as the shipped default), and of
+    CG with as many iterations; :func:`best_polynomial_bound` of degree ``3^(L-1)``; and the model's
+    :func:`equivariance_error`. Lists of floats (JSON-ready)."""
+    L = cfg.n_layers
+    ns_params, ns_cfg = newton_schulz_params(L, kappa=1e4, upper=1.1)
+
+    def view(solver):
+        return component_errors(solver, lam, n=n, draws=draws, seed=seed).tolist()
+
+    model = lambda A, b: forward(params, cfg, A, b)  # noqa: E731
+    return dict(lam=np.asarray(lam, dtype=np.float64).tolist(), layers=L, model=view(model),
+                construction=view(lambda A, b: forward(ns_params, ns_cfg, A, b)),
+                cg=view(lambda A, b: conjugate_gradient(A, b, L)),
+                bound=best_polynomial_bound(lam, 3 ** (L - 1)).tolist(), equivariance=equivariance_error(model))

@@ -359,3 +359,42 @@ def plot_robustness(records, models, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def spectrum_markdown(name: str, view: dict) -> str:
+    """The spectral view (:func:`reference.spectral.spectral_view`) of one model as a Markdown table."""
+    L = view["layers"]
+    lines = [f"# Spectral view: {name}", "",
+             f"Relative error of the eigen-component lambda in systems of condition number 1/lambda (N = 16); "
+             f"rotation-equivariance error {view['equivariance']:.1e}.", "",
+             f"| lambda | {name} | Newton-Schulz, {L} layers | CG-{L} | best polynomial of degree 3^{L - 1} |",
+             "|---|---|---|---|---|"]
+    for i, lam in enumerate(view["lam"]):
+        lines.append(f"| {lam:.1e} | " + " | ".join(fmt(view[k][i]) for k in ("model", "construction", "cg", "bound"))
+                     + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_spectrum(views: dict, path):
+    """One panel per model: its spectral view beside the construction, CG and the polynomial bound (log-log)."""
+    import matplotlib.pyplot as plt
+
+    names = list(views)
+    cols = min(len(names), 3)
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.2 * rows), sharey=True, squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat[: len(names)], names, strict=True):
+        v, L = views[name], views[name]["layers"]
+        for key, label, style in (("model", name, "-"), ("construction", f"Newton-Schulz, {L} layers", "--"),
+                                  ("cg", f"CG-{L}", ":"), ("bound", f"best degree 3^{L - 1}", "-.")):
+            ax.loglog(v["lam"], np.maximum(np.asarray(v[key], dtype=float), 1e-17), style, label=label)
+        ax.set_title(f"{name} (equivariance {v['equivariance']:.0e})", fontsize=8)
+        ax.set_xlabel("eigenvalue lambda")
+        ax.legend(fontsize=6)
+    for row in axes:
+        row[0].set_ylabel("error of the eigen-component")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

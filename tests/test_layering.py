@@ -14,8 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 CORE = ["reference.config", "reference.data", "reference.layers", "reference.model", "reference.optim",
-        "reference.constructions", "reference.checkpoint",
-        "tf_impl.config", "tf_impl.data", "tf_impl.layers", "tf_impl.model", "tf_impl.optim", "tf_impl._quiet"]
+        "reference.constructions", "reference.checkpoint", "reference.spectral", "reference.greedy",
+        "tf_impl.config", "tf_impl.data", "tf_impl.layers", "tf_impl.model", "tf_impl.optim", "tf_impl._quiet",
+        "tf_impl.spectral"]
 APPLICATION = ["reference.solve", "reference.pretrained", "reference.baselines", "reference.evaluation",
                "reference.robustness", "reference.analysis", "reference.report",
                "tf_impl.solve", "tf_impl.train", "tf_impl.evaluate", "tf_impl.distribute"]

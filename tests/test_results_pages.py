@@ -48,12 +48,13 @@ def test_every_figure_and_file_a_page_links_exists(pages):
             assert target in published, f"{name} links {target}, which results/ does not have"
 
 
-def test_summary_tells_the_four_stories(pages):
+def test_summary_tells_the_five_stories(pages):
     summary = pages["results.md"]
     for heading in ("## The paper's claims, checked", "## Depth: does a deeper model keep getting more accurate?",
-                    "## Where each model beats CG", "## What `solve` does"):
+                    "## One learned model for every condition number", "## Where each model beats CG",
+                    "## What `solve` does"):
         assert heading in summary, heading  # concepts.md links the depth section's anchor
-    assert summary.count("![") == 3 and "**holds here**" in summary
+    assert summary.count("![") == 4 and "**holds here**" in summary
     assert "no better than CG" in summary  # the learned family at kappa 100, outside its training distribution
     # and the 8-layer one trained on that spectrum, beside it
     assert re.search(r"trained on kappa in \[10, 100\], `learned-L8-k100` reaches \S+ at kappa 100", summary)

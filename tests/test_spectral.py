@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from reference import spectral
+from reference import analysis, spectral
 from reference.config import ModelConfig
 from reference.constructions import newton_schulz_params, newton_schulz_schedule
 from reference.data import haar_q, sample_systems
@@ -43,7 +43,7 @@ def test_equivariant_models_commute_with_rotations(equivariant):
     err = np.abs(x2 - np.einsum("bij,bj->bi", Q, x1)).max() / np.abs(x1).max()
     assert (err < 1e-12) if equivariant else (err > 1e-3), err
     solver = lambda A_, b_: forward(params, cfg, A_, b_)  # noqa: E731
-    assert (spectral.equivariance_error(solver, n=6, systems=4) < 1e-12) == equivariant
+    assert (analysis.equivariance_error(solver, n=6, systems=4) < 1e-12) == equivariant
 
 
 def test_equivariant_needs_b_last_layer():
@@ -123,16 +123,16 @@ def test_spectral_view_of_the_construction_is_its_residual_polynomial():
     y = lam.copy()
     for gamma, beta in coefficients:
         y = gamma * y + beta * y * y
-    errs = spectral.component_errors(lambda A, b: forward(params, cfg, A, b), lam, n=8, draws=2)
+    errs = analysis.component_errors(lambda A, b: forward(params, cfg, A, b), lam, n=8, draws=2)
     check_tensor("component errors", errs, np.abs(1.0 - y), rtol=1e-8, atol=1e-13)
 
 
 def test_best_polynomial_bound():
     """1 / T_d((1 + lam) / (1 - lam)): 1 at degree 0, the Richardson rate at degree 1, no overflow at degree 3^10."""
     lam = np.array([1e-4, 1e-2, 0.5])
-    check_tensor("d=0", spectral.best_polynomial_bound(lam, 0), np.ones(3), rtol=1e-15)
-    check_tensor("d=1", spectral.best_polynomial_bound(lam, 1), (1 - lam) / (1 + lam), rtol=1e-13)
-    big = spectral.best_polynomial_bound(lam, 3**10)
+    check_tensor("d=0", analysis.best_polynomial_bound(lam, 0), np.ones(3), rtol=1e-15)
+    check_tensor("d=1", analysis.best_polynomial_bound(lam, 1), (1 - lam) / (1 + lam), rtol=1e-13)
+    big = analysis.best_polynomial_bound(lam, 3**10)
     assert np.all(np.isfinite(big)) and big[0] < 1e-100
 
 

@@ -61,9 +61,7 @@ REFERENCE_ONLY = {
         "solve_bytes", "chunk_size", "ROUNDING_FLOOR", "solve_with")},
     "spectral": {**{name: "a hand-written op of the spectral path; TensorFlow: transfer_tensors, loss_tensors"
                     for name in ("layer_forward", "layer_backward", "readout_forward", "readout_backward",
-                                 "loss_forward", "loss_backward", "initial_slabs", "model_forward", "model_backward")},
-                 **{name: "the spectral view of any solver (NumPy in, NumPy out), shared by both packages"
-                    for name in ("component_errors", "equivariance_error", "best_polynomial_bound")}},
+                                 "loss_forward", "loss_backward", "initial_slabs", "model_forward", "model_backward")}},
 }
 TF_ONLY = {
     "layers": {"attention_readout": "fast path: the last layer computes only the query's x-slot",

@@ -73,12 +73,17 @@ def parse_args(argv=None):
                         "the best Krylov point on the same systems (reference.analysis.layer_probe; the query's x-slot "
                         "and the last layer applied after each layer), at --layer-sizes and --kappa, and a block "
                         "model's scalars beside the Newton-Schulz construction's; writes probe_<model>.json/.md")
+    p.add_argument("--spectrum", action="store_true",
+                   help="instead: the spectral view of each model (reference.analysis.spectral_view): the error of the "
+                        "eigen-component lambda in [1e-4, 1] beside the Newton-Schulz construction of the same depth, "
+                        "CG and the best polynomial of degree 3^(L-1), and its rotation-equivariance error; writes "
+                        "spectrum_<model>.json/.md and spectrum.png")
     p.add_argument("--sizes", type=int, nargs="+", default=[3, 5, 9, 15, 20, 30],
                    help="--robustness: the sizes N")
     p.add_argument("--tol", type=float, default=1e-8, help="--robustness: the relative residual asked of solve and CG")
     args = p.parse_args(argv)
-    if args.probe and args.robustness:
-        p.error("--probe and --robustness are two different runs: give one")
+    if sum((args.probe, args.robustness, args.spectrum)) > 1:
+        p.error("--probe, --robustness and --spectrum are different runs: give one")
     if args.out is None:
         args.out = "results/probe" if args.probe else "runs/eval"
     if any(n < 2 for n in args.sizes):
@@ -214,6 +219,33 @@ def main_probe(args) -> dict:
     return results
 
 
+def main_spectrum(args) -> dict:
+    """``--spectrum``: :func:`reference.analysis.spectral_view` of each model on 33 eigenvalues log-spaced in
+    ``[1e-4, 1]`` (systems of ``N = 16``, a full-encoding model's own ``N``); writes ``spectrum_<model>.json`` /
+    ``.md`` per model and ``spectrum.png``."""
+    import numpy as np
+
+    from reference.analysis import spectral_view
+    from reference.report import plot_spectrum, spectrum_markdown
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    views = {}
+    for arg in args.checkpoints:
+        params, cfg = load_checkpoint(checkpoint_path(arg))  # raises ValueError naming the problem
+        name = model_name(arg, set(views))
+        n = cfg.n if cfg.parametrization == "full" else 16
+        views[name] = spectral_view(params, cfg, np.logspace(-4, 0, 33), n=n, seed=args.seed)
+        write_json(out / f"spectrum_{name}.json", views[name])
+        (out / f"spectrum_{name}.md").write_text(spectrum_markdown(name, views[name]))
+        print(spectrum_markdown(name, views[name]))
+    if not args.no_plots:
+        plot_spectrum(views, out / "spectrum.png")
+    print(f"wrote {', '.join(f'{out}/spectrum_{name}.json' for name in views)}, the .md beside each"
+          + ("" if args.no_plots else f" and {out}/spectrum.png"))
+    return views
+
+
 def construction_spectrum(path, default_kappa: float) -> tuple[float, float]:
     """``(kappa, upper)`` of the spectrum a model was trained on, from its checkpoint's ``train_config``
     (``kappa_max`` or ``kappa``, and ``init_upper``), else ``(default_kappa, 1)``: the construction to set its
@@ -234,6 +266,8 @@ def evaluate_cli(argv=None) -> dict:
     args = parse_args(argv)
     if args.probe:
         return main_probe(args)
+    if args.spectrum:
+        return main_spectrum(args)
     return main_robustness(args) if args.robustness else evaluate_checkpoints(args)
 
 

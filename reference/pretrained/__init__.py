@@ -2,7 +2,8 @@
 the depth family's 4-layer model on N in [2, 20] (``block-mixed-20``), the Newton-Schulz family's 8-layer model
 (``block-ns-8``), the learned family ``learned-L2`` ... ``learned-L8`` (trained from random weights, the right-hand
 side read by the last layer only: ``docs/concepts.md``, section 10) and ``learned-L8-k100`` (its 8-layer model
-trained on kappa in [10, 100]), all trained by ``python -m tf_impl.train``, and
+trained on kappa in [10, 100]), the general family ``learned-general-L6`` ... ``-L12`` (equivariant models fitted
+layer by layer on spectra with kappa up to 1e4: sections 11-12), all trained by ``python -m tf_impl.train``, and
 ``newton-schulz``, the hand-set Newton-Schulz model (``docs/concepts.md``, section 9) that ``solve``'s
 ``model="auto"`` runs, exported by the same command with 0 training steps.
 
@@ -21,7 +22,8 @@ from pathlib import Path
 
 PRETRAINED = ("full-n9", "block-n9", "block-mixed", "block-finetune", "broad", "block-mixed-20", "block-ns-8",
               "newton-schulz", "learned-L2", "learned-L4", "learned-L6", "learned-L8",
-              "learned-L8-k100")
+              "learned-L8-k100", "learned-general-L6", "learned-general-L8", "learned-general-L10",
+              "learned-general-L12")
 """Names of the shipped models, also the ``--preset`` names of ``python -m tf_impl.train``."""
 
 PRETRAINED_DIR = Path(__file__).resolve().parent
@@ -75,12 +77,15 @@ def valid_sizes(meta) -> tuple[int, float] | None:
     """The sizes ``N`` on which a model is expected to be as accurate as where it was trained: every size,
     ``(1, inf)``, for the Newton-Schulz construction exported untrained (``train_config`` with ``init``
     ``"newton-schulz"``, ``steps`` 0 and ``attention_norm`` ``"none"``: its weights are exact at every ``N``,
-    ``docs/concepts.md`` section 9), else :func:`training_sizes`. ``solve`` warns outside them and
+    ``docs/concepts.md`` section 9) and for an equivariant model with ``attention_norm`` ``"none"`` (one matrix
+    function ``g(A)`` at every ``N``, section 11), else :func:`training_sizes`. ``solve`` warns outside them and
     ``model="auto"`` chooses by them."""
     tc = meta.get("train_config") if isinstance(meta, dict) else None
     if (isinstance(tc, dict) and tc.get("init") == "newton-schulz" and tc.get("steps") == 0
             and tc.get("attention_norm") == "none"):
         return (1, float("inf"))
+    if isinstance(tc, dict) and tc.get("equivariant") is True and tc.get("attention_norm") == "none":
+        return (1, float("inf"))  # x_hat = g(A) b with one g for every N (docs/concepts.md, section 11)
     return training_sizes(meta)
 
 
