@@ -195,3 +195,63 @@ def test_new_recipe_beats_the_old_on_a_kappa_range_at_both_ends():
                for name, p, c in (("old", p_old, old), ("new", p_new, new))}
         print(kappa, mse)
         assert mse["new"] < mse["old"], (kappa, mse)
+
+
+# ----------------------------------------------------------------------------------------------
+# --optimizer greedy: the trainer and the command line
+
+
+def _greedy_tcfg(**fields):
+    from tf_impl.config import PRESETS, TrainConfig
+
+    preset = {**PRESETS["learned-general-L6"], "n_layers": 4, "steps": 4, "batch_size": 16, "n_max": 6,
+              "eval_systems": 5}
+    return TrainConfig(**{**preset, "preset": "learned-general-L6", **fields})
+
+
+def test_greedy_trainer_resumed_equals_uninterrupted():
+    from tf_impl.optim import GreedyTrainer
+
+    tcfg = _greedy_tcfg()
+    one = GreedyTrainer(tcfg)
+    losses = [one.train_step()["loss"] for _ in range(4)]
+    assert losses[-1] < losses[1] < losses[0], losses
+    half = GreedyTrainer(tcfg)
+    for _ in range(2):
+        half.train_step()
+    params, extra = half.get_state()
+    resumed = GreedyTrainer(tcfg, params)
+    resumed.set_state(params, extra)
+    for _ in range(2):
+        resumed.train_step()
+    for k, v in one.get_params().items():
+        check_tensor(k, resumed.get_params()[k], v, rtol=1e-9, atol=1e-12)
+    cfg = tcfg.model_config()
+    lam = one.lam
+    loss, _ = spectral.loss_and_grads(one.get_params(), cfg, lam)
+    assert loss < losses[-1]  # the loss after the last stage, below the one before it
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(equivariant=False), "equivariant"), (dict(steps=5), "steps must be <= n_layers"),
+    (dict(dtype="float32"), "float64"), (dict(spectrum="uniform"), "loguniform"),
+    (dict(init="newton-schulz"), "from scratch")])
+def test_greedy_config_errors(fields, message):
+    with pytest.raises(ValueError, match=message):
+        _greedy_tcfg(**fields)
+
+
+def test_greedy_command_line_and_spectrum_view(tmp_path, capsys):
+    from reference.checkpoint import load_checkpoint
+    from tf_impl.evaluate import main as evaluate_main
+    from tf_impl.train import main
+
+    out = tmp_path / "run"
+    argv = ["--preset", "learned-general-L6", "--n-layers", "4", "--steps", "4", "--batch-size", "16", "--n-max", "6",
+            "--eval-systems", "5", "--out", str(out)]
+    assert main(argv) == 0
+    params, cfg = load_checkpoint(out / "final.npz")
+    assert cfg.equivariant and cfg.n_layers == 4
+    assert evaluate_main([str(out / "final.npz"), "--spectrum", "--out", str(tmp_path / "spec"), "--no-plots"]) == 0
+    view = (tmp_path / "spec" / "spectrum_run.json").read_text()
+    assert '"equivariance"' in view and "model" in view
