@@ -315,6 +315,202 @@ def block_attention_backward(dout, cache):
 
 
 # ----------------------------------------------------------------------------------------------
+# sparse block attention: only the T x M x M products the nonzero block scalars need (inference)
+#
+# A block layer on the wide groups w_v (T, M) of the tokens (rows: the M equation tokens, then the query) and the
+# b coordinates s (T,), per head, with u the key side and v the query side of a block of Q:
+#
+#     S_h   = sum_{u,v} q_uv w_v w_u^T  +  the b terms (rank one)          (T, M) scores, keys the first M rows
+#     dw_u  = sum_h S_h (sum_v p_uv w_v + p_ub s 1^T)                      (T, M) update of wide group u
+#     ds    = sum_h S_h (sum_v p_bv w_v 1 + p_bb s)                        (T,)   update of b
+#
+# Each w_v w_u^T and S_h w_v is a T x M x M product; everything else is O(M^2) per scalar. A zero scalar needs
+# no product, a group the encoding holds (h^k = the identity, until a layer writes it) needs none either
+# (w u_j = column j of w), and w_v w_u^T is the transpose of w_u w_v^T on the equation rows. The plan
+# (:func:`sparse_plan`) picks the association with the fewest products from the zero pattern alone, so both
+# twins run the same products; the layer equals :func:`block_attention_forward` to rounding (tests/test_sparse.py).
+
+
+class SparsePlan(NamedTuple):
+    """What a sparse block layer computes, read from the zero pattern of its scalars (:func:`sparse_plan`)."""
+
+    p_nonzero: tuple  # (H, G, G) bools: p_h[u, v] != 0
+    q_nonzero: tuple  # (H, G, G) bools: q_h[u, v] != 0
+    identity: tuple  # (W,) bools: wide group v of the input tokens is still the encoding's identity block
+    scores: str  # "query": S_h = sum_v w_v K_v^T; "key": sum_u R_u w_u^T; "pairs": Gram products shared by the heads
+    update: tuple  # (H,) per head "columns" (S_h w_v, then combined) or "rows" (S_h V_u per written group u)
+    written: tuple  # (W,) bools: wide group u receives an update (identity after the layer: identity and not written)
+    products: int  # T x M x M products of the full layer (the last layer, query row only, needs none)
+
+
+def _nested(a) -> tuple:
+    """A bool array as nested tuples (hashable: a compiled TensorFlow layer is keyed by its plan)."""
+    return tuple(_nested(x) for x in a) if np.ndim(a) else bool(a)
+
+
+def _wide_blocks(nonzero: np.ndarray) -> np.ndarray:
+    """(H, W, W): the wide-wide blocks of a (H, G, G) array, groups ``[a, h^1..h^K]``."""
+    wi = _wide(nonzero.shape[-1])
+    return nonzero[:, wi][:, :, wi]
+
+
+def _score_costs(qw: np.ndarray, ident: np.ndarray) -> dict:
+    """Products of the three ways to form the scores, from the (H, W, W) pattern of ``q`` (u key, v query side)."""
+    query = int(np.sum(qw.any(axis=1) & ~ident))  # per head, w_v K_v^T for each v not the identity
+    key = int(np.sum(qw.any(axis=2) & ~ident))  # per head, R_u w_u^T for each u not the identity
+    used = qw.any(axis=0) | qw.any(axis=0).T  # (W, W): the pair {u, v} appears in some head
+    real = used & ~ident[:, None] & ~ident[None, :]
+    pairs = int(np.sum(np.triu(real)))  # one Gram product per pair, shared by the heads
+    return {"query": query, "key": key, "pairs": pairs}
+
+
+def sparse_plan(p, q, identity) -> SparsePlan:
+    """The products of one sparse block layer with scalars ``p``, ``q`` (H, G, G) on tokens whose wide groups
+    ``identity`` (W,) are still the encoding's identity blocks. Scores: the cheapest of the three associations
+    (ties: query, key, pairs); update, per head: ``S_h w_v`` for each read group ``v`` not the identity
+    ("columns"), or ``S_h V_u`` for each written group ``u`` ("rows"), whichever is fewer."""
+    pn, qn = np.asarray(p) != 0, np.asarray(q) != 0  # (H, G, G)
+    pw, qw = _wide_blocks(pn), _wide_blocks(qn)  # (H, W, W)
+    ident = np.asarray(identity, dtype=bool)  # (W,)
+    costs = _score_costs(qw, ident)
+    scores = min(("query", "key", "pairs"), key=lambda k: costs[k])  # min keeps the first on ties
+    columns = np.sum(pw.any(axis=1) & ~ident, axis=1)  # (H,) groups each head reads
+    rows = np.sum(pw.any(axis=2), axis=1)  # (H,) wide groups each head writes from wide groups
+    update = tuple("columns" if c <= r else "rows" for c, r in zip(columns, rows, strict=True))
+    written = pn[:, _wide(pn.shape[-1])].any(axis=(0, 2))  # (W,)
+    products = costs[scores] + int(np.minimum(columns, rows).sum())
+    return SparsePlan(_nested(pn), _nested(qn), _nested(ident), scores, update, _nested(written), products)
+
+
+def _times_keys(x, y, x_ident: bool, y_ident: bool):
+    """``G[i, j] = <x[i], y[j]>`` for rows ``x`` (B, R, M) (R = T: every token, R = 1: the query) and keys ``y``
+    (B, M, M), with no product where a side is the encoding's identity block: its key rows are ``u_j``, so
+    ``<x[i], u_j> = x[i, j]``; its token rows are ``u_i`` then the mask, so the rows are ``y^T`` then the group sums
+    ``1^T y[j]`` (coordinates of padded unknowns are zero in every token)."""
+    if y_ident:
+        return x  # (B, R, M)
+    if x_ident:
+        return np.concatenate([np.swapaxes(y, 1, 2), y.sum(axis=2)[:, None, :]], axis=1)[:, -x.shape[1]:]
+    return np.einsum("bim,bjm->bij", x, y, optimize=True)  # (B, R, M): a product when R = T
+
+
+def _gram(x, keys, plan, v, u):
+    """``<w_v[i], w_u[j]>`` (B, R, M) for the rows ``x`` (B, R, W, M) and the keys (B, M, W, M)."""
+    return _times_keys(x[:, :, v], keys[:, :, u], plan.identity[v], plan.identity[u])
+
+
+def _wide_scores(x, keys, qw, plan):
+    """``sum_{u,v} q_uv <w_v[i], w_u[j]>`` per head: (B, H, R, M), by the plan's association."""
+    H, W = qw.shape[:2]
+    S = np.zeros((x.shape[0], H, x.shape[1], keys.shape[1]))  # (B, H, R, M)
+    nz = np.asarray(plan.q_nonzero)[:, _wide(W + 1)][:, :, _wide(W + 1)]  # (H, W, W)
+    for h in range(H):
+        if plan.scores == "query":  # S_h = sum_v w_v K_v^T, K_v = sum_u q_uv w_u
+            for v in np.flatnonzero(nz[h].any(axis=0)):
+                K = np.einsum("u,bjum->bjm", qw[h, :, v], keys)  # (B, M, M)
+                S[:, h] += _times_keys(x[:, :, v], K, plan.identity[v], False)
+        elif plan.scores == "key":  # S_h = sum_u R_u w_u^T, R_u = sum_v q_uv w_v
+            for u in np.flatnonzero(nz[h].any(axis=1)):
+                R = np.einsum("v,bivm->bim", qw[h, u], x)  # (B, R, M)
+                S[:, h] += _times_keys(R, keys[:, :, u], False, plan.identity[u])
+    if plan.scores == "pairs":  # one Gram product per pair {u, v}, shared by the heads
+        used = nz.any(axis=0) | nz.any(axis=0).T
+        for u, v in zip(*np.nonzero(np.triu(used)), strict=True):
+            G_vu = _gram(x, keys, plan, v, u)  # (B, R, M): <w_v[i], w_u[j]>
+            if u == v:
+                S += qw[None, :, u, v, None, None] * G_vu[:, None]
+                continue
+            G_uv = _gram(x[:, -1:], keys, plan, u, v)  # the query row of <w_u[i], w_v[j]>
+            if x.shape[1] > 1:  # the equation rows: the transpose of the other orientation's
+                G_uv = np.concatenate([np.swapaxes(G_vu[:, :-1], 1, 2), G_uv], axis=1)
+            S += qw[None, :, u, v, None, None] * G_vu[:, None] + qw[None, :, v, u, None, None] * G_uv[:, None]
+    return S
+
+
+def _scores(x, s_x, keys, s_k, q, plan):
+    """Scores ``e_j^T Q_h e_i`` (B, H, R, M) of the rows ``x`` (B, R, W, M), ``s_x`` (B, R) against the keys
+    (B, M, W, M), ``s_k`` (B, M): the wide blocks (:func:`_wide_scores`) and the rank-one terms of the b row and
+    column, ``q_ub (1^T w_u[j]) s_i + q_bv s_j (1^T w_v[i]) + q_bb s_i s_j``."""
+    wi = _wide(q.shape[-1])
+    S = _wide_scores(x, keys, q[:, wi][:, :, wi], plan)  # (B, H, R, M)
+    k_b = np.einsum("hu,bju->bhj", q[:, wi, 1], keys.sum(axis=3))  # (B, H, M)
+    x_b = np.einsum("hv,biv->bhi", q[:, 1, wi], x.sum(axis=3))  # (B, H, R)
+    S += s_x[:, None, :, None] * k_b[:, :, None, :] + x_b[..., None] * s_k[:, None, None, :]
+    return S + q[None, :, 1, 1, None, None] * s_x[:, None, :, None] * s_k[:, None, None, :]
+
+
+def _update(S, keys, s_k, p, plan):
+    """``sum_h S_h V_h`` (B, R, W, M) for the wide groups and (B, R) for b, per head by the plan's association."""
+    B, H, R, M = S.shape
+    wi = _wide(p.shape[-1])
+    W = len(wi)
+    pw, pb = p[:, wi][:, :, wi], p[:, wi, 1]  # (H, W, W), (H, W)
+    nz = np.asarray(plan.p_nonzero)[:, wi]  # (H, W, G): rows of the wide groups
+    dw = np.zeros((B, R, W, M))
+    for h in range(H):
+        if plan.update[h] == "columns":  # S_h w_v for each read group v, then combined: sum_v p_uv S_h w_v
+            for v in np.flatnonzero(nz[h][:, wi].any(axis=0)):
+                Y = _times_keys(S[:, h], np.swapaxes(keys[:, :, v], 1, 2), False, plan.identity[v])  # S_h w_v
+                dw += pw[h, :, v][None, None, :, None] * Y[:, :, None, :]
+        else:  # S_h V_u for each written group u, V_u = sum_v p_uv w_v
+            for u in np.flatnonzero(nz[h][:, wi].any(axis=1)):
+                V = np.einsum("v,bjvm->bjm", pw[h, u], keys)  # (B, M, M)
+                dw[:, :, u] += np.einsum("bij,bjm->bim", S[:, h], V, optimize=True)
+    dw += np.einsum("hu,bhi->biu", pb, np.einsum("bhij,bj->bhi", S, s_k))[..., None]  # p_ub (S_h s) 1^T
+    vb = np.einsum("hv,bjv->bhj", p[:, 1, wi], keys.sum(axis=3)) + p[None, :, 1, 1, None] * s_k[:, None]  # (B, H, M)
+    return dw, np.einsum("bhij,bhj->bi", S, vb)
+
+
+def encode_groups_forward(A, b, x0, mask, cfg):
+    """The block encoding (:func:`encode_forward`) as the sparse layers hold it: the wide groups ``w``
+    (B, T, W, M), ``[a, h^1..h^K]`` of every token (equations, then the query), and the b coordinates ``s`` (B, T)."""
+    Z, _ = encode_forward(A, b, x0, mask, cfg)  # (B, T, D)
+    return _groups(Z, cfg.n_groups)
+
+
+def sparse_block_attention_forward(w, s, p, q, scale, mask, plan):
+    """:func:`block_attention_forward` on the groups (:func:`encode_groups_forward`), computing only the products
+    of ``plan`` (:func:`sparse_plan` of ``p``, ``q`` and the identity groups of ``w``): returns ``(w, s)`` after the
+    layer. Inference only (no backward: training runs :func:`block_attention_forward`)."""
+    M = w.shape[1] - 1
+    S = _scores(w, s, w[:, :M], s[:, :M], q, plan)  # (B, H, T, M)
+    dw, ds = _update(S, w[:, :M], s[:, :M], p, plan)  # (B, T, W, M), (B, T)
+    gate = scale[:, None, None, None] * mask.astype(np.float64)[:, None, None, :]  # (B, 1, 1, M)
+    return w + gate * dw, s + scale[:, None] * ds
+
+
+def sparse_block_readout_forward(w, s, p, q, scale, mask, plan):
+    """The last layer and the read-out: the query's x-slot after :func:`sparse_block_attention_forward`, (B, M).
+    Only the query row is computed: no T x M x M product."""
+    M = w.shape[1] - 1
+    S = _scores(w[:, M:], s[:, M:], w[:, :M], s[:, :M], q, plan)  # (B, H, 1, M)
+    dw, _ = _update(S, w[:, :M], s[:, :M], p, plan)  # (B, 1, W, M)
+    return w[:, M, 0] + scale[:, None] * mask.astype(np.float64) * dw[:, 0, 0]  # (B, M)
+
+
+def sparse_block_operator_forward(w, s, p, q, scale, mask, plan):
+    """The last layer as a matrix of ``b``: ``F`` (B, M, M) with ``F b`` the odd part in ``b`` of the query's
+    x-slot after the layer, for tokens whose b coordinates are 0 (the equations) and 1 (the query) and which no
+    earlier layer read or wrote (docs/concepts.md, section 10). With ``b`` in the equation tokens, the score of key
+    ``j`` is ``sigma_j + tau b_j`` and its value's x-slot ``V_a[j] + p_ab b_j 1``, so the query's update is
+    quadratic in ``b`` with linear part
+
+        F[m, j] = c mask_m sum_h (p_ab sigma_j + tau V_a[j, m]),   V_a = sum_v p_av w_v,
+        tau = sum_v q_bv 1^T w_v[query] + q_bb
+
+    (``sigma`` the query's scores at ``b = 0``). No T x M x M product."""
+    M = w.shape[1] - 1
+    wi = _wide(p.shape[-1])
+    keys = w[:, :M]  # (B, M, W, M)
+    sigma = _scores(w[:, M:], s[:, M:], keys, s[:, :M], q, plan)[:, :, 0]  # (B, H, M)
+    tau = np.einsum("hv,bv->bh", q[:, 1, wi], w[:, M].sum(axis=2)) + q[None, :, 1, 1] * s[:, M:]  # (B, H)
+    Va = np.einsum("hv,bjvm->bhjm", p[:, 0, wi], keys)  # (B, H, M, M): x-slots of the values at b = 0
+    F = np.einsum("h,bhj->bj", p[:, 0, 1], sigma)[:, None, :] + np.einsum("bh,bhjm->bmj", tau, Va)  # (B, M, M)
+    return scale[:, None, None] * mask.astype(np.float64)[:, :, None] * F
+
+
+
+# ----------------------------------------------------------------------------------------------
 # read-out and loss
 
 

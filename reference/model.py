@@ -30,10 +30,15 @@ from reference.layers import (
     coordinate_mask,
     encode_backward,
     encode_forward,
+    encode_groups_forward,
     mse_backward,
     mse_forward,
     readout_backward,
     readout_forward,
+    sparse_block_attention_forward,
+    sparse_block_operator_forward,
+    sparse_block_readout_forward,
+    sparse_plan,
 )
 
 
@@ -228,6 +233,80 @@ def model_backward(dx_hat, cache: ModelCache, cfg: ModelConfig) -> dict[str, np.
 
 
 # ----------------------------------------------------------------------------------------------
+# inference from the zero pattern of the weights: sparse layers, and the model as a matrix of b
+
+
+def masked_params(params, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """The parameters the forward uses: each times its 0/1 mask where :func:`param_masks` has one."""
+    masks = param_masks(cfg)
+    return {k: v * masks[k] if k in masks else v for k, v in params.items()}
+
+
+def sparse_plans(params, cfg: ModelConfig) -> list:
+    """The :class:`reference.layers.SparsePlan` of every layer of a block model: the encoding's ``h^1..h^K`` are
+    identity blocks, and a group stays one until a layer writes it. Both twins run these plans."""
+    if cfg.parametrization != "block":
+        raise ValueError("sparse layers are a path of the block parametrization; this model is 'full'")
+    params = masked_params(params, cfg)
+    identity = (False,) + (True,) * cfg.n_identity  # [a, h^1..h^K]
+    plans = []
+    for layer in range(cfg.n_layers):
+        plan = sparse_plan(params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"], identity)
+        plans.append(plan)
+        identity = tuple(i and not wr for i, wr in zip(identity, plan.written, strict=True))
+    return plans
+
+
+def first_layer_reading_b(params, cfg: ModelConfig) -> int | None:
+    """The first layer before the last whose ``P`` or ``Q`` (any head) has a nonzero entry in the row or column of
+    the ``b`` coordinate, or ``None``: then the first ``L - 1`` layers compute from ``A`` alone, and the model's odd
+    part in ``b`` is a matrix times ``b`` (:func:`approximate_inverse`; docs/concepts.md, section 10)."""
+    params = masked_params(params, cfg)
+    k = 1 if cfg.parametrization == "block" else cfg.n  # index of b among the groups / coordinates
+    for layer in range(cfg.n_layers - 1):
+        for w in (params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"]):
+            if np.any(w[:, k, :] != 0) or np.any(w[:, :, k] != 0):
+                return layer
+    return None
+
+
+def sparse_model_forward(params, cfg: ModelConfig, A, b, mask, x0, keep_layers=False, plans=None):
+    """:func:`model_forward` of a block model by sparse layers (:func:`reference.layers.sparse_block_attention_forward`,
+    the products of :func:`sparse_plans`; the last layer computes the query's x-slot only): ``x_hat`` (B, M), or
+    with ``keep_layers`` the estimate after every layer (B, L+1, M). The same numbers to rounding; inference only."""
+    plans = sparse_plans(params, cfg) if plans is None else plans
+    params = masked_params(params, cfg)
+    scale = 1.0 / mask.sum(axis=1) if cfg.attention_norm == "n" else np.ones(A.shape[0])  # (B,)
+    w, s = encode_groups_forward(A, b, x0, mask, cfg)  # (B, T, W, M), (B, T)
+    iterates = [w[:, -1, 0]]
+    for layer, plan in enumerate(plans):
+        p, q = params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"]
+        if layer < cfg.n_layers - 1:
+            w, s = sparse_block_attention_forward(w, s, p, q, scale, mask, plan)
+            iterates.append(w[:, -1, 0])  # (B, M)
+        else:
+            iterates.append(sparse_block_readout_forward(w, s, p, q, scale, mask, plan))
+    return np.stack(iterates, axis=1) if keep_layers else iterates[-1]
+
+
+def operator_forward(params, cfg: ModelConfig, A, mask, plans=None) -> np.ndarray:
+    """:func:`approximate_inverse` on validated arrays: the first ``L - 1`` layers by sparse layers on ``A`` with
+    ``b = 0`` and ``x0 = 0``, then the last layer as a matrix of ``b``
+    (:func:`reference.layers.sparse_block_operator_forward`). ``(B, M, M)``."""
+    plans = sparse_plans(params, cfg) if plans is None else plans
+    params = masked_params(params, cfg)
+    zeros = np.zeros(A.shape[:2])  # (B, M): b and x0
+    scale = 1.0 / mask.sum(axis=1) if cfg.attention_norm == "n" else np.ones(A.shape[0])  # (B,)
+    w, s = encode_groups_forward(A, zeros, zeros, mask, cfg)  # (B, T, W, M), (B, T)
+    for layer, plan in enumerate(plans[:-1]):
+        w, s = sparse_block_attention_forward(w, s, params[f"layers.{layer}.P"], params[f"layers.{layer}.Q"], scale,
+                                              mask, plan)
+    last = cfg.n_layers - 1
+    return sparse_block_operator_forward(w, s, params[f"layers.{last}.P"], params[f"layers.{last}.Q"], scale, mask,
+                                         plans[-1])
+
+
+# ----------------------------------------------------------------------------------------------
 # public API (the same names in tf_impl: docs/concepts.md, section 7)
 
 
@@ -239,17 +318,40 @@ def _check(params, cfg, A, b, mask, x0, x=None):
     return check_params(params, cfg), A, b, mask, x0, x
 
 
-def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured=False) -> np.ndarray:
+def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured=False, sparse=False) -> np.ndarray:
     """Solve a batch: ``x_hat`` (B, M), zero on padded coordinates. ``x0`` is the initial guess.
-    ``structured``: a block model's layers from the block scalars (same numbers; see :func:`model_forward`)."""
+    ``structured``: a block model's layers from the block scalars (same numbers; see :func:`model_forward`).
+    ``sparse``: a block model's layers by the products their nonzero scalars need (same numbers; inference,
+    :func:`sparse_model_forward`)."""
     params, A, b, mask, x0, _ = _check(params, cfg, A, b, mask, x0)
+    if sparse:
+        return sparse_model_forward(params, cfg, A, b, mask, x0)
     return model_forward(params, cfg, A, b, mask, x0, structured=structured)[0]
 
 
-def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured=False) -> np.ndarray:
+def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured=False,
+                   sparse=False) -> np.ndarray:
     """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``."""
     params, A, b, mask, x0, _ = _check(params, cfg, A, b, mask, x0)
+    if sparse:
+        return sparse_model_forward(params, cfg, A, b, mask, x0, keep_layers=True)
     return model_forward(params, cfg, A, b, mask, x0, keep_layers=True, structured=structured)[1].iterates
+
+
+def approximate_inverse(params, cfg: ModelConfig, A, mask=None) -> np.ndarray:
+    """The model as a matrix of ``b``: ``F`` (B, M, M) with ``(forward(A, b) - forward(A, -b)) / 2 = F b`` for every
+    ``b`` (``x0 = 0``), zero on padded rows and columns; computed from ``A`` alone, by the first ``L - 1`` layers and
+    the last layer's linear part (:func:`operator_forward`). For a model trained on ``A x = b`` it approximates
+    ``A^{-1}``. Block models whose layers before the last do not read ``b`` only (:func:`first_layer_reading_b`,
+    ``b_last_layer``, the Newton-Schulz construction); any other is a ``ValueError`` saying which layer reads it."""
+    if cfg.parametrization != "block":
+        raise ValueError("approximate_inverse: block models only (this model is 'full')")
+    layer = first_layer_reading_b(params, cfg)
+    if layer is not None:
+        raise ValueError(f"approximate_inverse: layer {layer} of {cfg.n_layers} reads b, so the model's answer is not "
+                         "linear in b and no matrix gives it (docs/concepts.md, section 10)")
+    params, A, _, mask, _, _ = _check(params, cfg, A, np.zeros(np.shape(A)[:-1]), mask, None)
+    return operator_forward(params, cfg, A, mask)
 
 
 def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False, loss="mse"):

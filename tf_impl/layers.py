@@ -41,6 +41,8 @@ products under XLA:CPU), one product per head, fused multiply-reduce, the oneDNN
 
 from __future__ import annotations
 
+import numpy as np
+
 from reference.layers import block_layout, check_loss
 from tf_impl._quiet import tf
 
@@ -269,6 +271,141 @@ def block_attention_readout(Z, p, q, scale, colmask) -> tf.Tensor:
     sc = tf.matmul(zq[:, :, :-1], Kw, transpose_b=True) + zq[:, :, -1:] * tf.transpose(Kb, [0, 2, 1])  # (B, 1, M H)
     delta = tf.matmul(sc, Vx)[:, 0, :]  # (B, M)
     return interleaved_readout(Z, W) + (scale[:, None] * colmask[:, 0:-1:W]) * delta  # (B, M)
+
+
+# ----------------------------------------------------------------------------------------------
+# sparse block attention: only the T x M x M products the nonzero block scalars need (inference)
+#
+# The twin of the reference's sparse layers (reference.layers, same section): the tokens as wide groups w
+# (B, T, W, M) and b coordinates s (B, T), and the products of a plan (reference.layers.sparse_plan, read from the
+# zero pattern of the NumPy weights, static when the layer is traced). Scalars are tensors; the plan's branches
+# are Python, so a compiled layer is specialised to its plan.
+
+
+def _wide_index(G: int) -> list:
+    return [0] + list(range(2, G))  # indices of the wide groups among [a, b, h^1..h^K]
+
+
+def _wide_blocks(w: tf.Tensor) -> tf.Tensor:
+    """(H, W, W): the wide-wide blocks of (H, G, G) scalars."""
+    wi = _wide_index(int(w.shape[-1]))
+    return tf.gather(tf.gather(w, wi, axis=1), wi, axis=2)
+
+
+def _times_keys(x, y, x_ident: bool, y_ident: bool) -> tf.Tensor:
+    """``G[i, j] = <x[i], y[j]>`` (B, R, M) for rows ``x`` (B, R, M) and keys ``y`` (B, M, M), no product where a
+    side is the encoding's identity block (:func:`reference.layers.sparse_block_attention_forward`)."""
+    if y_ident:
+        return x
+    if x_ident:
+        R = int(x.shape[1])
+        return tf.concat([tf.transpose(y, [0, 2, 1]), tf.reduce_sum(y, axis=2)[:, None, :]], axis=1)[:, -R:]
+    return tf.matmul(x, y, transpose_b=True)  # (B, R, M): a product when R = T
+
+
+def _wide_scores(x, keys, qw, plan) -> list:
+    """``sum_{u,v} q_uv <w_v[i], w_u[j]>`` per head: a list of H tensors (B, R, M), by the plan's association."""
+    H, W = int(qw.shape[0]), int(qw.shape[1])
+    nz = np.asarray(plan.q_nonzero)[:, _wide_index(W + 1)][:, :, _wide_index(W + 1)]  # (H, W, W)
+    ident = plan.identity
+    S = [tf.zeros_like(x[:, :, 0]) for _ in range(H)]  # H x (B, R, M)
+    for h in range(H):
+        if plan.scores == "query":  # S_h = sum_v w_v K_v^T, K_v = sum_u q_uv w_u
+            for v in np.flatnonzero(nz[h].any(axis=0)):
+                K = tf.einsum("u,bjum->bjm", qw[h, :, v], keys)  # (B, M, M)
+                S[h] += _times_keys(x[:, :, v], K, ident[v], False)
+        elif plan.scores == "key":  # S_h = sum_u R_u w_u^T, R_u = sum_v q_uv w_v
+            for u in np.flatnonzero(nz[h].any(axis=1)):
+                R = tf.einsum("v,bivm->bim", qw[h, u], x)  # (B, R, M)
+                S[h] += _times_keys(R, keys[:, :, u], False, ident[u])
+    if plan.scores == "pairs":  # one Gram product per pair {u, v}, shared by the heads
+        used = nz.any(axis=0) | nz.any(axis=0).T
+        for u, v in zip(*np.nonzero(np.triu(used)), strict=True):
+            G_vu = _times_keys(x[:, :, v], keys[:, :, u], ident[v], ident[u])  # (B, R, M)
+            G_uv = None
+            if u != v:
+                G_uv = _times_keys(x[:, -1:, u], keys[:, :, v], ident[u], ident[v])  # the query row
+                if int(x.shape[1]) > 1:  # the equation rows: the transpose of the other orientation's
+                    G_uv = tf.concat([tf.transpose(G_vu[:, :-1], [0, 2, 1]), G_uv], axis=1)
+            for h in range(H):
+                S[h] += qw[h, u, v] * G_vu + (0.0 if G_uv is None else qw[h, v, u] * G_uv)
+    return S
+
+
+def _scores(x, s_x, keys, s_k, q, plan) -> tf.Tensor:
+    """Scores (B, H, R, M): :func:`_wide_scores` and the rank-one terms of the b row and column."""
+    wi = _wide_index(int(q.shape[-1]))
+    S = tf.stack(_wide_scores(x, keys, _wide_blocks(q), plan), axis=1)  # (B, H, R, M)
+    k_b = tf.einsum("hu,bju->bhj", tf.gather(q[:, :, 1], wi, axis=1), tf.reduce_sum(keys, axis=3))  # (B, H, M)
+    x_b = tf.einsum("hv,biv->bhi", tf.gather(q[:, 1, :], wi, axis=1), tf.reduce_sum(x, axis=3))  # (B, H, R)
+    S += s_x[:, None, :, None] * k_b[:, :, None, :] + x_b[..., None] * s_k[:, None, None, :]
+    return S + q[None, :, 1, 1, None, None] * s_x[:, None, :, None] * s_k[:, None, None, :]
+
+
+def _update(S, keys, s_k, p, plan):
+    """``sum_h S_h V_h``: (B, R, W, M) for the wide groups and (B, R) for b, per head by the plan's association."""
+    H, W = int(p.shape[0]), int(p.shape[-1]) - 1
+    wi = _wide_index(W + 1)
+    pw, pb = _wide_blocks(p), tf.gather(p[:, :, 1], wi, axis=1)  # (H, W, W), (H, W)
+    nz = np.asarray(plan.p_nonzero)[:, wi][:, :, wi]  # (H, W, W)
+    dw = [tf.zeros_like(S[:, 0]) for _ in range(W)]  # W x (B, R, M)
+    for h in range(H):
+        if plan.update[h] == "columns":  # S_h w_v for each read group v, then combined
+            for v in np.flatnonzero(nz[h].any(axis=0)):
+                Y = _times_keys(S[:, h], tf.transpose(keys[:, :, v], [0, 2, 1]), False, plan.identity[v])
+                dw = [dw[u] + pw[h, u, v] * Y for u in range(W)]
+        else:  # S_h V_u for each written group u
+            for u in np.flatnonzero(nz[h].any(axis=1)):
+                V = tf.einsum("v,bjvm->bjm", pw[h, u], keys)  # (B, M, M)
+                dw[u] += tf.matmul(S[:, h], V)
+    Ss = tf.einsum("bhij,bj->bhi", S, s_k)  # (B, H, R)
+    dw = tf.stack(dw, axis=2) + tf.einsum("hu,bhi->biu", pb, Ss)[..., None]  # (B, R, W, M): p_ub (S_h s) 1^T
+    vb = (tf.einsum("hv,bjv->bhj", tf.gather(p[:, 1, :], wi, axis=1), tf.reduce_sum(keys, axis=3))
+          + p[None, :, 1, 1, None] * s_k[:, None])  # (B, H, M)
+    return dw, tf.einsum("bhij,bhj->bi", S, vb)
+
+
+def encode_groups(A, b, x0, maskf, cfg):
+    """The block encoding as the sparse layers hold it: wide groups ``w`` (B, T, W, M), ``[a, h^1..h^K]`` of every
+    token (equations, then the query), and the b coordinates ``s`` (B, T)."""
+    B = tf.shape(A)[0]
+    M = int(A.shape[1])
+    eye = tf.eye(M, dtype=A.dtype)[None] * maskf[:, :, None]  # (B, M, M): u_i on real rows
+    eq = tf.stack([A] + [eye] * cfg.n_identity, axis=2)  # (B, M, W, M)
+    query = tf.stack([x0] + [maskf] * cfg.n_identity, axis=1)[:, None]  # (B, 1, W, M)
+    s = tf.concat([b, tf.ones(tf.stack([B, 1]), dtype=A.dtype)], axis=1)  # (B, T)
+    return tf.concat([eq, query], axis=1), s
+
+
+def sparse_block_attention(w, s, p, q, scale, maskf, plan):
+    """One block layer on the groups by the products of ``plan``: ``(w, s)`` after the layer (inference)."""
+    M = int(w.shape[1]) - 1
+    S = _scores(w, s, w[:, :M], s[:, :M], q, plan)  # (B, H, T, M)
+    dw, ds = _update(S, w[:, :M], s[:, :M], p, plan)  # (B, T, W, M), (B, T)
+    gate = scale[:, None, None, None] * maskf[:, None, None, :]  # (B, 1, 1, M)
+    return w + gate * dw, s + scale[:, None] * ds
+
+
+def sparse_block_readout(w, s, p, q, scale, maskf, plan) -> tf.Tensor:
+    """The last layer and the read-out, the query row only: the query's x-slot (B, M)."""
+    M = int(w.shape[1]) - 1
+    S = _scores(w[:, M:], s[:, M:], w[:, :M], s[:, :M], q, plan)  # (B, H, 1, M)
+    dw, _ = _update(S, w[:, :M], s[:, :M], p, plan)  # (B, 1, W, M)
+    return w[:, M, 0] + scale[:, None] * maskf * dw[:, 0, 0]  # (B, M)
+
+
+def sparse_block_operator(w, s, p, q, scale, maskf, plan) -> tf.Tensor:
+    """The last layer as a matrix of ``b`` (B, M, M), for tokens whose b coordinates are 0 (equations) and 1 (the
+    query): :func:`reference.layers.sparse_block_operator_forward`."""
+    M = int(w.shape[1]) - 1
+    wi = _wide_index(int(p.shape[-1]))
+    keys = w[:, :M]  # (B, M, W, M)
+    sigma = _scores(w[:, M:], s[:, M:], keys, s[:, :M], q, plan)[:, :, 0]  # (B, H, M)
+    tau = (tf.einsum("hv,bv->bh", tf.gather(q[:, 1, :], wi, axis=1), tf.reduce_sum(w[:, M], axis=2))
+           + q[None, :, 1, 1] * s[:, M:])  # (B, H)
+    Va = tf.einsum("hv,bjvm->bhjm", tf.gather(p[:, 0, :], wi, axis=1), keys)  # (B, H, M, M)
+    F = tf.einsum("h,bhj->bj", p[:, 0, 1], sigma)[:, None, :] + tf.einsum("bh,bhjm->bmj", tau, Va)  # (B, M, M)
+    return scale[:, None, None] * maskf[:, :, None] * F
 
 
 # ----------------------------------------------------------------------------------------------

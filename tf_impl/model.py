@@ -30,7 +30,7 @@ import numpy as np
 from reference.config import ModelConfig
 from reference.data import check_systems
 from reference.layers import check_loss
-from reference.model import check_params, init_params, param_masks, param_shapes
+from reference.model import check_params, first_layer_reading_b, init_params, param_masks, param_shapes, sparse_plans
 from tf_impl._quiet import tf
 from tf_impl.layers import (
     attention,
@@ -40,16 +40,21 @@ from tf_impl.layers import (
     block_expand,
     coordinate_mask,
     encode,
+    encode_groups,
     encode_interleaved,
     interleaved_colmask,
     interleaved_readout,
     mse,
     readout,
+    sparse_block_attention,
+    sparse_block_operator,
+    sparse_block_readout,
 )
 
 __all__ = [
     "LinearTransformer", "model_forward", "loss_and_grads_tensors", "forward", "forward_layers",
-    "loss_and_grads", "init_params", "param_shapes", "as_float_dtype",
+    "loss_and_grads", "init_params", "param_shapes", "as_float_dtype", "sparse_model_forward", "operator_forward",
+    "approximate_inverse",
 ]
 
 
@@ -131,6 +136,50 @@ def loss_and_grads_tensors(weights: dict, cfg: ModelConfig, A, b, x, maskf, x0, 
 
 
 # ----------------------------------------------------------------------------------------------
+# inference from the zero pattern of the weights: sparse layers, and the model as a matrix of b
+
+
+def _plans_of(params, cfg, plans):
+    if plans is None:  # eager tensors or NumPy: read the zero pattern (a traced call passes the plans)
+        plans = sparse_plans({k: np.asarray(v) for k, v in params.items()}, cfg)
+    return plans
+
+
+def sparse_model_forward(params: dict, cfg: ModelConfig, A, b, maskf, x0, keep_layers: bool = False,
+                         plans=None) -> tf.Tensor:
+    """:func:`model_forward` of a block model by sparse layers (:func:`tf_impl.layers.sparse_block_attention`, the
+    products of :func:`reference.model.sparse_plans`, which ``plans`` holds when the weights are traced)."""
+    plans = _plans_of(params, cfg, plans)
+    masks = param_masks(cfg)
+    n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
+    scale = 1.0 / n_s if cfg.attention_norm == "n" else tf.ones_like(n_s)  # (B,): c
+    w, s = encode_groups(A, b, x0, maskf, cfg)  # (B, T, W, M), (B, T)
+    iterates = [w[:, -1, 0]]
+    for layer, plan in enumerate(plans):
+        p, q = _masked(params, masks, layer)  # (H, G, G)
+        if layer < cfg.n_layers - 1:
+            w, s = sparse_block_attention(w, s, p, q, scale, maskf, plan)
+            iterates.append(w[:, -1, 0])  # (B, M)
+        else:
+            iterates.append(sparse_block_readout(w, s, p, q, scale, maskf, plan))
+    return tf.stack(iterates, axis=1) if keep_layers else iterates[-1]
+
+
+def operator_forward(params: dict, cfg: ModelConfig, A, maskf, plans=None) -> tf.Tensor:
+    """The model as a matrix of ``b`` (B, M, M): the first ``L - 1`` layers by sparse layers on ``A`` with ``b = 0``
+    and ``x0 = 0``, then :func:`tf_impl.layers.sparse_block_operator` (:func:`reference.model.operator_forward`)."""
+    plans = _plans_of(params, cfg, plans)
+    masks = param_masks(cfg)
+    n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
+    scale = 1.0 / n_s if cfg.attention_norm == "n" else tf.ones_like(n_s)  # (B,)
+    zeros = tf.zeros_like(maskf)  # (B, M): b and x0
+    w, s = encode_groups(A, zeros, zeros, maskf, cfg)  # (B, T, W, M), (B, T)
+    for layer, plan in enumerate(plans[:-1]):
+        w, s = sparse_block_attention(w, s, *_masked(params, masks, layer), scale, maskf, plan)
+    return sparse_block_operator(w, s, *_masked(params, masks, cfg.n_layers - 1), scale, maskf, plans[-1])
+
+
+# ----------------------------------------------------------------------------------------------
 # idiomatic layer: the model as a tf.Module
 
 
@@ -178,14 +227,20 @@ _COMPILED: dict = {}
 
 
 def _compiled(kind: str, cfg: ModelConfig, dtype: tf.DType, jit_compile: bool, structured: bool = False,
-              loss: str = "mse"):
-    """One ``tf.function`` per (kind, cfg, dtype, jit, path, loss): traced once per input shape, then reused."""
-    key = (kind, cfg, dtype, bool(jit_compile), bool(structured), loss)
+              loss: str = "mse", plans: tuple | None = None):
+    """One ``tf.function`` per (kind, cfg, dtype, jit, path, loss, sparse plans): traced once per input shape."""
+    key = (kind, cfg, dtype, bool(jit_compile), bool(structured), loss, plans)
     fn = _COMPILED.get(key)
     if fn is None:
-        if kind == "forward":
+        if kind == "forward" and plans is not None:
+            def body(weights, A, b, maskf, x0):
+                return sparse_model_forward(weights, cfg, A, b, maskf, x0, keep_layers=True, plans=plans)
+        elif kind == "forward":
             def body(weights, A, b, maskf, x0):
                 return model_forward(weights, cfg, A, b, maskf, x0, keep_layers=True, structured=structured)
+        elif kind == "operator":
+            def body(weights, A, maskf):
+                return operator_forward(weights, cfg, A, maskf, plans=plans)
         else:
             def loss_fn(x_hat, x, maskf):
                 return mse(x_hat, x, maskf, loss)
@@ -208,24 +263,42 @@ def _prepare(params, cfg, A, b, mask, x0, x, dtype):
     return dtype, weights, t(A), t(b), t(mask.astype(np.float64)), t(x0), None if x is None else t(x)
 
 
-def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured: bool = False, dtype=tf.float64,
-            jit_compile: bool = True) -> np.ndarray:
+def forward(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured: bool = False, sparse: bool = False,
+            dtype=tf.float64, jit_compile: bool = True) -> np.ndarray:
     """Solve a batch: ``x_hat`` (B, M) as a NumPy array of ``dtype``, zero on padded coordinates.
 
     ``x0`` is the initial guess (default zeros); ``mask`` (B, M) marks real coordinates; ``structured=True``
-    runs a block model's structured fast path (same numbers, faster; :func:`model_forward`).
+    runs a block model's structured fast path (same numbers, faster; :func:`model_forward`); ``sparse=True`` its
+    sparse layers, the products its nonzero scalars need (same numbers; :func:`sparse_model_forward`).
     """
     return forward_layers(params, cfg, A, b, mask, x0, dtype=dtype, jit_compile=jit_compile,
-                          structured=structured)[:, -1]
+                          structured=structured, sparse=sparse)[:, -1]
 
 
 def forward_layers(params, cfg: ModelConfig, A, b, mask=None, x0=None, *, structured: bool = False,
-                   dtype=tf.float64, jit_compile: bool = True) -> np.ndarray:
+                   sparse: bool = False, dtype=tf.float64, jit_compile: bool = True) -> np.ndarray:
     """The estimate read from the query token after each layer: (B, L+1, M), entry 0 is ``x0``.
 
-    ``structured=True`` runs a block model's structured fast path (same numbers, faster)."""
+    ``structured=True`` runs a block model's structured fast path, ``sparse=True`` its sparse layers (same numbers)."""
     dtype, w, A, b, maskf, x0, _ = _prepare(params, cfg, A, b, mask, x0, None, dtype)
-    return _compiled("forward", cfg, dtype, jit_compile, structured)(w, A, b, maskf, x0).numpy()
+    plans = tuple(sparse_plans(check_params(params, cfg), cfg)) if sparse else None
+    return _compiled("forward", cfg, dtype, jit_compile, structured, plans=plans)(w, A, b, maskf, x0).numpy()
+
+
+def approximate_inverse(params, cfg: ModelConfig, A, mask=None, *, dtype=tf.float64,
+                        jit_compile: bool = True) -> np.ndarray:
+    """The model as a matrix of ``b``, ``F`` (B, M, M) with ``(forward(A, b) - forward(A, -b)) / 2 = F b``:
+    :func:`reference.model.approximate_inverse` (the same checks and errors) in TensorFlow."""
+    if cfg.parametrization != "block":
+        raise ValueError("approximate_inverse: block models only (this model is 'full')")
+    params = check_params(params, cfg)
+    layer = first_layer_reading_b(params, cfg)
+    if layer is not None:
+        raise ValueError(f"approximate_inverse: layer {layer} of {cfg.n_layers} reads b, so the model's answer is not "
+                         "linear in b and no matrix gives it (docs/concepts.md, section 10)")
+    plans = tuple(sparse_plans(params, cfg))
+    dtype, w, A, _, maskf, _, _ = _prepare(params, cfg, A, np.zeros(np.shape(A)[:-1]), mask, None, None, dtype)
+    return _compiled("operator", cfg, dtype, jit_compile, plans=plans)(w, A, maskf).numpy()
 
 
 def loss_and_grads(params, cfg: ModelConfig, A, b, x, mask=None, x0=None, *, structured=False, loss="mse",
