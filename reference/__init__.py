@@ -8,10 +8,10 @@ from reference.config import ModelConfig
 from reference.data import check_systems, sample_systems
 from reference.model import forward, forward_layers, init_params, loss_and_grads, param_shapes
 from reference.optim import adam_init, adam_update, lr_at, train
-from reference.solve import solve
+from reference.solve import factorize, solve
 
 __all__ = [
     "ModelConfig", "init_params", "param_shapes", "forward", "forward_layers", "loss_and_grads",
     "save_checkpoint", "load_checkpoint", "load_checkpoint_extra", "sample_systems", "check_systems",
-    "adam_init", "adam_update", "lr_at", "train", "solve",
+    "adam_init", "adam_update", "lr_at", "train", "solve", "factorize",
 ]

@@ -394,6 +394,11 @@ def _times_keys(x, y, x_ident: bool, y_ident: bool):
     return np.einsum("bim,bjm->bij", x, y, optimize=True)  # (B, R, M): a product when R = T
 
 
+def _combine(coefs, groups, idx):
+    """``sum_k coefs[k] groups[..., k, :]`` over the indices ``idx`` only (the nonzero scalars): (..., M)."""
+    return sum(coefs[k] * groups[..., k, :] for k in idx)
+
+
 def _gram(x, keys, plan, v, u):
     """``<w_v[i], w_u[j]>`` (B, R, M) for the rows ``x`` (B, R, W, M) and the keys (B, M, W, M)."""
     return _times_keys(x[:, :, v], keys[:, :, u], plan.identity[v], plan.identity[u])
@@ -407,11 +412,11 @@ def _wide_scores(x, keys, qw, plan):
     for h in range(H):
         if plan.scores == "query":  # S_h = sum_v w_v K_v^T, K_v = sum_u q_uv w_u
             for v in np.flatnonzero(nz[h].any(axis=0)):
-                K = np.einsum("u,bjum->bjm", qw[h, :, v], keys)  # (B, M, M)
+                K = _combine(qw[h, :, v], keys, np.flatnonzero(nz[h, :, v]))  # (B, M, M)
                 S[:, h] += _times_keys(x[:, :, v], K, plan.identity[v], False)
         elif plan.scores == "key":  # S_h = sum_u R_u w_u^T, R_u = sum_v q_uv w_v
             for u in np.flatnonzero(nz[h].any(axis=1)):
-                R = np.einsum("v,bivm->bim", qw[h, u], x)  # (B, R, M)
+                R = _combine(qw[h, u], x, np.flatnonzero(nz[h, u]))  # (B, R, M)
                 S[:, h] += _times_keys(R, keys[:, :, u], False, plan.identity[u])
     if plan.scores == "pairs":  # one Gram product per pair {u, v}, shared by the heads
         used = nz.any(axis=0) | nz.any(axis=0).T
@@ -433,6 +438,9 @@ def _scores(x, s_x, keys, s_k, q, plan):
     column, ``q_ub (1^T w_u[j]) s_i + q_bv s_j (1^T w_v[i]) + q_bb s_i s_j``."""
     wi = _wide(q.shape[-1])
     S = _wide_scores(x, keys, q[:, wi][:, :, wi], plan)  # (B, H, R, M)
+    nz = np.asarray(plan.q_nonzero)
+    if not (nz[:, 1].any() or nz[:, :, 1].any()):  # q reads no b coordinate
+        return S
     k_b = np.einsum("hu,bju->bhj", q[:, wi, 1], keys.sum(axis=3))  # (B, H, M)
     x_b = np.einsum("hv,biv->bhi", q[:, 1, wi], x.sum(axis=3))  # (B, H, R)
     S += s_x[:, None, :, None] * k_b[:, :, None, :] + x_b[..., None] * s_k[:, None, None, :]
@@ -451,12 +459,16 @@ def _update(S, keys, s_k, p, plan):
         if plan.update[h] == "columns":  # S_h w_v for each read group v, then combined: sum_v p_uv S_h w_v
             for v in np.flatnonzero(nz[h][:, wi].any(axis=0)):
                 Y = _times_keys(S[:, h], np.swapaxes(keys[:, :, v], 1, 2), False, plan.identity[v])  # S_h w_v
-                dw += pw[h, :, v][None, None, :, None] * Y[:, :, None, :]
+                for u in np.flatnonzero(nz[h][:, wi][:, v]):
+                    dw[:, :, u] += pw[h, u, v] * Y
         else:  # S_h V_u for each written group u, V_u = sum_v p_uv w_v
             for u in np.flatnonzero(nz[h][:, wi].any(axis=1)):
-                V = np.einsum("v,bjvm->bjm", pw[h, u], keys)  # (B, M, M)
+                V = _combine(pw[h, u], keys, np.flatnonzero(nz[h][u, wi]))  # (B, M, M)
                 dw[:, :, u] += np.einsum("bij,bjm->bim", S[:, h], V, optimize=True)
-    dw += np.einsum("hu,bhi->biu", pb, np.einsum("bhij,bj->bhi", S, s_k))[..., None]  # p_ub (S_h s) 1^T
+    if nz[:, :, 1].any():  # p_ub (S_h s) 1^T
+        dw += np.einsum("hu,bhi->biu", pb, np.einsum("bhij,bj->bhi", S, s_k))[..., None]
+    if not np.asarray(plan.p_nonzero)[:, 1].any():  # nothing writes b
+        return dw, np.zeros((B, R))
     vb = np.einsum("hv,bjv->bhj", p[:, 1, wi], keys.sum(axis=3)) + p[None, :, 1, 1, None] * s_k[:, None]  # (B, H, M)
     return dw, np.einsum("bhij,bhj->bi", S, vb)
 
@@ -475,8 +487,11 @@ def sparse_block_attention_forward(w, s, p, q, scale, mask, plan):
     M = w.shape[1] - 1
     S = _scores(w, s, w[:, :M], s[:, :M], q, plan)  # (B, H, T, M)
     dw, ds = _update(S, w[:, :M], s[:, :M], p, plan)  # (B, T, W, M), (B, T)
-    gate = scale[:, None, None, None] * mask.astype(np.float64)[:, None, None, :]  # (B, 1, 1, M)
-    return w + gate * dw, s + scale[:, None] * ds
+    gate = scale[:, None, None] * mask.astype(np.float64)[:, None, :]  # (B, 1, M)
+    w = w.copy()
+    for u in np.flatnonzero(plan.written):  # the other groups receive exactly zero
+        w[:, :, u] += gate * dw[:, :, u]
+    return w, s + scale[:, None] * ds
 
 
 def sparse_block_readout_forward(w, s, p, q, scale, mask, plan):

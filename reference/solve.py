@@ -47,7 +47,7 @@ from reference.checkpoint import load_checkpoint, load_checkpoint_extra
 from reference.config import ModelConfig, is_int, is_real, memory_budget
 from reference.data import check_systems, rhs_rms
 from reference.evaluation import model_can_run
-from reference.model import check_params, forward, forward_bytes
+from reference.model import approximate_inverse, check_params, first_layer_reading_b, forward, forward_bytes
 from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_law, valid_sizes
 
 AUTO_MODELS = ("newton-schulz", "block-mixed", "block-finetune", "broad")
@@ -312,8 +312,16 @@ def chunk_size(cfg: ModelConfig, n: int, batch: int, label: str = "the model") -
     return int(max(1, min(batch, 1 + (limit - one) // max(per, 1))))
 
 
-def _rel_residual(A, b, x, b_norm):
-    r = b - np.einsum("bij,bj->bi", A, x)  # (B, N)
+def _apply(M, owner, v) -> np.ndarray:
+    """``M[owner[s]] v[s]`` for every row ``s`` of ``v`` (S, N), ``M`` (F, N, N) the distinct matrices: one matrix
+    product when every system shares one matrix (the right-hand sides of one factorization)."""
+    if len(M) == 1:
+        return v @ M[0].T  # (S, N)
+    return np.einsum("bij,bj->bi", M[owner], v)  # (S, N)
+
+
+def _rel_residual(A, owner, b, x, b_norm):
+    r = b - _apply(A, owner, x)  # (B, N)
     r_norm = np.linalg.norm(r, axis=1)  # (B,)
     return r, r_norm / np.where(b_norm > 0, b_norm, 1.0)
 
@@ -337,15 +345,32 @@ class _Passes(NamedTuple):
     cond: np.ndarray  # (B,) estimate of cond(A), never above it
 
 
-def _run_passes(forward_fn, resolved, rho_sqrt_n, A, b, x, tol, max_passes) -> _Passes:
+def _odd_part_fn(forward_fn, resolved, factor, owner):
+    """``r_hat (S, N) -> (f(A/a, r_hat) - f(A/a, -r_hat)) / 2`` for the systems ``owner`` of a chunk of ``factor``: the
+    cached matrix of the model applied to ``r_hat`` (N^2 each), or, for a model that reads ``b`` before its last
+    layer, the forward on both signs in one batch (every system, every pass: one shape, so a compiled forward is
+    traced once)."""
+    if factor.inverse is not None:
+        return lambda r_hat: _apply(factor.inverse, owner, r_hat)
+    A_hat = (factor.A / factor.a[:, None, None])[owner]  # (S, N, N): largest eigenvalue about 1, as in training
+    A_both = np.concatenate([A_hat, A_hat])  # (2S, N, N): the model runs on r_hat and -r_hat in one batch
+
+    def odd(r_hat):
+        both = forward_fn(resolved.params, resolved.cfg, A_both, np.concatenate([r_hat, -r_hat]))
+        both = np.asarray(both, dtype=np.float64)  # (2S, N): f(r_hat) and f(-r_hat)
+        return 0.5 * (both[: len(r_hat)] - both[len(r_hat):])
+
+    return odd
+
+
+def _run_passes(odd_fn, rho_sqrt_n, factor, owner, b, x, tol, max_passes) -> _Passes:
     """The passes on one chunk of systems, each brought to unit scale (``max |A|``, ``max |b|`` in ``[0.5, 1)``:
-    no norm below can overflow or underflow)."""
+    no norm below can overflow or underflow); system ``s`` has the matrix ``factor.A[owner[s]]``."""
     B, n = b.shape
-    a, cond = spectrum_estimate(A)  # (B,)
-    A_hat = A / a[:, None, None]  # (B, N, N): largest eigenvalue about 1, as in training
-    A_both = np.concatenate([A_hat, A_hat])  # (2B, N, N): the model runs on r_hat and -r_hat in one batch
+    A = factor.A  # (F, N, N)
+    a, cond = factor.a[owner], factor.cond[owner]  # (B,)
     b_norm = np.linalg.norm(b, axis=1)  # (B,)
-    r, rel_res = _rel_residual(A, b, x, b_norm)  # (B, N), (B,)
+    r, rel_res = _rel_residual(A, owner, b, x, b_norm)  # (B, N), (B,)
     at_floor = rel_res <= ROUNDING_FLOOR * n * np.finfo(float).eps * (
         a * np.linalg.norm(x, axis=1) / np.where(b_norm > 0, b_norm, 1.0) + 1.0)
     cap = min(max_passes, 8)  # buffers grow with the passes that run (max_passes may be huge)
@@ -367,20 +392,17 @@ def _run_passes(forward_fn, resolved, rho_sqrt_n, A, b, x, tol, max_passes) -> _
             dirs, images = (np.concatenate([buf, np.zeros((B, grow, n))], axis=1) for buf in (dirs, images))
             history = np.concatenate([history, np.full((B, grow), np.nan)], axis=1)
             cap += grow
-        # the model runs on the whole batch every pass (finished systems too, their rows unused): one shape,
-        # so a compiled forward (tf_impl, XLA) is traced once, not once per number of active systems.
+        # the model runs on the whole batch every pass (finished systems too, their rows unused).
         # It sees the residual with a canonical sign (its largest entry, the first on ties, positive): r and
         # -r give the model the very same input, so solve(A, -b) runs the arithmetic of solve(A, b) with
         # every sign flipped and is exactly its negative, whatever the kernels do at each batch position
         r_norm_all = np.linalg.norm(r, axis=1)  # (B,)
         sign = np.where(r[rows, np.argmax(np.abs(r), axis=1)] < 0, -1.0, 1.0)  # (B,)
         r_hat_all = r * (sign * rho_sqrt_n / np.where(r_norm_all > 0, r_norm_all, 1.0))[:, None]  # (B, N): rms rho
-        both = forward_fn(resolved.params, resolved.cfg, A_both, np.concatenate([r_hat_all, -r_hat_all]))
-        both = np.asarray(both, dtype=np.float64)  # (2B, N): f(r_hat) and f(-r_hat)
         r_norm = r_norm_all[idx]  # (b,) > 0 for an active system
-        d = 0.5 * (both[idx] - both[B + idx])  # (b, N): odd part, normalised scale
+        d = odd_fn(r_hat_all)[idx]  # (b, N): odd part, normalised scale
         d = d * (sign[idx] * r_norm / (rho_sqrt_n * a[idx]))[:, None]  # (b, N): the model's correction
-        w = np.einsum("bij,bj->bi", A[idx], d)  # (b, N): its image A d
+        w = _apply(A, owner[idx], d)  # (b, N): its image A d
         w_norm0 = np.linalg.norm(w, axis=1)  # (b,)
         for _ in range(2):  # Gram-Schmidt of A d against the earlier images, twice (orthogonal to rounding)
             beta = np.einsum("bkn,bn->bk", images[idx], w)  # (b, cap): zero rows beyond k
@@ -392,7 +414,7 @@ def _run_passes(forward_fn, resolved, rho_sqrt_n, A, b, x, tol, max_passes) -> _
         w, d = w / w_norm[:, None], d / w_norm[:, None]
         alpha = np.einsum("bn,bn->b", w, r[idx])  # (b,): the step that minimises ||r - alpha A d||
         x_new = x[idx] + alpha[:, None] * d
-        r_new, rel_res_new = _rel_residual(A[idx], b[idx], x_new, b_norm[idx])
+        r_new, rel_res_new = _rel_residual(A, owner[idx], b[idx], x_new, b_norm[idx])
         # a pass that does not help is rejected
         better = fresh & np.isfinite(rel_res_new) & (rel_res_new < rel_res[idx])
         take = idx[better]
@@ -415,63 +437,234 @@ def _model_kappa(resolved: ResolvedModel) -> float | None:
     return float(kappa[1] if isinstance(kappa, tuple) else kappa)
 
 
-def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False,
-               strict=False) -> np.ndarray | SolveResult:
-    """The body of both ``solve`` functions: validate, resolve the model, warn outside its training
-    sizes, bring each system to unit scale by powers of two (exact), run passes of
-    ``forward_fn(params, cfg, A, b)`` (NumPy in, NumPy out) on the residuals (module docstring), each
-    system until it meets ``tol``, stops improving or reaches ``max_passes``, in chunks that fit
-    :func:`memory_limit`, and scale the answers back."""
+def _passes_limit(tol, max_passes) -> int:
+    """``max_passes`` checked (default 1 without ``tol``, :data:`DEFAULT_MAX_PASSES` with it); ``tol`` checked."""
     if tol is not None and not (is_real(tol) and 0 < tol < 1):
         raise ValueError(f"tol must be a number in (0, 1) or None, got {tol!r}")
     if max_passes is None:
         max_passes = 1 if tol is None else DEFAULT_MAX_PASSES
     if not is_int(max_passes) or max_passes < 1:
         raise ValueError(f"max_passes must be an int >= 1, got {max_passes!r}")
-    max_passes = int(max_passes)
-    shape, resolved = np.shape(A), None
-    if len(shape) in (2, 3) and shape[-1] == shape[-2] and shape[-1] > 0:  # before validating (a copy of A
-        # and its Cholesky factorisation): a size the model cannot hold in memory is refused at once
+    return int(max_passes)
+
+
+def _resolve_early(A, model) -> ResolvedModel | None:
+    """Before validating (a copy of ``A`` and its Cholesky factorisation): the model, and a size it cannot hold in
+    memory refused at once."""
+    shape = np.shape(A)
+    if len(shape) in (2, 3) and shape[-1] == shape[-2] and shape[-1] > 0:
         resolved = resolve_model(model, shape[-1])
         chunk_size(resolved.cfg, shape[-1], 1, resolved.label)
-    A, b, x0, single = prepare_inputs(A, b, x0)
-    B, n = b.shape
-    resolved = resolve_model(model, n) if resolved is None else resolved
+        return resolved
+    return None
+
+
+def _warn_sizes(resolved: ResolvedModel, n: int, stacklevel: int) -> None:
     sizes = resolved.train_sizes
     if sizes is not None and not sizes[0] <= n <= sizes[1]:
         warnings.warn(f"N={n} is outside the training sizes [{sizes[0]}, {sizes[1]}] of {resolved.label}; "
-                      "expect a larger error (see the results page)", UserWarning, stacklevel=3)
-    chunk = chunk_size(resolved.cfg, n, B, resolved.label)
-    # A = 2^ea A', b = 2^eb b', x = 2^(eb - ea) x': the powers of two are exact, and at unit scale no square
-    # in a norm overflows or underflows, whatever the scale of the input
-    ea, eb = _exponents(A, (1, 2)), _exponents(b, 1)  # (B,)
-    parts = []
-    for lo in range(0, B, chunk):
+                      "expect a larger error (see the results page)", UserWarning, stacklevel=stacklevel + 1)
+
+
+def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False,
+               strict=False, operator_fn=None) -> np.ndarray | SolveResult:
+    """The body of both ``solve`` functions: validate, resolve the model, warn outside its training
+    sizes, factorize ``A`` (:func:`factorize_with`: unit scale, spectrum, and the model's matrix where
+    ``operator_fn(params, cfg, A)`` gives one), then run passes on the residuals (module docstring), each
+    system until it meets ``tol``, stops improving or reaches ``max_passes``, in chunks that fit
+    :func:`memory_limit`, and scale the answers back. ``b`` with as many axes as ``A`` holds columns: right-hand
+    sides sharing one factorization (``Factorization.solve``)."""
+    max_passes = _passes_limit(tol, max_passes)
+    resolved = _resolve_early(A, model)
+    columns = np.ndim(b) == np.ndim(A) and np.ndim(A) in (2, 3)
+    if columns:  # A (N, N) with b (N, k), or A (B, N, N) with b (B, N, k)
+        A, _, _, single = prepare_inputs(A, np.zeros(np.shape(A)[:-1]))
+    else:
+        A, b, x0, single = prepare_inputs(A, b, x0)
+    n = A.shape[-1]
+    resolved = resolve_model(model, n) if resolved is None else resolved
+    _warn_sizes(resolved, n, stacklevel=3)
+    factorization = _factorize(forward_fn, operator_fn, A, resolved, single)
+    kwargs = dict(tol=tol, max_passes=max_passes, return_info=return_info, strict=strict)
+    if columns:
+        return factorization._solve(b, x0, stacklevel=4, **kwargs)
+    shape = (lambda result: _single(result)) if single else (lambda result: result)
+    return factorization._run(b, x0, np.arange(len(b)), shape, stacklevel=4, **kwargs)
+
+
+def factorize_with(forward_fn, operator_fn, A, model="auto") -> Factorization:
+    """The body of both ``factorize`` functions: validate ``A`` (one matrix or a batch, SPD), resolve the model,
+    warn outside its training sizes, and compute what every right-hand side shares (:class:`Factorization`)."""
+    resolved = _resolve_early(A, model)
+    A, _, _, single = prepare_inputs(A, np.zeros(np.shape(A)[:-1]))
+    resolved = resolve_model(model, A.shape[-1]) if resolved is None else resolved
+    _warn_sizes(resolved, A.shape[-1], stacklevel=3)
+    factorization = _factorize(forward_fn, operator_fn, A, resolved, single)
+    if factorization.reason is not None:
+        warnings.warn(f"factorize: {factorization.reason}", UserWarning, stacklevel=3)
+    return factorization
+
+
+def _factorize(forward_fn, operator_fn, A, resolved: ResolvedModel, single: bool) -> Factorization:
+    """:class:`Factorization` of the validated batch ``A`` (F, N, N): the power of two that brings each matrix to
+    unit scale, its spectrum estimate, and the model's matrix of ``A / a`` where the model has one, in chunks that
+    fit :func:`memory_limit`."""
+    F, n, _ = A.shape
+    cfg = resolved.cfg
+    layer = first_layer_reading_b(resolved.params, cfg)
+    reason = None
+    if operator_fn is None:
+        reason = "this solver has no matrix form of the model; every pass runs the model"
+    elif cfg.parametrization != "block" or layer is not None:
+        where = f"layer {layer} of {cfg.n_layers} reads b" if layer is not None else "it is a full-encoding model"
+        reason = (f"nothing of {resolved.label} can be cached ({where}: its answer is not a matrix times b); "
+                  ".solve runs the whole model on both signs at every pass (the scale and spectrum of A are cached)")
+    ea = _exponents(A, (1, 2))  # (F,): A = 2^ea A', exact
+    As = np.ldexp(A, -ea[:, None, None])  # (F, N, N), max |A'| in [0.5, 1)
+    a, cond = np.zeros(F), np.zeros(F)
+    inverse = None if reason is not None else np.zeros((F, n, n))
+    chunk = chunk_size(cfg, n, F, resolved.label)
+    for lo in range(0, F, chunk):
         s = slice(lo, lo + chunk)
-        As, bs = np.ldexp(A[s], -ea[s, None, None]), np.ldexp(b[s], -eb[s, None])
-        with np.errstate(over="ignore"):
-            xs = np.ldexp(x0[s], (ea[s] - eb[s])[:, None])
-        start = np.linalg.norm(bs - np.einsum("bij,bj->bi", As, np.where(np.isfinite(xs), xs, 0.0)), axis=1)
-        far = ~np.isfinite(xs).all(axis=1) | ~np.isfinite(start)
-        if far.any():
-            raise ValueError(f"x0 of system {lo + np.flatnonzero(far)[0]} is so far from the solution that its "
-                             "residual b - A x0 overflows float64; start from zeros (x0=None)")
-        parts.append(_run_passes(forward_fn, resolved, resolved.rho * math.sqrt(n), As, bs, xs, tol, max_passes))
-    width = max(p.history.shape[1] for p in parts)
-    history = np.concatenate([np.pad(p.history, ((0, 0), (0, width - p.history.shape[1])), constant_values=np.nan)
-                              for p in parts])
-    xs, rel_res, passes, at_floor, cond = (np.concatenate([getattr(p, f) for p in parts])
-                                       for f in ("x", "residual", "passes", "at_floor", "cond"))
-    x = _to_user_scale(xs, eb - ea)
-    converged = np.ones(B, dtype=bool) if tol is None else rel_res <= tol
-    result = SolveResult(x, converged, passes, rel_res, history, resolved.label)
+        a[s], cond[s] = spectrum_estimate(As[s])
+        if inverse is not None:  # the model's odd part in r_hat is inverse @ r_hat, for A / a
+            inverse[s] = operator_fn(resolved.params, cfg, As[s] / a[s, None, None])
+    return Factorization(forward_fn, resolved, _Factor(As, ea, a, cond, inverse), single, reason)
+
+
+class _Factor(NamedTuple):
+    A: np.ndarray  # (F, N, N) the matrices at unit scale, max |A| in [0.5, 1)
+    ea: np.ndarray  # (F,) their powers of two: the user's A is 2^ea A
+    a: np.ndarray  # (F,) the scale solve divides each by (about lambda_max)
+    cond: np.ndarray  # (F,) estimate of cond(A), never above it
+    inverse: np.ndarray | None  # (F, N, N) the model's odd part as a matrix of r_hat, for A / a; None: not cached
+
+
+def _check_rhs(name, v, shapes, expected) -> np.ndarray:
+    """``v`` as float64 if its shape is one of ``shapes`` and it holds finite real numbers; else a ``ValueError``
+    naming ``name`` and the ``expected`` shapes."""
+    v = np.asarray(v)
+    if v.shape not in shapes:
+        raise ValueError(f"{name} must have shape {expected}, got {v.shape}")
+    if not np.issubdtype(v.dtype, np.number) or np.iscomplexobj(v):
+        raise ValueError(f"{name} must hold real numbers, got dtype {v.dtype}")
+    if not np.all(np.isfinite(v)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return v.astype(np.float64)
+
+
+class Factorization:
+    """What :func:`factorize` returns: the part of ``solve(A, b)`` that depends on ``A`` alone, computed once, and
+    :meth:`solve` for any number of right-hand sides (SciPy's ``cho_factor`` / ``cho_solve``).
+
+    Cached: ``A`` validated (symmetric, positive definite), its power-of-two unit scale, its largest eigenvalue
+    and condition estimate, and -- for a model that does not read ``b`` before its last layer (``b_last_layer``,
+    the Newton-Schulz construction: :func:`reference.model.first_layer_reading_b`) -- the model itself as a
+    matrix: its answer is ``M b`` (:attr:`inverse`), so every pass of every right-hand side costs a few ``N^2``
+    products instead of two runs of the model. For any other model :attr:`reason` says why nothing of the model is
+    cached (``factorize`` warns it), and :meth:`solve` runs the model at every pass.
+    """
+
+    def __init__(self, forward_fn, resolved: ResolvedModel, factor: _Factor, single: bool, reason: str | None):
+        self._forward_fn, self._resolved, self._factor, self._single = forward_fn, resolved, factor, single
+        self.reason = reason  # None when the model is cached as a matrix, else why it is not
+        self.model = resolved.label  # which model runs
+
+    @property
+    def cached(self) -> bool:
+        """The model is cached as a matrix (:attr:`inverse`): a pass costs ``O(N^2)``."""
+        return self._factor.inverse is not None
+
+    @property
+    def inverse(self) -> np.ndarray | None:
+        """The model's approximate inverse of ``A`` at the user's scale, ``(N, N)`` (or ``(B, N, N)``): the odd part
+        in ``b`` of the model run on ``A`` is ``inverse @ b``, and one pass of ``solve`` from ``x0 = 0`` is
+        ``alpha * inverse @ b`` with ``alpha`` the step length that minimises ``||b - A x||``. Its eigenvalues
+        against those of ``A`` are the model's spectral view. ``None`` where the model reads ``b`` before its last
+        layer (:attr:`reason`)."""
+        f = self._factor
+        if f.inverse is None:
+            return None
+        inv = np.ldexp(f.inverse / f.a[:, None, None], -f.ea[:, None, None])  # (F, N, N): 2^-ea M / a
+        return inv[0] if self._single else inv
+
+    def solve(self, b, x0=None, *, tol=None, max_passes=None, return_info=False,
+              strict=False) -> np.ndarray | SolveResult:
+        """``solve(A, b, model, x0, tol=..., ...)`` for the factorized ``A``: the same keywords, answers, warnings and
+        errors. ``b``: ``(N,)`` or ``(N, k)`` (``k`` right-hand sides as columns) for one matrix, ``(B, N)`` or
+        ``(B, N, k)`` for a batch; ``x0`` shaped like ``b``; ``x`` comes back shaped like ``b`` (a
+        :class:`SolveResult` with one entry per right-hand side, ``history`` last)."""
+        return self._solve(b, x0, tol=tol, max_passes=_passes_limit(tol, max_passes), return_info=return_info,
+                           strict=strict, stacklevel=3)
+
+    def _solve(self, b, x0, *, tol, max_passes, return_info, strict, stacklevel):
+        """Validate ``b``/``x0``, lay their right-hand sides out as systems (each with its matrix), run them."""
+        F, n, _ = self._factor.A.shape
+        lead = () if self._single else (F,)
+        names = "(N,) = {} or (N, k)" if self._single else "(B, N) = {} or (B, N, k)"
+        expected = names.format(lead + (n,)) + f" to match A {lead + (n, n)}"
+        b = _check_rhs("b", b, (lead + (n,), lead + (n, np.shape(b)[-1] if np.ndim(b) else 0)), expected)
+        x0 = np.zeros_like(b) if x0 is None else _check_rhs("x0", x0, (b.shape,), f"{b.shape} (that of b)")
+        k = b.shape[-1] if b.ndim == len(lead) + 2 else None  # columns, or one right-hand side per matrix
+        rows = (lambda v: np.moveaxis(v, -1, -2).reshape(-1, n)) if k is not None else (lambda v: v.reshape(-1, n))
+        owner = np.repeat(np.arange(F), 1 if k is None else k)  # (S,): the matrix of each system
+
+        def shape(result: SolveResult) -> SolveResult:  # one entry per right-hand side, shaped like b
+            x = result.x.reshape(lead + (-1, n) if k is not None else lead + (n,))
+            x = np.moveaxis(x, -1, -2) if k is not None else x
+            if k is not None:
+                per = lambda v: v.reshape(lead + (k,) + v.shape[1:])  # noqa: E731
+            else:
+                per = (lambda v: v.reshape(lead + v.shape[1:])) if lead else (lambda v: v[0])
+            return SolveResult(x, *(per(v) for v in result[1:5]), result.model)
+
+        return self._run(rows(b), rows(x0), owner, shape, tol=tol, max_passes=max_passes, return_info=return_info,
+                         strict=strict, stacklevel=stacklevel + 1)
+
+    def _run(self, b, x0, owner, shape, *, tol, max_passes, return_info, strict, stacklevel):
+        """Passes on the systems ``b``, ``x0`` (S, N), system ``s`` with matrix ``owner[s]``, in chunks that fit
+        :func:`memory_limit`; then the answers at the user's scale, the warnings, and ``shape`` of the result."""
+        resolved, f = self._resolved, self._factor
+        S, n = b.shape
+        chunk = chunk_size(resolved.cfg, n, S, resolved.label)
+        eb = _exponents(b, 1)  # (S,): b = 2^eb b', x = 2^(eb - ea) x'
+        e = eb - f.ea[owner]
+        parts = []
+        for lo in range(0, S, chunk):
+            s = slice(lo, lo + chunk)
+            bs = np.ldexp(b[s], -eb[s, None])
+            with np.errstate(over="ignore"):
+                xs = np.ldexp(x0[s], -e[s, None])
+            start = np.linalg.norm(bs - _apply(f.A, owner[s], np.where(np.isfinite(xs), xs, 0.0)), axis=1)
+            far = ~np.isfinite(xs).all(axis=1) | ~np.isfinite(start)
+            if far.any():
+                raise ValueError(f"x0 of system {lo + np.flatnonzero(far)[0]} is so far from the solution that its "
+                                 "residual b - A x0 overflows float64; start from zeros (x0=None)")
+            odd_fn = _odd_part_fn(self._forward_fn, resolved, f, owner[s])
+            parts.append(_run_passes(odd_fn, resolved.rho * math.sqrt(n), f, owner[s], bs, xs, tol, max_passes))
+        width = max(p.history.shape[1] for p in parts)
+        history = np.concatenate([np.pad(p.history, ((0, 0), (0, width - p.history.shape[1])),
+                                         constant_values=np.nan) for p in parts])
+        xs, rel_res, passes, at_floor, cond = (np.concatenate([getattr(p, name) for p in parts])
+                                               for name in ("x", "residual", "passes", "at_floor", "cond"))
+        converged = np.ones(S, dtype=bool) if tol is None else rel_res <= tol
+        result = SolveResult(_to_user_scale(xs, e), converged, passes, rel_res, history, resolved.label)
+        _warn_passes(resolved, result, at_floor, cond, tol, max_passes, strict, shape, stacklevel + 1)
+        return shape(result) if return_info else shape(result).x
+
+
+def _warn_passes(resolved, result, at_floor, cond, tol, max_passes, strict, shape, stacklevel) -> None:
+    """Without ``tol``, say where the one pass cannot be trusted; with it, where ``tol`` was not met (``strict``:
+    raise :class:`NotConvergedError` carrying ``shape(result)``)."""
+    _, converged, passes, rel_res, _, _ = result
+    B = len(passes)
     if tol is None:  # one pass asked, no accuracy checked: say where it cannot be trusted
         rejected = np.flatnonzero((passes == 0) & (rel_res > 0) & ~at_floor)
         if len(rejected):
             warnings.warn(f"the pass of {resolved.label} did not reduce the residual of {len(rejected)} of {B} "
                           f"system(s) (first: system {rejected[0]}): their answer is x0 (relative residual "
                           f"{rel_res[rejected[0]]:.3g}); the model cannot handle these systems", UserWarning,
-                          stacklevel=3)
+                          stacklevel=stacklevel + 1)
         kappa = _model_kappa(resolved)
         outside = np.flatnonzero((cond > kappa * (1 + 1e-6)) & ~at_floor) if kappa is not None else []
         if len(outside):
@@ -479,7 +672,7 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
             warnings.warn(f"{len(outside)} of {B} system(s) have an estimated condition number above the "
                           f"{kappa:g} {resolved.label} was built for (first: system {first}, at least "
                           f"{cond[first]:.3g}): one pass may be far from the answer; give tol= to have solve "
-                          "check the residual and add passes", UserWarning, stacklevel=3)
+                          "check the residual and add passes", UserWarning, stacklevel=stacklevel + 1)
     if not converged.all():
         bad = np.flatnonzero(~converged)
         msg = (f"solve did not reach tol={tol:g} on {len(bad)} of {B} system(s) (first: system {bad[0]}, relative "
@@ -488,11 +681,8 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
                f"{np.sum(passes[bad] < max_passes)} stopped when a pass no longer reduced the residual; model: "
                f"{resolved.label}. The best answer found is returned.")
         if strict:
-            raise NotConvergedError(msg, _single(result) if single else result)
-        warnings.warn(msg, UserWarning, stacklevel=3)
-    if return_info:
-        return _single(result) if single else result
-    return x[0] if single else x
+            raise NotConvergedError(msg, shape(result))
+        warnings.warn(msg, UserWarning, stacklevel=stacklevel + 1)
 
 
 def _to_user_scale(xs, e) -> np.ndarray:
@@ -563,4 +753,26 @@ def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info
     reached (then the warning says so). See the results page.
     """
     return solve_with(forward, A, b, model, x0, tol=tol, max_passes=max_passes, return_info=return_info,
-                      strict=strict)
+                      strict=strict, operator_fn=approximate_inverse)
+
+
+def factorize(A, model="auto") -> Factorization:
+    """Factor ``A`` once for :func:`solve`: ``factorize(A, model).solve(b, x0, tol=...)`` equals
+    ``solve(A, b, model, x0, tol=...)`` (to rounding) for any ``b``, as SciPy's ``cho_factor`` / ``cho_solve``.
+
+    Args:
+        A (array_like): one SPD matrix ``(N, N)`` or a batch ``(B, N, N)``, of any scale.
+        model: as for :func:`solve`.
+
+    Returns:
+        A :class:`Factorization`. For a model that does not read ``b`` before its last layer (``b_last_layer``,
+        the Newton-Schulz construction: ``newton-schulz`` and ``learned-*``), its first ``L - 1`` layers run
+        here, once, and the model becomes the matrix :attr:`Factorization.inverse`: every later pass costs
+        ``O(N^2)``. For any other model nothing of the model can be cached: a ``UserWarning`` says so and
+        :meth:`Factorization.solve` runs the model at every pass (the validation, scale and spectrum of ``A``
+        are still computed once).
+
+    Raises:
+        ValueError: as :func:`solve` for ``A`` and ``model``.
+    """
+    return factorize_with(forward, approximate_inverse, A, model)

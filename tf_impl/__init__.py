@@ -36,12 +36,12 @@ from reference.model import init_params, param_shapes
 
 _LAZY = {"forward": "tf_impl.model", "forward_layers": "tf_impl.model", "loss_and_grads": "tf_impl.model",
          "LinearTransformer": "tf_impl.model", "sample_systems": "tf_impl.data", "Trainer": "tf_impl.optim",
-         "solve": "tf_impl.solve"}
+         "solve": "tf_impl.solve", "factorize": "tf_impl.solve"}
 
 __all__ = [
     "ModelConfig", "init_params", "param_shapes", "forward", "forward_layers", "loss_and_grads",
     "save_checkpoint", "load_checkpoint", "load_checkpoint_extra", "sample_systems", "LinearTransformer", "Trainer",
-    "solve",
+    "solve", "factorize",
 ]
 
 

@@ -292,6 +292,11 @@ def _wide_blocks(w: tf.Tensor) -> tf.Tensor:
     return tf.gather(tf.gather(w, wi, axis=1), wi, axis=2)
 
 
+def _combine(coefs, groups, idx):
+    """``sum_k coefs[k] groups[..., k, :]`` over the indices ``idx`` only (the nonzero scalars): (..., M)."""
+    return sum(coefs[k] * groups[..., k, :] for k in idx)
+
+
 def _times_keys(x, y, x_ident: bool, y_ident: bool) -> tf.Tensor:
     """``G[i, j] = <x[i], y[j]>`` (B, R, M) for rows ``x`` (B, R, M) and keys ``y`` (B, M, M), no product where a
     side is the encoding's identity block (:func:`reference.layers.sparse_block_attention_forward`)."""
@@ -312,11 +317,11 @@ def _wide_scores(x, keys, qw, plan) -> list:
     for h in range(H):
         if plan.scores == "query":  # S_h = sum_v w_v K_v^T, K_v = sum_u q_uv w_u
             for v in np.flatnonzero(nz[h].any(axis=0)):
-                K = tf.einsum("u,bjum->bjm", qw[h, :, v], keys)  # (B, M, M)
+                K = _combine(qw[h, :, v], keys, np.flatnonzero(nz[h, :, v]))  # (B, M, M)
                 S[h] += _times_keys(x[:, :, v], K, ident[v], False)
         elif plan.scores == "key":  # S_h = sum_u R_u w_u^T, R_u = sum_v q_uv w_v
             for u in np.flatnonzero(nz[h].any(axis=1)):
-                R = tf.einsum("v,bivm->bim", qw[h, u], x)  # (B, R, M)
+                R = _combine(qw[h, u], x, np.flatnonzero(nz[h, u]))  # (B, R, M)
                 S[h] += _times_keys(R, keys[:, :, u], False, ident[u])
     if plan.scores == "pairs":  # one Gram product per pair {u, v}, shared by the heads
         used = nz.any(axis=0) | nz.any(axis=0).T
@@ -328,7 +333,8 @@ def _wide_scores(x, keys, qw, plan) -> list:
                 if int(x.shape[1]) > 1:  # the equation rows: the transpose of the other orientation's
                     G_uv = tf.concat([tf.transpose(G_vu[:, :-1], [0, 2, 1]), G_uv], axis=1)
             for h in range(H):
-                S[h] += qw[h, u, v] * G_vu + (0.0 if G_uv is None else qw[h, v, u] * G_uv)
+                S[h] += qw[h, u, v] * G_vu if nz[h, u, v] else 0.0
+                S[h] += qw[h, v, u] * G_uv if G_uv is not None and nz[h, v, u] else 0.0
     return S
 
 
@@ -336,6 +342,9 @@ def _scores(x, s_x, keys, s_k, q, plan) -> tf.Tensor:
     """Scores (B, H, R, M): :func:`_wide_scores` and the rank-one terms of the b row and column."""
     wi = _wide_index(int(q.shape[-1]))
     S = tf.stack(_wide_scores(x, keys, _wide_blocks(q), plan), axis=1)  # (B, H, R, M)
+    nz = np.asarray(plan.q_nonzero)
+    if not (nz[:, 1].any() or nz[:, :, 1].any()):  # q reads no b coordinate
+        return S
     k_b = tf.einsum("hu,bju->bhj", tf.gather(q[:, :, 1], wi, axis=1), tf.reduce_sum(keys, axis=3))  # (B, H, M)
     x_b = tf.einsum("hv,biv->bhi", tf.gather(q[:, 1, :], wi, axis=1), tf.reduce_sum(x, axis=3))  # (B, H, R)
     S += s_x[:, None, :, None] * k_b[:, :, None, :] + x_b[..., None] * s_k[:, None, None, :]
@@ -347,19 +356,24 @@ def _update(S, keys, s_k, p, plan):
     H, W = int(p.shape[0]), int(p.shape[-1]) - 1
     wi = _wide_index(W + 1)
     pw, pb = _wide_blocks(p), tf.gather(p[:, :, 1], wi, axis=1)  # (H, W, W), (H, W)
-    nz = np.asarray(plan.p_nonzero)[:, wi][:, :, wi]  # (H, W, W)
+    pn = np.asarray(plan.p_nonzero)
+    nz = pn[:, wi][:, :, wi]  # (H, W, W)
     dw = [tf.zeros_like(S[:, 0]) for _ in range(W)]  # W x (B, R, M)
     for h in range(H):
         if plan.update[h] == "columns":  # S_h w_v for each read group v, then combined
             for v in np.flatnonzero(nz[h].any(axis=0)):
                 Y = _times_keys(S[:, h], tf.transpose(keys[:, :, v], [0, 2, 1]), False, plan.identity[v])
-                dw = [dw[u] + pw[h, u, v] * Y for u in range(W)]
+                for u in np.flatnonzero(nz[h, :, v]):
+                    dw[u] += pw[h, u, v] * Y
         else:  # S_h V_u for each written group u
             for u in np.flatnonzero(nz[h].any(axis=1)):
-                V = tf.einsum("v,bjvm->bjm", pw[h, u], keys)  # (B, M, M)
+                V = _combine(pw[h, u], keys, np.flatnonzero(nz[h, u]))  # (B, M, M)
                 dw[u] += tf.matmul(S[:, h], V)
-    Ss = tf.einsum("bhij,bj->bhi", S, s_k)  # (B, H, R)
-    dw = tf.stack(dw, axis=2) + tf.einsum("hu,bhi->biu", pb, Ss)[..., None]  # (B, R, W, M): p_ub (S_h s) 1^T
+    dw = tf.stack(dw, axis=2)  # (B, R, W, M)
+    if pn[:, wi, 1].any():  # p_ub (S_h s) 1^T
+        dw += tf.einsum("hu,bhi->biu", pb, tf.einsum("bhij,bj->bhi", S, s_k))[..., None]
+    if not pn[:, 1].any():  # nothing writes b
+        return dw, tf.zeros_like(S[:, 0, :, 0])
     vb = (tf.einsum("hv,bjv->bhj", tf.gather(p[:, 1, :], wi, axis=1), tf.reduce_sum(keys, axis=3))
           + p[None, :, 1, 1, None] * s_k[:, None])  # (B, H, M)
     return dw, tf.einsum("bhij,bhj->bi", S, vb)
@@ -382,8 +396,9 @@ def sparse_block_attention(w, s, p, q, scale, maskf, plan):
     M = int(w.shape[1]) - 1
     S = _scores(w, s, w[:, :M], s[:, :M], q, plan)  # (B, H, T, M)
     dw, ds = _update(S, w[:, :M], s[:, :M], p, plan)  # (B, T, W, M), (B, T)
-    gate = scale[:, None, None, None] * maskf[:, None, None, :]  # (B, 1, 1, M)
-    return w + gate * dw, s + scale[:, None] * ds
+    gate = scale[:, None, None] * maskf[:, None, :]  # (B, 1, M)
+    groups = [w[:, :, u] + gate * dw[:, :, u] if plan.written[u] else w[:, :, u] for u in range(int(w.shape[2]))]
+    return tf.stack(groups, axis=2), s + scale[:, None] * ds
 
 
 def sparse_block_readout(w, s, p, q, scale, maskf, plan) -> tf.Tensor:
