@@ -41,6 +41,8 @@ ASSETS = {
     "eval.json": "eval/eval.json", "robustness.json": "robustness/robustness.json",
     "depth_family.json": "depth_family.json", "learned_depth.json": "learned/depth.json",
     "general_spectrum.png": "general/general_spectrum.png", "general.json": "general/general.json",
+    "compute_fair.png": "compute_fair.png", "compute_fair.json": "compute_fair.json",
+    "bench_factorize.json": "bench_factorize.json",
 }
 CURVES = {"claim3": "claim3/curves.json", "claim3_48k": "claim3/curves_48k.json",
           "depth_family_curves": "depth_family_curves.json", "depth_ns_curves": "depth_ns_curves.json",

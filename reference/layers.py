@@ -391,7 +391,7 @@ def _times_keys(x, y, x_ident: bool, y_ident: bool):
         return x  # (B, R, M)
     if x_ident:
         return np.concatenate([np.swapaxes(y, 1, 2), y.sum(axis=2)[:, None, :]], axis=1)[:, -x.shape[1]:]
-    return np.einsum("bim,bjm->bij", x, y, optimize=True)  # (B, R, M): a product when R = T
+    return x @ np.swapaxes(y, 1, 2)  # (B, R, M): a product when R = T (matmul: about twice einsum's speed here)
 
 
 def _combine(coefs, groups, idx):
@@ -464,7 +464,7 @@ def _update(S, keys, s_k, p, plan):
         else:  # S_h V_u for each written group u, V_u = sum_v p_uv w_v
             for u in np.flatnonzero(nz[h][:, wi].any(axis=1)):
                 V = _combine(pw[h, u], keys, np.flatnonzero(nz[h][u, wi]))  # (B, M, M)
-                dw[:, :, u] += np.einsum("bij,bjm->bim", S[:, h], V, optimize=True)
+                dw[:, :, u] += S[:, h] @ V  # (B, R, M)
     if nz[:, :, 1].any():  # p_ub (S_h s) 1^T
         dw += np.einsum("hu,bhi->biu", pb, np.einsum("bhij,bj->bhi", S, s_k))[..., None]
     if not np.asarray(plan.p_nonzero)[:, 1].any():  # nothing writes b

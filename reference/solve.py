@@ -6,6 +6,7 @@
     x = reference.solve(A, b, model="block-n9")     # a shipped model by name
     x = reference.solve(A, b, model="run/final.npz")
     x = reference.solve(A, b, model=(params, cfg))
+    f = reference.factorize(A); x = f.solve(b)       # A's share once (cho_factor / cho_solve), then any b
 
 What a pass is (``docs/conventions.md``, "Solving user systems"): with ``x`` the current answer
 (``x0``, zeros by default) and ``r = b - A x`` its residual, the model is run on the system brought
@@ -26,6 +27,11 @@ powers of two (exact), so no norm overflows or underflows, and the answer is sca
 that float64 cannot hold (beyond 1.8e308, or below its smallest normal number 2.2e-308) is a
 ``ValueError``. Memory: a batch runs in chunks that fit :func:`memory_limit` (the answer does not
 depend on them), and a size at which one system does not fit is refused before anything is allocated.
+
+Factor once (:func:`factorize`, :class:`Factorization`): a model that does not read ``b`` before its last layer
+(``newton-schulz``, the ``learned-*`` models) computes its first ``L - 1`` layers from ``A`` alone, and its odd
+part in ``b`` is a matrix times ``b``: ``solve`` computes that matrix once per ``A`` and applies it to both signs,
+every pass and every right-hand side (columns of ``b``, ``(N, k)``); any other model runs at every pass.
 
 All systems of one call have the same size ``N`` (mixed sizes: pad them yourself and call
 :func:`reference.forward` with a mask). ``tf_impl.solve`` is the same function running the
@@ -321,7 +327,7 @@ def _apply(M, owner, v) -> np.ndarray:
 
 
 def _rel_residual(A, owner, b, x, b_norm):
-    r = b - _apply(A, owner, x)  # (B, N)
+    r = b - _apply(A, owner, x) if x.any() else b.copy()  # (B, N): x = 0 (the default start) needs no product
     r_norm = np.linalg.norm(r, axis=1)  # (B,)
     return r, r_norm / np.where(b_norm > 0, b_norm, 1.0)
 
@@ -635,7 +641,8 @@ class Factorization:
             bs = np.ldexp(b[s], -eb[s, None])
             with np.errstate(over="ignore"):
                 xs = np.ldexp(x0[s], -e[s, None])
-            start = np.linalg.norm(bs - _apply(f.A, owner[s], np.where(np.isfinite(xs), xs, 0.0)), axis=1)
+            start = np.linalg.norm(bs - _apply(f.A, owner[s], np.where(np.isfinite(xs), xs, 0.0))
+                                   if xs.any() else bs, axis=1)  # (S,): ||b - A x0||, no product for x0 = 0
             far = ~np.isfinite(xs).all(axis=1) | ~np.isfinite(start)
             if far.any():
                 raise ValueError(f"x0 of system {lo + np.flatnonzero(far)[0]} is so far from the solution that its "
@@ -712,7 +719,8 @@ def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info
     Args:
         A (array_like): one matrix ``(N, N)`` or a batch ``(B, N, N)``, of any scale. Every system of a
             call has the same size ``N`` (for mixed sizes, pad and call :func:`reference.forward` with a mask).
-        b (array_like): ``(N,)`` or ``(B, N)``, matching ``A``, any scale and direction.
+        b (array_like): ``(N,)`` or ``(B, N)``, matching ``A``, any scale and direction; or ``(N, k)`` (``(B, N, k)``
+            for a batch): ``k`` right-hand sides as columns, sharing one factorization of ``A`` (:func:`factorize`).
         model (str | os.PathLike | tuple): ``"auto"`` (``newton-schulz``, the hand-set Newton-Schulz model:
             one pass has error at most ``2e-17`` times the initial one for ``cond(A) <= 1e4``, any ``N``; without
             it in the install, the trained ``block-mixed`` for ``N <= 9``, ``block-finetune`` for 10 to 20,

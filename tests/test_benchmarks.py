@@ -60,3 +60,21 @@ def test_training_curves_reads_a_run(tmp_path):
     assert [s for s, _ in data["tiny"]["train_loss_windowed"]] == [2, 5]  # steps 0-2 and 3-5
     assert (tmp_path / "c.png").stat().st_size > 1000 and (tmp_path / "c.json").exists()
     assert data["tiny"]["steps"] == 6 and [r["n"] for r in data["tiny"]["final_evaluation"]] == [2, 3]
+
+
+def test_bench_factorize_small(tmp_path):
+    bench = load_script("bench_factorize")
+    result = bench.main(["--sizes", "12,6,4", "--repeats", "1", "--out", str(tmp_path / "f.json")])
+    counts = {row["model"]: row["products_per_layer"] for row in result["products"]}
+    assert counts["newton-schulz"] == [0] + [2] * 10 + [0] and "full-n9" not in counts
+    assert all(v > 0 for row in result["targets"].values() for v in row.values())
+    assert result["targets"]["tol_learned"]["residual"] <= 1e-12 and (tmp_path / "f.json").exists()
+
+
+def test_bench_compute_fair_one_case(tmp_path):
+    bench = load_script("bench_compute_fair")
+    result = bench.main(["--cases", "6x2", "--models", "newton-schulz,block-mixed", "--repeats", "1",
+                         "--out", str(tmp_path / "c.json")])
+    by = {(r["method"], r.get("tol"), r.get("iters")): r for r in result["rows"]}
+    assert by[("Cholesky", None, None)]["error"] < 1e-12 and by[("newton-schulz", None, None)]["error"] < 1e-10
+    assert by[("CG", None, 8)]["error"] < by[("CG", None, 1)]["error"] and (tmp_path / "c.png").exists()

@@ -169,3 +169,35 @@ def test_two_workers_on_localhost_train_like_one_process_and_resume_after_a_kill
     got, _ = ref.load_checkpoint(multi / "final.npz")  # written by the chief only
     for k in want:
         np.testing.assert_allclose(got[k], want[k], rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def test_two_workers_on_localhost_take_the_lbfgs_iterations_of_one_process(tmp_path):
+    """The L-BFGS recipe (``--preset learned-L2``: one fixed float64 batch, the NumPy iteration on the all-reduced
+    loss and gradient) under MultiWorkerMirroredStrategy with two workers: the same iterations as one process, to
+    rounding (the line search takes the same steps, so the parameters and the pairs in memory agree)."""
+    import reference as ref
+    from reference.checkpoint import load_checkpoint_extra
+    from tf_impl.train import main
+
+    args = ["--preset", "learned-L2", "--n-max", "5", "--batch-size", "16", "--steps", "3", "--eval-every", "0",
+            "--ckpt-every", "3", "--eval-systems", "10", "--seed", "2", "--mode", "graph"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    assert main([*args, "--out", str(single)]) == 0
+    cluster = {"worker": [f"localhost:{p}" for p in _free_ports(2)]}
+    procs = []
+    for i in range(2):
+        env = dict(os.environ, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+        procs.append(subprocess.Popen([sys.executable, "-m", "tf_impl.train", *args, "--out", str(multi)], cwd=ROOT,
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    assert "with 2 replica(s)" in outs[0][0], outs[0][0][-2000:]
+    want, _ = ref.load_checkpoint(single / "final.npz")
+    got, _ = ref.load_checkpoint(multi / "final.npz")
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    (_, want_extra), (_, got_extra) = (load_checkpoint_extra(d / "ckpt.npz") for d in (single, multi))
+    for k in ("lbfgs/s", "lbfgs/y"):
+        assert got_extra[k].shape == want_extra[k].shape == (3, want_extra[k].shape[1]), k
+        np.testing.assert_allclose(got_extra[k], want_extra[k], rtol=1e-7, atol=1e-12, err_msg=k)

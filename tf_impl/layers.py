@@ -292,9 +292,9 @@ def _wide_blocks(w: tf.Tensor) -> tf.Tensor:
     return tf.gather(tf.gather(w, wi, axis=1), wi, axis=2)
 
 
-def _combine(coefs, groups, idx):
-    """``sum_k coefs[k] groups[..., k, :]`` over the indices ``idx`` only (the nonzero scalars): (..., M)."""
-    return sum(coefs[k] * groups[..., k, :] for k in idx)
+def _combine(coefs, groups: list, idx):
+    """``sum_k coefs[k] groups[k]`` over the indices ``idx`` only (the nonzero scalars)."""
+    return sum(coefs[k] * groups[k] for k in idx)
 
 
 def _times_keys(x, y, x_ident: bool, y_ident: bool) -> tf.Tensor:
@@ -308,29 +308,30 @@ def _times_keys(x, y, x_ident: bool, y_ident: bool) -> tf.Tensor:
     return tf.matmul(x, y, transpose_b=True)  # (B, R, M): a product when R = T
 
 
-def _wide_scores(x, keys, qw, plan) -> list:
-    """``sum_{u,v} q_uv <w_v[i], w_u[j]>`` per head: a list of H tensors (B, R, M), by the plan's association."""
+def _wide_scores(x: list, keys: list, qw, plan) -> list:
+    """``sum_{u,v} q_uv <w_v[i], w_u[j]>`` per head: H tensors (B, R, M), by the plan's association; ``x`` and
+    ``keys`` are the W groups of the rows (B, R, M) and of the keys (B, M, M)."""
     H, W = int(qw.shape[0]), int(qw.shape[1])
     nz = np.asarray(plan.q_nonzero)[:, _wide_index(W + 1)][:, :, _wide_index(W + 1)]  # (H, W, W)
     ident = plan.identity
-    S = [tf.zeros_like(x[:, :, 0]) for _ in range(H)]  # H x (B, R, M)
+    S = [tf.zeros_like(x[0]) for _ in range(H)]  # H x (B, R, M)
     for h in range(H):
         if plan.scores == "query":  # S_h = sum_v w_v K_v^T, K_v = sum_u q_uv w_u
             for v in np.flatnonzero(nz[h].any(axis=0)):
                 K = _combine(qw[h, :, v], keys, np.flatnonzero(nz[h, :, v]))  # (B, M, M)
-                S[h] += _times_keys(x[:, :, v], K, ident[v], False)
+                S[h] += _times_keys(x[v], K, ident[v], False)
         elif plan.scores == "key":  # S_h = sum_u R_u w_u^T, R_u = sum_v q_uv w_v
             for u in np.flatnonzero(nz[h].any(axis=1)):
                 R = _combine(qw[h, u], x, np.flatnonzero(nz[h, u]))  # (B, R, M)
-                S[h] += _times_keys(R, keys[:, :, u], False, ident[u])
+                S[h] += _times_keys(R, keys[u], False, ident[u])
     if plan.scores == "pairs":  # one Gram product per pair {u, v}, shared by the heads
         used = nz.any(axis=0) | nz.any(axis=0).T
         for u, v in zip(*np.nonzero(np.triu(used)), strict=True):
-            G_vu = _times_keys(x[:, :, v], keys[:, :, u], ident[v], ident[u])  # (B, R, M)
+            G_vu = _times_keys(x[v], keys[u], ident[v], ident[u])  # (B, R, M)
             G_uv = None
             if u != v:
-                G_uv = _times_keys(x[:, -1:, u], keys[:, :, v], ident[u], ident[v])  # the query row
-                if int(x.shape[1]) > 1:  # the equation rows: the transpose of the other orientation's
+                G_uv = _times_keys(x[u][:, -1:], keys[v], ident[u], ident[v])  # the query row
+                if int(x[u].shape[1]) > 1:  # the equation rows: the transpose of the other orientation's
                     G_uv = tf.concat([tf.transpose(G_vu[:, :-1], [0, 2, 1]), G_uv], axis=1)
             for h in range(H):
                 S[h] += qw[h, u, v] * G_vu if nz[h, u, v] else 0.0
@@ -338,21 +339,23 @@ def _wide_scores(x, keys, qw, plan) -> list:
     return S
 
 
-def _scores(x, s_x, keys, s_k, q, plan) -> tf.Tensor:
+def _scores(x: list, s_x, keys: list, s_k, q, plan) -> tf.Tensor:
     """Scores (B, H, R, M): :func:`_wide_scores` and the rank-one terms of the b row and column."""
     wi = _wide_index(int(q.shape[-1]))
     S = tf.stack(_wide_scores(x, keys, _wide_blocks(q), plan), axis=1)  # (B, H, R, M)
     nz = np.asarray(plan.q_nonzero)
     if not (nz[:, 1].any() or nz[:, :, 1].any()):  # q reads no b coordinate
         return S
-    k_b = tf.einsum("hu,bju->bhj", tf.gather(q[:, :, 1], wi, axis=1), tf.reduce_sum(keys, axis=3))  # (B, H, M)
-    x_b = tf.einsum("hv,biv->bhi", tf.gather(q[:, 1, :], wi, axis=1), tf.reduce_sum(x, axis=3))  # (B, H, R)
+    ksum = tf.stack([tf.reduce_sum(k, axis=2) for k in keys], axis=2)  # (B, M, W): group sums 1^T w_u[j]
+    xsum = tf.stack([tf.reduce_sum(g, axis=2) for g in x], axis=2)  # (B, R, W)
+    k_b = tf.einsum("hu,bju->bhj", tf.gather(q[:, :, 1], wi, axis=1), ksum)  # (B, H, M)
+    x_b = tf.einsum("hv,biv->bhi", tf.gather(q[:, 1, :], wi, axis=1), xsum)  # (B, H, R)
     S += s_x[:, None, :, None] * k_b[:, :, None, :] + x_b[..., None] * s_k[:, None, None, :]
     return S + q[None, :, 1, 1, None, None] * s_x[:, None, :, None] * s_k[:, None, None, :]
 
 
-def _update(S, keys, s_k, p, plan):
-    """``sum_h S_h V_h``: (B, R, W, M) for the wide groups and (B, R) for b, per head by the plan's association."""
+def _update(S, keys: list, s_k, p, plan):
+    """``sum_h S_h V_h``: W tensors (B, R, M) for the wide groups and (B, R) for b, per head by the plan."""
     H, W = int(p.shape[0]), int(p.shape[-1]) - 1
     wi = _wide_index(W + 1)
     pw, pb = _wide_blocks(p), tf.gather(p[:, :, 1], wi, axis=1)  # (H, W, W), (H, W)
@@ -362,63 +365,66 @@ def _update(S, keys, s_k, p, plan):
     for h in range(H):
         if plan.update[h] == "columns":  # S_h w_v for each read group v, then combined
             for v in np.flatnonzero(nz[h].any(axis=0)):
-                Y = _times_keys(S[:, h], tf.transpose(keys[:, :, v], [0, 2, 1]), False, plan.identity[v])
+                Y = _times_keys(S[:, h], tf.transpose(keys[v], [0, 2, 1]), False, plan.identity[v])
                 for u in np.flatnonzero(nz[h, :, v]):
                     dw[u] += pw[h, u, v] * Y
         else:  # S_h V_u for each written group u
             for u in np.flatnonzero(nz[h].any(axis=1)):
-                V = _combine(pw[h, u], keys, np.flatnonzero(nz[h, u]))  # (B, M, M)
-                dw[u] += tf.matmul(S[:, h], V)
-    dw = tf.stack(dw, axis=2)  # (B, R, W, M)
+                dw[u] += tf.matmul(S[:, h], _combine(pw[h, u], keys, np.flatnonzero(nz[h, u])))
     if pn[:, wi, 1].any():  # p_ub (S_h s) 1^T
-        dw += tf.einsum("hu,bhi->biu", pb, tf.einsum("bhij,bj->bhi", S, s_k))[..., None]
+        Ss = tf.einsum("hu,bhi->bui", pb, tf.einsum("bhij,bj->bhi", S, s_k))  # (B, W, R)
+        dw = [dw[u] + Ss[:, u, :, None] for u in range(W)]
     if not pn[:, 1].any():  # nothing writes b
         return dw, tf.zeros_like(S[:, 0, :, 0])
-    vb = (tf.einsum("hv,bjv->bhj", tf.gather(p[:, 1, :], wi, axis=1), tf.reduce_sum(keys, axis=3))
+    ksum = tf.stack([tf.reduce_sum(k, axis=2) for k in keys], axis=2)  # (B, M, W)
+    vb = (tf.einsum("hv,bjv->bhj", tf.gather(p[:, 1, :], wi, axis=1), ksum)
           + p[None, :, 1, 1, None] * s_k[:, None])  # (B, H, M)
     return dw, tf.einsum("bhij,bhj->bi", S, vb)
 
 
 def encode_groups(A, b, x0, maskf, cfg):
-    """The block encoding as the sparse layers hold it: wide groups ``w`` (B, T, W, M), ``[a, h^1..h^K]`` of every
-    token (equations, then the query), and the b coordinates ``s`` (B, T)."""
+    """The block encoding as the sparse layers hold it: the wide groups ``[a, h^1..h^K]`` of every token (equations,
+    then the query) as a list of W tensors (B, T, M) (the reference's ``w`` (B, T, W, M) split along its groups:
+    each group one contiguous tensor), and the b coordinates ``s`` (B, T)."""
     B = tf.shape(A)[0]
     M = int(A.shape[1])
     eye = tf.eye(M, dtype=A.dtype)[None] * maskf[:, :, None]  # (B, M, M): u_i on real rows
-    eq = tf.stack([A] + [eye] * cfg.n_identity, axis=2)  # (B, M, W, M)
-    query = tf.stack([x0] + [maskf] * cfg.n_identity, axis=1)[:, None]  # (B, 1, W, M)
+    a = tf.concat([A, x0[:, None, :]], axis=1)  # (B, T, M)
+    h = tf.concat([eye, maskf[:, None, :]], axis=1)  # (B, T, M)
     s = tf.concat([b, tf.ones(tf.stack([B, 1]), dtype=A.dtype)], axis=1)  # (B, T)
-    return tf.concat([eq, query], axis=1), s
+    return [a] + [h] * cfg.n_identity, s
 
 
 def sparse_block_attention(w, s, p, q, scale, maskf, plan):
     """One block layer on the groups by the products of ``plan``: ``(w, s)`` after the layer (inference)."""
-    M = int(w.shape[1]) - 1
-    S = _scores(w, s, w[:, :M], s[:, :M], q, plan)  # (B, H, T, M)
-    dw, ds = _update(S, w[:, :M], s[:, :M], p, plan)  # (B, T, W, M), (B, T)
+    M = int(w[0].shape[1]) - 1
+    keys = [g[:, :M] for g in w]  # W x (B, M, M)
+    S = _scores(w, s, keys, s[:, :M], q, plan)  # (B, H, T, M)
+    dw, ds = _update(S, keys, s[:, :M], p, plan)  # W x (B, T, M), (B, T)
     gate = scale[:, None, None] * maskf[:, None, :]  # (B, 1, M)
-    groups = [w[:, :, u] + gate * dw[:, :, u] if plan.written[u] else w[:, :, u] for u in range(int(w.shape[2]))]
-    return tf.stack(groups, axis=2), s + scale[:, None] * ds
+    w = [g + gate * d if written else g for g, d, written in zip(w, dw, plan.written, strict=True)]
+    return w, s + scale[:, None] * ds
 
 
 def sparse_block_readout(w, s, p, q, scale, maskf, plan) -> tf.Tensor:
     """The last layer and the read-out, the query row only: the query's x-slot (B, M)."""
-    M = int(w.shape[1]) - 1
-    S = _scores(w[:, M:], s[:, M:], w[:, :M], s[:, :M], q, plan)  # (B, H, 1, M)
-    dw, _ = _update(S, w[:, :M], s[:, :M], p, plan)  # (B, 1, W, M)
-    return w[:, M, 0] + scale[:, None] * maskf * dw[:, 0, 0]  # (B, M)
+    M = int(w[0].shape[1]) - 1
+    keys = [g[:, :M] for g in w]
+    S = _scores([g[:, M:] for g in w], s[:, M:], keys, s[:, :M], q, plan)  # (B, H, 1, M)
+    dw, _ = _update(S, keys, s[:, :M], p, plan)  # W x (B, 1, M)
+    return w[0][:, M] + scale[:, None] * maskf * dw[0][:, 0]  # (B, M)
 
 
 def sparse_block_operator(w, s, p, q, scale, maskf, plan) -> tf.Tensor:
     """The last layer as a matrix of ``b`` (B, M, M), for tokens whose b coordinates are 0 (equations) and 1 (the
     query): :func:`reference.layers.sparse_block_operator_forward`."""
-    M = int(w.shape[1]) - 1
+    M = int(w[0].shape[1]) - 1
     wi = _wide_index(int(p.shape[-1]))
-    keys = w[:, :M]  # (B, M, W, M)
-    sigma = _scores(w[:, M:], s[:, M:], keys, s[:, :M], q, plan)[:, :, 0]  # (B, H, M)
-    tau = (tf.einsum("hv,bv->bh", tf.gather(q[:, 1, :], wi, axis=1), tf.reduce_sum(w[:, M], axis=2))
-           + q[None, :, 1, 1] * s[:, M:])  # (B, H)
-    Va = tf.einsum("hv,bjvm->bhjm", tf.gather(p[:, 0, :], wi, axis=1), keys)  # (B, H, M, M)
+    keys = [g[:, :M] for g in w]  # W x (B, M, M)
+    sigma = _scores([g[:, M:] for g in w], s[:, M:], keys, s[:, :M], q, plan)[:, :, 0]  # (B, H, M)
+    qsum = tf.stack([tf.reduce_sum(g[:, M], axis=1) for g in w], axis=1)  # (B, W): group sums of the query
+    tau = tf.einsum("hv,bv->bh", tf.gather(q[:, 1, :], wi, axis=1), qsum) + q[None, :, 1, 1] * s[:, M:]  # (B, H)
+    Va = tf.einsum("hv,vbjm->bhjm", tf.gather(p[:, 0, :], wi, axis=1), tf.stack(keys))  # (B, H, M, M)
     F = tf.einsum("h,bhj->bj", p[:, 0, 1], sigma)[:, None, :] + tf.einsum("bh,bhjm->bmj", tau, Va)  # (B, M, M)
     return scale[:, None, None] * maskf[:, :, None] * F
 

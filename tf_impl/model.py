@@ -153,13 +153,13 @@ def sparse_model_forward(params: dict, cfg: ModelConfig, A, b, maskf, x0, keep_l
     masks = param_masks(cfg)
     n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
     scale = 1.0 / n_s if cfg.attention_norm == "n" else tf.ones_like(n_s)  # (B,): c
-    w, s = encode_groups(A, b, x0, maskf, cfg)  # (B, T, W, M), (B, T)
-    iterates = [w[:, -1, 0]]
+    w, s = encode_groups(A, b, x0, maskf, cfg)  # W x (B, T, M), (B, T)
+    iterates = [w[0][:, -1]]
     for layer, plan in enumerate(plans):
         p, q = _masked(params, masks, layer)  # (H, G, G)
         if layer < cfg.n_layers - 1:
             w, s = sparse_block_attention(w, s, p, q, scale, maskf, plan)
-            iterates.append(w[:, -1, 0])  # (B, M)
+            iterates.append(w[0][:, -1])  # (B, M)
         else:
             iterates.append(sparse_block_readout(w, s, p, q, scale, maskf, plan))
     return tf.stack(iterates, axis=1) if keep_layers else iterates[-1]
@@ -173,7 +173,7 @@ def operator_forward(params: dict, cfg: ModelConfig, A, maskf, plans=None) -> tf
     n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
     scale = 1.0 / n_s if cfg.attention_norm == "n" else tf.ones_like(n_s)  # (B,)
     zeros = tf.zeros_like(maskf)  # (B, M): b and x0
-    w, s = encode_groups(A, zeros, zeros, maskf, cfg)  # (B, T, W, M), (B, T)
+    w, s = encode_groups(A, zeros, zeros, maskf, cfg)  # W x (B, T, M), (B, T)
     for layer, plan in enumerate(plans[:-1]):
         w, s = sparse_block_attention(w, s, *_masked(params, masks, layer), scale, maskf, plan)
     return sparse_block_operator(w, s, *_masked(params, masks, cfg.n_layers - 1), scale, maskf, plans[-1])
