@@ -1,8 +1,8 @@
 """Error against wall time and multiply-adds: every shipped model, CG, Jacobi-preconditioned CG and Cholesky.
 
-Systems of the paper's law (kappa = 10, b = A x) at N = 16, 64, 256, one system and a batch (256, 64 and 8
+Systems of the paper's law (kappa = 10, b = A x) at N = 16, 64, 256, one system and a batch (256, 64 and 4
 systems). For every shipped block model (``full-n9`` runs at N = 9 only and is left out): ``tf_impl.solve``
-with one pass and with ``tol=1e-8`` (at most 20 passes); for CG and Jacobi-preconditioned CG (batched NumPy)
+with one pass and with ``tol=1e-8`` (at most ``--max-passes``, 20); for CG and Jacobi-preconditioned CG (batched NumPy)
 the run of k iterations for k = 1, 2, 4, ..., 256; Cholesky (``np.linalg.cholesky`` and two triangular
 solves). Error: the mean relative error ``||x_hat - x|| / ||x||``; time: the best of ``--repeats`` runs after
 a warm-up (compilation excluded), in ms per batch; multiply-adds per system: the model's products
@@ -30,7 +30,7 @@ from reference.data import sample_systems
 from reference.model import first_layer_reading_b, sparse_plans
 from reference.pretrained import PRETRAINED, load_pretrained
 
-CASES = [(16, 1), (16, 256), (64, 1), (64, 64), (256, 1), (256, 8)]
+CASES = [(16, 1), (16, 256), (64, 1), (64, 64), (256, 1), (256, 4)]
 ITERS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
@@ -80,7 +80,7 @@ def error(x_hat, x):
     return float(np.mean(np.linalg.norm(x_hat - x, axis=1) / np.linalg.norm(x, axis=1)))
 
 
-def bench_case(n, batch, repeats, models):
+def bench_case(n, batch, repeats, models, max_passes=20):
     A, b, x, _ = sample_systems(batch, n, 10.0, seed=n + batch)
     rows = []
     for k in ITERS:
@@ -97,7 +97,8 @@ def bench_case(n, batch, repeats, models):
             with warnings.catch_warnings():  # sizes outside training, tol not met: the errors say it
                 warnings.simplefilter("ignore")
                 ms, info = best_ms(lambda tol=tol, name=name: tf_impl.solve(
-                    A, b, model=name, tol=tol, max_passes=None if tol is None else 20, return_info=True), repeats)
+                    A, b, model=name, tol=tol, max_passes=None if tol is None else max_passes, return_info=True),
+                    repeats)
             passes = float(np.mean(info.passes))
             rows.append({"method": name, "tol": tol, "ms": ms, "error": error(info.x, x), "passes": passes,
                          "madds": model_madds(name, n, max(passes, 1.0))})
@@ -110,45 +111,61 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default="results/compute_fair.json")
     ap.add_argument("--cases", default=",".join(f"{n}x{b}" for n, b in CASES), help="NxB,... (N = size, B = batch)")
     ap.add_argument("--models", default=",".join(PRETRAINED), help="shipped models to run (block ones only)")
+    ap.add_argument("--max-passes", type=int, default=20, help="at most this many passes of solve(tol=1e-8)")
+    ap.add_argument("--plot-only", action="store_true", help="draw the figure of an existing --out, measure nothing")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        result = json.loads(Path(args.out).read_text())
+        plot(result, Path(args.out).with_suffix(".png"))
+        return result
     cases = [tuple(int(v) for v in case.split("x")) for case in args.cases.split(",")]
-    result = {"load_avg_before": os.getloadavg(), "cpus": os.cpu_count(), "cases": cases, "rows": []}
-    for n, batch in cases:
-        result["rows"] += bench_case(n, batch, args.repeats, args.models.split(","))
-        print(n, batch, flush=True)
-    result["load_avg_after"] = os.getloadavg()
+    result = {"load_avg_before": os.getloadavg(), "cpus": os.cpu_count(), "cases": cases, "repeats": args.repeats,
+              "max_passes": args.max_passes, "rows": []}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    for n, batch in cases:
+        result["rows"] += bench_case(n, batch, args.repeats, args.models.split(","), args.max_passes)
+        result["load_avg_after"] = os.getloadavg()
+        Path(args.out).write_text(json.dumps(result, indent=1))  # after every case: a long run keeps what it did
+        print(n, batch, flush=True)
     plot(result, Path(args.out).with_suffix(".png"))
     return result
 
 
 def plot(result, path):
-    """One panel per case: error against time (ms per batch); CG curves, Cholesky and the models as points."""
+    """Error against time (top, ms per batch) and against multiply-adds per system (bottom), one column per case:
+    CG curves, Cholesky and the models as points (o one pass, ^ solve to 1e-8)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    cases = [tuple(case) for case in result["cases"]]
-    cols = (len(cases) + 1) // 2
-    fig, axes = plt.subplots(2, cols, figsize=(5 * cols, 8.5), sharey=True, squeeze=False)
-    for ax, (n, batch) in zip(axes.T.ravel(), cases, strict=False):
+    cases = [tuple(case) for case in result["cases"] if any(r["n"] == case[0] and r["batch"] == case[1]
+                                                                for r in result["rows"])]
+    fig, axes = plt.subplots(2, len(cases), figsize=(3.6 * len(cases), 7.5), sharey=True, squeeze=False)
+    for col, (n, batch) in enumerate(cases):
         rows = [r for r in result["rows"] if r["n"] == n and r["batch"] == batch]
-        for label, style in (("CG", "k-o"), ("Jacobi-PCG", "b--s")):
-            cg = [r for r in rows if r["method"] == label]
-            ax.plot([r["ms"] for r in cg], [max(r["error"], 1e-17) for r in cg], style, ms=3, label=label)
-        ch = [r for r in rows if r["method"] == "Cholesky"][0]
-        ax.plot(ch["ms"], max(ch["error"], 1e-17), "r*", ms=12, label="Cholesky")
-        for i, name in enumerate(sorted({r["method"] for r in rows if "tol" in r})):
-            for r in (r for r in rows if r["method"] == name):
-                ax.plot(r["ms"], max(r["error"], 1e-17), "o" if r["tol"] is None else "^", color=f"C{i % 10}",
-                        mfc="none" if r["tol"] is None else None, label=name if r["tol"] is None else None)
-        ax.set(xscale="log", yscale="log", title=f"N = {n}, {batch} system(s)", xlabel="ms per batch")
-    axes[0, 0].set_ylabel("mean relative error")
-    axes[1, 0].set_ylabel("mean relative error")
-    axes[0, -1].legend(fontsize=7, loc="upper right", ncol=2)
-    fig.suptitle("Error against wall time (2 CPU cores; models: o one pass, ^ solve to 1e-8)")
+        for ax, key in zip(axes[:, col], ("ms", "madds"), strict=True):
+            _panel(ax, rows, key)
+            ax.set(xscale="log", yscale="log", xlabel="ms per batch" if key == "ms" else "multiply-adds per system")
+        axes[0, col].set_title(f"N = {n}, {batch} system(s)")
+    for row in axes:
+        row[0].set_ylabel("mean relative error")
+    axes[0, 0].legend(fontsize=6, loc="lower left", ncol=2)
+    load = ", ".join(f"{v:.1f}" for v in result["load_avg_before"][:1] + result["load_avg_after"][:1])
+    fig.suptitle(f"Error against wall time and multiply-adds (2 CPU cores, load average {load} before/after; "
+                 "models: o one pass, ^ solve to 1e-8)")
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    fig.savefig(path, dpi=80)
+
+
+def _panel(ax, rows, key):
+    for label, style in (("CG", "k-o"), ("Jacobi-PCG", "b--s")):
+        cg = [r for r in rows if r["method"] == label]
+        ax.plot([r[key] for r in cg], [max(r["error"], 1e-17) for r in cg], style, ms=3, label=label)
+    ch = [r for r in rows if r["method"] == "Cholesky"][0]
+    ax.plot(ch[key], max(ch["error"], 1e-17), "r*", ms=12, label="Cholesky")
+    for i, name in enumerate(sorted({r["method"] for r in rows if "tol" in r})):
+        for r in (r for r in rows if r["method"] == name):
+            ax.plot(r[key], max(r["error"], 1e-17), "o" if r["tol"] is None else "^", color=f"C{i % 10}",
+                    mfc="none" if r["tol"] is None else None, label=name if r["tol"] is None else None)
 
 
 if __name__ == "__main__":

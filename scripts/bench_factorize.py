@@ -8,6 +8,7 @@ warm-up (compilation excluded), times in ms; the load average of the machine is 
   Gram products shared by heads); the last layer of a pass and of a factorization needs none (query row only);
 * ``matmul``: this machine's batched float64 matrix-product rate (NumPy), N x N times N x N, which turns the
   product counts into a lower bound on the time of a pass or a factorization;
+* ``per_model``: one pass of ``tf_impl.solve`` with each of them at N = 256, beside that bound;
 * ``targets``: one pass of the default (``newton-schulz``) at N = 256 against ``cho_factor`` + ``cho_solve``;
   256 systems of N = 64 against ``numpy.linalg.solve``; a new right-hand side on an existing factorization against
   ``cho_solve``; ``solve(tol=1e-12)`` with ``learned-L8-k100`` at kappa 100 against one pass.
@@ -68,6 +69,22 @@ def product_counts() -> list:
     return rows
 
 
+def per_model(rows: list, n: int, repeats: int, rate: float) -> list:
+    """One pass of ``tf_impl.solve`` with each shipped block model on one system of size ``n`` (kappa 10), beside
+    the bound of its products at the matmul ``rate``: a cached model runs them once (the factorization), any other
+    on both signs (twice)."""
+    A, b, _ = system(n, 10.0, seed=2)
+    out = []
+    for row in rows:
+        with warnings.catch_warnings():  # sizes outside training: the time is the point here
+            warnings.simplefilter("ignore")
+            ms = paired_ms({"pass": lambda m=row["model"]: tf_impl.solve(A[0], b[0], model=m)}, repeats)["pass"]
+        runs = 1 if row["cached"] else 2
+        bound = 1000 * runs * sum(row["products_per_layer"]) * (n + 1) * n * n / rate
+        out.append({"model": row["model"], "n": n, "one_pass_ms": ms, "bound_ms": bound})
+    return out
+
+
 def system(n, kappa, seed=0, batch=1):
     A, b, x, _ = sample_systems(batch, n, kappa, seed=seed)
     return A, b, x
@@ -111,6 +128,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--out", default="results/bench_factorize.json")
     ap.add_argument("--sizes", default="256,64,256", help="N of the single system, N and count of the batch")
+    ap.add_argument("--models", default="", help="per_model: only these shipped models (default: every block one)")
     args = ap.parse_args(argv)
     n, batch_n, batch = (int(v) for v in args.sizes.split(","))
     load_before = os.getloadavg()
@@ -119,6 +137,8 @@ def main(argv=None) -> dict:
               "sizes": {"n": n, "batch_n": batch_n, "batch": batch},
               "matmul_madds_per_s": rates, "products": product_counts(),
               "targets": targets(args.repeats, rates[f"{n}x1"], n, batch_n, batch)}
+    chosen = [row for row in result["products"] if not args.models or row["model"] in args.models.split(",")]
+    result["per_model"] = per_model(chosen, n, max(3, args.repeats // 2), rates[f"{n}x1"])
     result["machine"]["load_avg_after"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1))

@@ -64,11 +64,14 @@ def test_training_curves_reads_a_run(tmp_path):
 
 def test_bench_factorize_small(tmp_path):
     bench = load_script("bench_factorize")
-    result = bench.main(["--sizes", "12,6,4", "--repeats", "1", "--out", str(tmp_path / "f.json")])
+    result = bench.main(["--sizes", "12,6,4", "--repeats", "1", "--models", "newton-schulz,block-n9",
+                         "--out", str(tmp_path / "f.json")])
     counts = {row["model"]: row["products_per_layer"] for row in result["products"]}
     assert counts["newton-schulz"] == [0] + [2] * 10 + [0] and "full-n9" not in counts
     assert all(v > 0 for row in result["targets"].values() for v in row.values())
     assert result["targets"]["tol_learned"]["residual"] <= 1e-12 and (tmp_path / "f.json").exists()
+    assert [row["model"] for row in result["per_model"]] == ["block-n9", "newton-schulz"]
+    assert all(row["one_pass_ms"] > 0 and row["bound_ms"] > 0 for row in result["per_model"])
 
 
 def test_bench_compute_fair_one_case(tmp_path):

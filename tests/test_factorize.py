@@ -128,7 +128,7 @@ def test_factorization_refuses_bad_right_hand_sides(bad, match):
 def random_model(rng, trial):
     """Random weights with a random zero pattern (40% nonzero, large enough that every product matters)."""
     cfg = ModelConfig(n_layers=3, n_heads=int(rng.integers(1, 4)), n_identity=int(rng.integers(1, 4)),
-                      attention_norm=("none", "n")[trial % 2], b_last_layer=trial % 3 == 0)
+                      attention_norm=("none", "n")[trial % 2], b_last_layer=trial % 3 == 0, equivariant=trial % 6 == 0)
     params = {k: v * (rng.random(v.shape) < 0.4) * 20 for k, v in ref_model.init_params(cfg, trial).items()}
     return params, cfg
 
