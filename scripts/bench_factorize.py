@@ -50,7 +50,9 @@ def paired_ms(fns: dict, repeats: int) -> dict:
 
 
 def matmul_rate(n: int, batch: int, repeats: int) -> float:
-    """Multiply-adds per second of ``np.matmul`` on ``batch`` float64 products ``(n, n) @ (n, n)``."""
+    """Multiply-adds per second of ``np.matmul`` on ``batch`` float64 products ``(n, n) @ (n, n)`` (at least 16 in one
+    call: a single short product measures the scheduler of a loaded machine, not the arithmetic)."""
+    batch = max(batch, 16)
     X = np.random.default_rng(0).standard_normal((batch, n, n))
     ms = paired_ms({"mm": lambda: X @ X}, repeats)["mm"]
     return batch * n**3 / (ms / 1000)
