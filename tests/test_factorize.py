@@ -25,7 +25,7 @@ from tests.helpers import check_tensor
 
 ref_solve = importlib.import_module("reference.solve")  # the modules (the packages' ``solve`` is the function)
 tf_solve = importlib.import_module("tf_impl.solve")
-CACHED = ("newton-schulz", "learned-L2", "learned-L4", "learned-L6", "learned-L8", "learned-L8-k100")
+CACHED = ("newton-schulz",) + tuple(name for name in PRETRAINED if name.startswith("learned-"))
 TWINS = {"reference": (ref_solve.solve, ref_solve.factorize, ref_model.forward, ref_model),
          "tf_impl": (tf_solve.solve, tf_solve.factorize, tf_solve._forward64, tf_model)}
 
