@@ -770,7 +770,7 @@ def factorize(A, model="auto") -> Factorization:
 
     Args:
         A (array_like): one SPD matrix ``(N, N)`` or a batch ``(B, N, N)``, of any scale.
-        model: as for :func:`solve`.
+        model (str | os.PathLike | tuple): as for :func:`solve`.
 
     Returns:
         A :class:`Factorization`. For a model that does not read ``b`` before its last layer (``b_last_layer``,
