@@ -456,7 +456,10 @@ def solve_section(res: Results) -> list[str]:
     out = ["## What `solve` does", "",
            "`solve` scales a system to the model's training data, takes the model's odd part in the right-hand "
            "side, and repeats passes on the residual (flexible GCR) until `tol`; its default model, "
-           f"`newton-schulz`, is the 12-layer construction. One pass at N = {n} (mean relative error; bold: below CG "
+           f"`newton-schulz`, is the 12-layer construction. Measured at N = {ranges(sorted({r['n'] for r in recs}))}; "
+           "at other sizes `solve` judges each one-pass answer by its residual and its matrix's condition number, "
+           "not by its size, and warns where it may be far off ([conventions](conventions.md#solving-user-systems))."
+           f" One pass at N = {n} (mean relative error; bold: below CG "
            f"at equal depth), and the work to a relative residual of {data['args']['tol']:g}:", "",
            "| family | `newton-schulz` | CG-12 | best 4-layer model | CG-4 | layers to tol | CG iterations |",
            "|---|---:|---:|---|---:|---:|---:|"]

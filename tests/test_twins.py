@@ -56,8 +56,8 @@ REFERENCE_ONLY = {
               "train_lbfgs": "the NumPy L-BFGS loop; TensorFlow's is the class LbfgsTrainer"},
     "solve": {name: _SHARED_SOLVE for name in (
         "AUTO_MODELS", "ResolvedModel", "first_not_positive_definite", "prepare_inputs", "auto_model",
-        "resolve_model", "LANCZOS_ABOVE", "LANCZOS_STEPS", "LANCZOS_SEED", "spectrum_estimate", "largest_eigenvalue",
-        "SolveResult", "NotConvergedError", "DEFAULT_MAX_PASSES", "MEMORY_LIMIT", "memory_limit",
+        "resolve_model", "spectrum_estimate", "largest_eigenvalue", "RESIDUAL_MARGIN",
+        "SolveResult", "NotConvergedError", "DEFAULT_MAX_PASSES", "memory_limit",
         "solve_bytes", "chunk_size", "ROUNDING_FLOOR", "solve_with")},
     "spectral": {**{name: "a hand-written op of the spectral path; TensorFlow: transfer_tensors, loss_tensors"
                     for name in ("layer_forward", "layer_backward", "readout_forward", "readout_backward",

@@ -121,6 +121,7 @@ def check_memory(args, cfgs) -> None:
     """Refuse, before sampling anything, an evaluation whose arrays would not fit: the test set and the
     baselines' copies of it (about 8 ``n_systems x N x N`` arrays) and each model's forward on it
     (:func:`reference.model.forward_bytes`) at the largest size, within :func:`reference.solve.memory_limit`."""
+    from reference.config import MEMORY_LIMIT_HELP
     from reference.model import forward_bytes
     from reference.solve import memory_limit
 
@@ -133,8 +134,8 @@ def check_memory(args, cfgs) -> None:
     limit = memory_limit()
     if need > limit:
         raise ValueError(f"--n-systems {args.n_systems} at N = {n} needs about {need / 2**30:.3g} GiB, above the "
-                         f"limit of {limit / 2**30:.1f} GiB (reference.solve.memory_limit(): half of this machine's "
-                         "memory): give a smaller --n-systems or smaller sizes")
+                         f"limit of {limit / 2**30:.3g} GiB ({MEMORY_LIMIT_HELP}): give a smaller --n-systems or "
+                         "smaller sizes")
 
 
 def checkpoint_path(arg: str) -> str:
