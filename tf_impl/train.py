@@ -64,8 +64,9 @@ def _print_config(tcfg: TrainConfig) -> None:
 
 def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
     """``(params, extra, start_step, ancestors)``: resumed, initialised from a checkpoint, or fresh;
-    ``ancestors`` is the lineage of the runs before this one (:func:`reference.checkpoint.lineage_of`)."""
-    from reference.checkpoint import lineage_of, load_checkpoint, load_checkpoint_extra
+    ``ancestors`` is the lineage of the runs before this one, validated and cleaned as a new checkpoint may copy
+    it (:func:`reference.checkpoint.clean_lineage`)."""
+    from reference.checkpoint import clean_lineage, lineage_of, load_checkpoint, load_checkpoint_extra
     from reference.model import init_params
 
     if tcfg.resume and os.path.isfile(ckpt_path):
@@ -90,7 +91,7 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
             raise ValueError(f"--resume: {ckpt_path} has extra/step {step.tolist()!r:.60}, not one integer >= 0")
         step = int(step)
         print(f"resuming {ckpt_path} at step {step}")
-        return params, extra, step, lineage_of(meta, ckpt_path)[:-1]  # the last entry is this run
+        return params, extra, step, clean_lineage(lineage_of(meta, ckpt_path)[:-1], ckpt_path)  # last: this run
     if tcfg.resume:
         print(f"--resume: no checkpoint in {ckpt_path}; starting a fresh run")
     if tcfg.init_from is not None:
@@ -103,7 +104,7 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
         if diff:
             raise ValueError(f"--init-from {tcfg.init_from}: the checkpoint's model differs from this run's: "
                              + "; ".join(diff))
-        ancestors = lineage_of(load_checkpoint_extra(tcfg.init_from)[0], tcfg.init_from)
+        ancestors = clean_lineage(lineage_of(load_checkpoint_extra(tcfg.init_from)[0], tcfg.init_from), tcfg.init_from)
         if cfg.n_layers < mcfg.n_layers:  # layer growth: new layers start as no-ops (P = 0)
             from reference.model import grow_params
 
