@@ -29,6 +29,8 @@ REFERENCE_ONLY = {
               "init_params": "shared: both packages start from the same NumPy initialisation",
               "check_params": "validation, shared: tf_impl.model imports it",
               "grow_params": "NumPy-only layer growth, shared by both packages (checkpoints are NumPy)",
+              "start_from": "the start of a run from a checkpoint (NumPy, as checkpoints are), used by tf_impl.train",
+              "START_FIELDS": "the fields start_from compares, shared with it",
               "model_backward": "the hand-written backward; TensorFlow: loss_and_grads_tensors (autodiff)",
               "forward_bytes": "the NumPy forward's peak memory; TrainConfig and solve size batches with it"},
     "data": {"parse_sizes": "validation, shared: tf_impl.data imports it",

@@ -95,20 +95,15 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
     if tcfg.resume:
         print(f"--resume: no checkpoint in {ckpt_path}; starting a fresh run")
     if tcfg.init_from is not None:
+        from reference.model import start_from
+
         params, cfg = load_checkpoint(tcfg.init_from)
-        fields = ("parametrization", "n_heads", "n_identity", "embed_dim", "n", "attention_norm")
-        diff = [f"{k}: {getattr(cfg, k)!r} (checkpoint) vs {getattr(mcfg, k)!r}" for k in fields
-                if getattr(cfg, k) != getattr(mcfg, k)]
-        if cfg.n_layers > mcfg.n_layers:
-            diff.append(f"n_layers: {cfg.n_layers} (checkpoint) > {mcfg.n_layers}")
-        if diff:
-            raise ValueError(f"--init-from {tcfg.init_from}: the checkpoint's model differs from this run's: "
-                             + "; ".join(diff))
+        try:  # the start computes exactly what the checkpoint does, or the run is refused
+            params = start_from(params, cfg, mcfg, seed=tcfg.seed)
+        except ValueError as e:
+            raise ValueError(f"--init-from {tcfg.init_from}: {e}") from None
         ancestors = clean_lineage(lineage_of(load_checkpoint_extra(tcfg.init_from)[0], tcfg.init_from), tcfg.init_from)
         if cfg.n_layers < mcfg.n_layers:  # layer growth: new layers start as no-ops (P = 0)
-            from reference.model import grow_params
-
-            params, _ = grow_params(params, cfg, mcfg.n_layers, seed=tcfg.seed)
             print(f"starting from {tcfg.init_from}, grown from {cfg.n_layers} to {mcfg.n_layers} layers "
                   "(new layers: P = 0, Q random; the grown model starts as the checkpoint's)")
         else:
