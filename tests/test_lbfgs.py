@@ -136,6 +136,47 @@ def test_lbfgs_run_resumes_to_the_uninterrupted_result(tmp_path):
         check_tensor(k, got[k], want[k], rtol=1e-7, atol=1e-10)
 
 
+def test_a_falling_lbfgs_loss_is_not_divergence_and_its_step_is_not_a_learning_rate(tmp_path, capsys):
+    """Init scale 0.5: the loss starts about 100 times the zero predictor's and falls at every iteration (L-BFGS
+    accepts only steps that lower it), so the divergence rule (here 3 steps above 10 times) must not stop the run;
+    the evaluation lines print the line search's step under its own name, never as a learning rate."""
+    rc = main(LBFGS + ["--init-scale", "0.5", "--steps", "12", "--diverge-patience", "3", "--eval-every", "3",
+                       "--out", str(tmp_path / "high")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "diverged" not in err, err[-500:]
+    lines = [line for line in out.split("\n") if "eval loss" in line]
+    losses = [float(line.split("train loss ")[1].split()[0]) for line in lines]
+    assert len(lines) == 4 and losses[0] > 100 and all(b < a for a, b in zip(losses, losses[1:], strict=False))
+    assert all("line-search step" in line and " lr " not in line for line in lines)
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    (lambda S, Y: (np.where(np.arange(S.size).reshape(S.shape) == 3, np.nan, S), Y), "non-finite values"),
+    (lambda S, Y: (S, -Y), "pair 0 has s\\^T y = -.*, not positive"),
+    (lambda S, Y: (S, Y[:, :-1]), "must be two \\(k, \\d+\\) arrays"),
+])
+def test_resume_refuses_an_lbfgs_memory_no_run_could_have_kept(tmp_path, capsys, corrupt, match):
+    """The memory of pairs is read from a file: NaN, a pair of negative curvature (whose two-loop direction need not
+    descend) or the wrong shape is refused by --resume with one line, before any step."""
+    args = LBFGS + ["--steps", "6", "--ckpt-every", "2", "--out", str(tmp_path / "run")]
+
+    def stop_at_3(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    assert main(args, on_step=stop_at_3) == 130
+    path = tmp_path / "run" / "ckpt.npz"
+    params, cfg = ref.load_checkpoint(path)
+    meta, extra = load_checkpoint_extra(path)
+    assert extra["lbfgs/s"].shape[0] >= 1
+    extra["lbfgs/s"], extra["lbfgs/y"] = corrupt(extra["lbfgs/s"], extra["lbfgs/y"])
+    ref.save_checkpoint(path, params, cfg, meta=meta, extra=extra)
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(f"error: resume state lbfgs/s, lbfgs/y.*{match}.*\n", err), err
+
+
 # ----------------------------------------------------------------------------------------------
 # lineage
 

@@ -55,6 +55,7 @@ REFERENCE_ONLY = {
               "lbfgs_direction": "shared with LbfgsTrainer (through lbfgs_step)",
               "wolfe_search": "shared with LbfgsTrainer (through lbfgs_step)",
               "lbfgs_step": "shared: LbfgsTrainer runs the NumPy iteration on the TensorFlow loss and gradient",
+              "check_lbfgs_memory": "shared: LbfgsTrainer.set_state checks a resumed memory of pairs with it",
               "train_lbfgs": "the NumPy L-BFGS loop; TensorFlow's is the class LbfgsTrainer"},
     "solve": {name: _SHARED_SOLVE for name in (
         "AUTO_MODELS", "ResolvedModel", "first_not_positive_definite", "prepare_inputs", "auto_model",

@@ -347,7 +347,7 @@ class LbfgsTrainer:
     model): only the loss and its gradient run in TensorFlow, compiled as in :class:`Trainer`. What
     resuming needs is the memory of pairs ``extra/lbfgs/s``, ``extra/lbfgs/y`` (k, P) and ``extra/step``;
     the loss and gradient at the resumed point are recomputed from the same batch.
-    ``train_step`` reports the step length ``t`` as ``lr``.
+    ``train_step`` reports the line search's step length ``t`` as ``step_length`` (it has no learning rate).
     """
 
     def __init__(self, tcfg: TrainConfig, params: dict | None = None, *, strategy=None, structured: bool = True):
@@ -387,12 +387,12 @@ class LbfgsTrainer:
             self._f, self._g = self._fg(theta)
         f0, gnorm = self._f, float(np.linalg.norm(self._g))
         if not (math.isfinite(f0) and math.isfinite(gnorm)):
-            return {"loss": f0, "grad_norm": gnorm, "lr": 0.0}
+            return {"loss": f0, "grad_norm": gnorm, "step_length": 0.0}
         theta, self._f, self._g, self.S, self.Y, t = lbfgs_step(self._fg, theta, f0, self._g, self.S, self.Y,
                                                                 self.memory)
         self.inner.model.set_params(unflatten_params(theta, self.shapes))  # the line search left its last trial
         self.step += 1
-        return {"loss": f0, "grad_norm": gnorm, "lr": float(t)}
+        return {"loss": f0, "grad_norm": gnorm, "step_length": float(t)}
 
     def eval_loss(self, batch) -> float:
         return self.inner.eval_loss(batch)
@@ -410,14 +410,12 @@ class LbfgsTrainer:
         return self.get_params(), extra
 
     def set_state(self, params: dict, extra: dict) -> None:
-        P = self.S.shape[1]
+        from reference.optim import check_lbfgs_memory
+
         for key in ("lbfgs/s", "lbfgs/y", "step"):
             if key not in extra:
                 raise ValueError(f"resume state lacks {key!r} (a checkpoint of an L-BFGS run has it)")
-        S, Y = np.asarray(extra["lbfgs/s"], np.float64), np.asarray(extra["lbfgs/y"], np.float64)
-        if S.ndim != 2 or S.shape != Y.shape or S.shape[1] != P or S.shape[0] > self.memory:
-            raise ValueError(f"resume state lbfgs/s, lbfgs/y must be two (k, {P}) arrays with k <= {self.memory}, "
-                             f"got {S.shape} and {Y.shape}")
+        S, Y = check_lbfgs_memory(extra["lbfgs/s"], extra["lbfgs/y"], self.S.shape[1], self.memory)
         self.inner.model.set_params(params)
         self.S, self.Y, self.step = S, Y, int(extra["step"])
         self._f = self._g = None

@@ -22,15 +22,19 @@ What a run does:
   model, of conjugate gradient with as many iterations as the model has layers, and of the zero
   predictor, on fresh systems (``reference.evaluation.eval_systems``: a seed no run trains on);
 * stops with exit status 1, writing nothing, when the run diverges: a non-finite gradient norm, or
-  the training loss above ``diverge_factor`` times the zero predictor's loss for ``diverge_patience``
-  steps in a row (checkpoints are never written while the loss is above that threshold);
+  the training loss above ``diverge_factor`` times the zero predictor's loss, and not below the lowest loss of
+  the run so far, for ``diverge_patience`` steps in a row (a run whose loss keeps falling, as L-BFGS's does at
+  every accepted step, has not diverged, however high it started; checkpoints are never written during such
+  a streak);
 * locks ``OUT`` for the run (an OS file lock on ``OUT/.lock``: a second run on the same folder stops
   with an error; the lock dies with the process, so a killed run never blocks ``--resume``), and
   removes the temporary files a killed run left in ``OUT``.
 
 Exit status: 0 done, 1 the run diverged (non-finite loss or gradient, or the rule above), 2 bad
-arguments, configuration or output folder, 130 interrupted (Ctrl-C: one line says where the last
-checkpoint is; ``--resume`` continues).
+arguments, configuration or output folder, 130 interrupted by SIGINT (Ctrl-C) and 143 by SIGTERM (what a
+scheduler or a cloud preemption sends): during training the signal is acted on at the end of the step under
+way, which is written to ``OUT/ckpt.npz``; one line says so, and ``--resume`` continues (a second signal stops
+at once, from the last checkpoint written).
 The steps of :func:`run`: :func:`_load_start` (fresh, resumed or from a checkpoint), :func:`build_trainer`,
 :func:`train_loop` (with :func:`step_problem`, the divergence rule) and :func:`finish` (the table, ``final.npz``).
 ``main(argv, on_step=f)`` / ``run(tcfg, on_step=f)`` call ``f(step)`` after every step (the tests
@@ -39,11 +43,14 @@ slow a run down this way, ``tests/slow_train.py``, to kill or interrupt it mid-w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -288,7 +295,7 @@ def divergence_threshold(tcfg: TrainConfig, eval_batch) -> float:
 
 def step_problem(tcfg: TrainConfig, stats: dict, step: int, above: int, threshold: float) -> str | None:
     """Why the run must stop after ``step`` (a non-finite loss or gradient norm, or ``above`` steps in a row
-    above the divergence ``threshold``), or None."""
+    above the divergence ``threshold`` without a new lowest loss), or None."""
     if not math.isfinite(stats["loss"]):
         return f"non-finite loss ({stats['loss']}) at step {step}; the parameters were not updated"
     if not math.isfinite(stats["grad_norm"]):
@@ -296,7 +303,8 @@ def step_problem(tcfg: TrainConfig, stats: dict, step: int, above: int, threshol
                 "parameters were not updated")
     if above >= max(tcfg.diverge_patience, 1):
         return (f"the run diverged: the training loss stayed above {tcfg.diverge_factor:g} x the zero predictor's "
-                f"loss ({threshold:.3g}) for {above} steps, up to step {step} (loss {stats['loss']:.3g})")
+                f"loss ({threshold:.3g}), without a new lowest loss, for {above} steps, up to step {step} (loss "
+                f"{stats['loss']:.3g})")
     return None
 
 
@@ -314,26 +322,28 @@ def train_loop(run: _Run, step: int, on_step=None) -> int:
         writer = tf.summary.create_file_writer(os.path.join(run.out, "tb"))
     else:
         writer = tf.summary.create_noop_writer()
-    above = 0  # steps in a row with the loss above the threshold
+    above, lowest = 0, math.inf  # steps in a row above the threshold without a new lowest loss; the lowest loss
     start_step, t_start = step, time.time()
     print("compiling the train step..." if tcfg.mode != "eager" else "first step...", flush=True)
     bar = None  # created after the first (compiled) step, so that its rate and time estimate are real
     try:
-        with writer.as_default():
+        with writer.as_default(), deferred_signals() as received:
             while step < tcfg.steps:
                 stats = trainer.train_step()
                 if bar is None:
                     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                                mininterval=0.5)
-                above = above + 1 if stats["loss"] > threshold else 0
+                above = above + 1 if stats["loss"] > threshold and not stats["loss"] < lowest else 0
+                lowest = min(lowest, stats["loss"])
                 problem = step_problem(tcfg, stats, step, above, threshold)
                 if problem is not None:
                     bar.close()
-                    _say_stopped(problem, run.ckpt_path)
+                    _say_stopped(problem, run.ckpt_path, tcfg)
                     return 1
                 _scalar_summary("loss", stats["loss"], step=step)
                 _scalar_summary("grad_norm", stats["grad_norm"], step=step)
-                _scalar_summary("learning_rate", stats["lr"], step=step)
+                rate, tag = _rate_of(stats)
+                _scalar_summary(tag, stats[rate], step=step)
                 run.metrics["train_loss"] = stats["loss"]
                 step += 1
                 bar.update(1)
@@ -344,11 +354,18 @@ def train_loop(run: _Run, step: int, on_step=None) -> int:
                     run.save(run.ckpt_path, with_state=True)  # never while the loss is above the divergence threshold
                 if on_step is not None:
                     on_step(step)
-    except KeyboardInterrupt:
+                if received:  # SIGINT or SIGTERM during this step: keep it, and stop
+                    if bar is not None:
+                        bar.close()
+                    if above == 0:  # never while the loss is above the divergence threshold
+                        run.save(run.ckpt_path, with_state=True)
+                    _say_interrupted(step, start_step, run.ckpt_path, received[0])
+                    return _exit_status(received[0])
+    except KeyboardInterrupt as e:
         if bar is not None:
             bar.close()
-        _say_interrupted(step, start_step, run.ckpt_path)
-        return 130
+        _say_interrupted(step, start_step, run.ckpt_path, signal.SIGTERM if isinstance(e, Terminated) else None)
+        return _exit_status(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     if bar is not None:
         bar.close()
     writer.flush()
@@ -360,16 +377,81 @@ def train_loop(run: _Run, step: int, on_step=None) -> int:
     return 0
 
 
-def _say_stopped(problem: str, ckpt_path: str) -> None:
+def _say_stopped(problem: str, ckpt_path: str, tcfg: TrainConfig) -> None:
     last = f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if os.path.isfile(ckpt_path) else "none written"
-    print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try a smaller --lr or "
-          "--init-scale.", file=sys.stderr)
+    hint = "a smaller --init-scale (L-BFGS takes no --lr)" if tcfg.optimizer == "lbfgs" else \
+        "a smaller --lr or --init-scale"
+    print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try {hint}.", file=sys.stderr)
 
 
-def _say_interrupted(step: int, start_step: int, ckpt_path: str) -> None:
+def _rate_of(stats: dict) -> tuple[str, str]:
+    """``(key, TensorBoard tag)`` of a step's rate: Adam's learning rate ``lr``, or the step length ``t`` that
+    L-BFGS's line search took (``step_length``: not a learning rate, and never printed as one)."""
+    return ("lr", "learning_rate") if "lr" in stats else ("step_length", "line_search_step")
+
+
+def _say_interrupted(step, start_step, ckpt_path: str, signum=None) -> None:
+    """The one line of an interrupted run: where it stopped, which signal, the last checkpoint (``step`` None:
+    before the first step or after the last)."""
     last = f"at step {_ckpt_step(ckpt_path)} ({ckpt_path})" if os.path.isfile(ckpt_path) else "none written yet"
-    print(f"interrupted at step {step} (started at {start_step}); last checkpoint {last}; continue with the same "
-          "options and --resume", file=sys.stderr)
+    by = f" by {signal.Signals(signum).name}" if signum is not None else ""
+    where = f"at step {step} (started at {start_step})" if step is not None else "outside the training steps"
+    print(f"interrupted{by} {where}; last checkpoint {last}; continue with the same options and --resume",
+          file=sys.stderr)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised as Ctrl-C's ``KeyboardInterrupt`` is (outside the training steps: :func:`main`)."""
+
+
+def _exit_status(signum) -> int:
+    """``128 + signal``: 130 for SIGINT, 143 for SIGTERM (the shells' convention)."""
+    return 128 + int(signum)
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """While the training steps run, SIGINT and SIGTERM are recorded in the yielded list instead of stopping the
+    step under way, so that the loop can write a consistent checkpoint at its end; a second signal raises
+    ``KeyboardInterrupt`` at once. A signal the process ignores (a background job's SIGINT) stays ignored, and
+    outside the main thread (where handlers cannot be set) nothing changes."""
+    received = []
+
+    def record(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in old.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, record)
+    try:
+        yield received
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``), as SIGINT raises ``KeyboardInterrupt``; unless
+    the process ignores it or this is not the main thread."""
+    def raise_terminated(signum, frame):
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def evaluate_now(run: _Run, eval_batch, stats: dict, step: int, bar) -> None:
@@ -377,7 +459,8 @@ def evaluate_now(run: _Run, eval_batch, stats: dict, step: int, bar) -> None:
     ev = run.trainer.eval_loss(eval_batch)
     run.metrics["eval_loss"] = ev
     _scalar_summary("eval_loss", ev, step=step)
-    bar.write(f"step {step:6d}  train loss {stats['loss']:.4e}  eval loss {ev:.4e}  lr {stats['lr']:.2e}")
+    rate = f"lr {stats['lr']:.2e}" if "lr" in stats else f"line-search step {stats['step_length']:.2e}"
+    bar.write(f"step {step:6d}  train loss {stats['loss']:.4e}  eval loss {ev:.4e}  {rate}")
 
 
 def finish(run: _Run) -> int:
@@ -414,7 +497,12 @@ def main(argv=None, on_step=None) -> int:
         return 2
     quiet_tensorflow(tcfg.verbose)
     try:
-        return run(tcfg, on_step)
+        with terminate_as_interrupt():
+            return run(tcfg, on_step)
+    except KeyboardInterrupt as e:  # before the first step or after the last (the loop handles its own)
+        signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        _say_interrupted(None, None, os.path.join(tcfg.out_dir, "ckpt.npz"), signum)
+        return _exit_status(signum)
     except ValueError as e:  # a bad checkpoint, an incompatible --resume / --init-from, an unusable --out
         print(f"error: {e}", file=sys.stderr)
         return 2
