@@ -10,7 +10,8 @@ What a run does:
   batch of step ``t`` from the stateless seed ``(seed, t)``, forward, gradient, clipping, Adam),
   on every GPU with ``tf.distribute`` when there are several (:mod:`tf_impl.distribute`);
 * shows a tqdm bar (loss, steps/s) and writes TensorBoard summaries to ``OUT/tb`` (``loss``,
-  ``grad_norm``, ``lr`` every step, ``eval_loss`` every ``eval_every`` steps, on a fixed batch
+  ``grad_norm``, ``learning_rate`` (Adam) or ``line_search_step`` (L-BFGS) every step, ``eval_loss`` every
+  ``eval_every`` steps, on a fixed batch
   drawn from the seed pair ``(seed, -1)`` that no training step uses);
 * writes ``OUT/ckpt.npz`` every ``ckpt_every`` steps and at the end: parameters, config, meta
   and the resume state (``extra/adam_m/<name>``, ``extra/adam_v/<name>``, ``extra/step``; the data
