@@ -24,6 +24,16 @@ from docs_hooks import results_pages  # noqa: E402  (the repository root is not 
 
 
 def main(argv=None) -> int:
+    """Exit status 0, 1 (``--check``: the README is stale) or 2 with one ``error:`` line naming the file and the
+    field of bad data under ``results/`` (``results_pages.ResultsError``)."""
+    try:
+        return _main(argv)
+    except results_pages.ResultsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--readme", action="store_true", help="rewrite README.md's results section")
     ap.add_argument("--check", action="store_true", help="exit 1 if README.md's results section is not up to date")
