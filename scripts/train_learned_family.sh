@@ -12,6 +12,9 @@
 # A run resumes where it stopped and is skipped once its final.npz exists.
 #   bash scripts/train_learned_family.sh [RUNS_DIR] ["L8 L6 L4 L2 L8-k100"] ["0 1"] [--ship]
 set -euo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then  # the comment above, and nothing else
+  sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d;s/^# \{0,1\}//;p;}' "$0"; exit 0
+fi
 RUNS="${1:-runs}"
 STAGES="${2:-L8 L6 L4 L2 L8-k100}"
 SEEDS="${3:-0 1}"

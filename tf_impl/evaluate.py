@@ -7,10 +7,12 @@ and measures, on those same systems from ``x0 = 0``: each model, every baseline 
 solve and the zero predictor. It also follows each model layer by layer against CG iteration by
 iteration and the best point of the Krylov space of the same dimension.
 
-Writes to ``--out``: ``eval.json`` (every number), ``eval.md`` (tables), ``error_vs_n_kappa*.png``
-and ``layers_*.png``. ``--probe`` instead runs :func:`reference.analysis.layer_probe` (which algorithm
-each layer follows) and writes ``probe_<model>.json`` and ``.md``. The models run in float64 through the
-reference implementation, which the cross-tests prove equal to the TensorFlow model to 1e-10.
+Writes to ``--out`` (default ``runs/eval``, ``runs/robustness`` or ``runs/probe``; a folder of the committed
+``results/`` only with ``--overwrite-shipped``): ``eval.json`` (every number), ``eval.md`` (tables),
+``error_vs_n_kappa*.png`` and ``layers_*.png``. ``--probe`` instead runs :func:`reference.analysis.layer_probe`
+(which algorithm each layer follows) and writes ``probe_<model>.json`` and ``.md``. The records name a checkpoint
+by its path in the repository where it lies there (:func:`reference.report.recorded_path`). The models run in
+float64 through the reference implementation, which the cross-tests prove equal to the TensorFlow model to 1e-10.
 """
 
 from __future__ import annotations
@@ -26,11 +28,14 @@ from reference.baselines import BASELINES
 from reference.checkpoint import describe_lineage, lineage_of, load_checkpoint, load_checkpoint_extra
 from reference.evaluation import EVAL_SEED, evaluate, layer_analysis, model_can_run
 from reference.report import (
+    OVERWRITE_FLAG,
+    check_output,
     eval_markdown,
     plot_error_vs_n,
     plot_layers,
     plot_robustness,
     probe_page,
+    recorded_path,
     robustness_page,
     write_json,
 )
@@ -62,8 +67,10 @@ def parse_args(argv=None):
     p.add_argument("--layer-sizes", type=int, nargs="*", default=None,
                    help="sizes N of the layer-by-layer analysis (default: 9 and 20)")
     p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default: all)")
-    p.add_argument("--out", default=None, help="output folder, created (default: runs/eval, not tracked by git; "
-                   "with --probe: results/probe)")
+    p.add_argument("--out", default=None, help="output folder, created (default: runs/eval, runs/robustness with "
+                   "--robustness, runs/probe with --probe; runs/ is not tracked by git)")
+    p.add_argument(OVERWRITE_FLAG, action="store_true", help="allow --out inside results/, whose files are "
+                   "committed with the project (scripts/reproduce_paper.sh gives it)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--robustness", action="store_true",
                    help="instead: solve() on the families of reference.robustness (kappa, spectrum, right-hand side, "
@@ -85,7 +92,11 @@ def parse_args(argv=None):
     if sum((args.probe, args.robustness, args.spectrum)) > 1:
         p.error("--probe, --robustness and --spectrum are different runs: give one")
     if args.out is None:
-        args.out = "results/probe" if args.probe else "runs/eval"
+        args.out = "runs/probe" if args.probe else "runs/robustness" if args.robustness else "runs/eval"
+    try:
+        check_output(args.out, args.overwrite_shipped)
+    except ValueError as e:
+        p.error(str(e))
     if any(n < 2 for n in args.sizes):
         p.error(f"--sizes must be >= 2, got {args.sizes}")
     if not 0 < args.tol < 1:
@@ -138,6 +149,14 @@ def check_memory(args, cfgs) -> None:
                          "smaller sizes")
 
 
+def recorded_args(args) -> dict:
+    """The arguments as the written records keep them: the output folder and checkpoint paths relative to the
+    repository where they lie in it (:func:`reference.report.recorded_path`), so that committed results name no
+    folder of the machine that made them."""
+    return {**vars(args), "out": recorded_path(args.out),
+            "checkpoints": [a if not os.path.exists(a) else recorded_path(a) for a in args.checkpoints]}
+
+
 def checkpoint_path(arg: str) -> str:
     """A checkpoint path as given, or the file of a shipped model given by its name; ``ValueError``
     naming the shipped models for anything else."""
@@ -166,7 +185,8 @@ def main_robustness(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(FAMILIES) * len(args.sizes), desc="robustness", unit="size") as bar:
         records = robustness(models, args.sizes, n_systems=args.n_systems, tol=args.tol, progress=bar.update)
-    result = {"args": vars(args), "models": models, "records": records}
+    result = {"args": recorded_args(args), "models": {name: recorded_path(path) for name, path in models.items()},
+              "records": records}
     write_json(out / "robustness.json", result)
     (out / "robustness.md").write_text(robustness_page(result))
     if not args.no_plots:
@@ -210,10 +230,10 @@ def main_probe(args) -> dict:
             kappa, upper = construction_spectrum(path, max(args.kappa))
             alignment = {**as_plain(construction_alignment(params, cfg, kappa=kappa, upper=upper)),
                          "kappa": kappa, "upper": upper}
-        results[name] = {"path": os.fspath(path), "config": json.loads(cfg.to_json()), "probes": probes,
+        results[name] = {"path": recorded_path(path), "config": json.loads(cfg.to_json()), "probes": probes,
                          "alignment": alignment}
-        write_json(out / f"probe_{name}.json", {"args": vars(args), **results[name]})
-        md = probe_page(name, {"args": vars(args), **results[name]})
+        write_json(out / f"probe_{name}.json", {"args": recorded_args(args), **results[name]})
+        md = probe_page(name, {"args": recorded_args(args), **results[name]})
         (out / f"probe_{name}.md").write_text(md)
         print(md)
     print(f"wrote {', '.join(f'{out}/probe_{name}.json' for name in models)} and the .md beside each")
@@ -296,7 +316,7 @@ def evaluate_checkpoints(args) -> dict:
         meta, _ = load_checkpoint_extra(path)
         # a model may not take a baseline's name: records are keyed by (kappa, N, method, iters)
         name = model_name(arg, set(models) | set(BASELINES) | {"zero"})
-        models[name], metas[name] = (params, cfg), {"path": os.fspath(path), "config": json.loads(cfg.to_json()),
+        models[name], metas[name] = (params, cfg), {"path": recorded_path(path), "config": json.loads(cfg.to_json()),
                                                     "meta": meta}
         print(f"{name}: {describe_lineage(lineage_of(meta, path))}")
     sizes = list(range(args.n_min, args.n_max + 1))
@@ -312,7 +332,7 @@ def evaluate_checkpoints(args) -> dict:
             for name, (params, cfg) in models.items():
                 if model_can_run(cfg, n):
                     analyses.append((name, layer_analysis(params, cfg, n, kappa, args.n_systems, args.seed)))
-    result = {"args": vars(args), "models": metas, "records": records,
+    result = {"args": recorded_args(args), "models": metas, "records": records,
               "layers": [{"name": name, **a} for name, a in analyses]}  # a["model"]: its MSE per layer
     write_json(out / "eval.json", result)
     (out / "eval.md").write_text(eval_markdown(result))
