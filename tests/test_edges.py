@@ -317,6 +317,8 @@ def test_bad_flags_and_tf_config_exit_2_before_tensorflow_starts(tmp_path):
          r"--batch-size 10000000000000: .* GiB, above the limit of .* GiB"),
         (TINY + ["--out", out, "--eval-systems", "1000000000000"], {},
          r"--eval-systems 1000000000000: .* GiB, above the limit of .* GiB"),
+        (TINY + ["--out", out, "--kappa-max", "1e308"], {},  # it ended with a table of inf and nan
+         r"error: TrainConfig: kappa_max must be a number in \[kappa \(10.0\), 1e\+15\] or none, got 1e\+308"),
     ]
     for args, env, match in cases:
         t = time.perf_counter()
@@ -364,3 +366,33 @@ def test_resume_from_bad_metadata_is_one_line(tmp_path, capsys, case):
     assert main(args + ["--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ckpt.npz" in err and "Traceback" not in err, err
+
+
+def test_small_edges_of_the_command_lines_and_the_law(tmp_path, capsys):
+    """rhs_rms of a size that is not one (0: ZeroDivisionError, -3: a number); --kappa 1e308 accepted by the probe;
+    a probe error that did not name its checkpoint; evaluate --help writing a default twice."""
+    from reference.data import KAPPA_LIMIT, rhs_rms
+    from tf_impl import evaluate as ev
+
+    for n in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match=f"rhs_rms: n must be an int >= 1 \\(a system size\\), got {n!r}"):
+            rhs_rms(n, 10.0)
+    assert rhs_rms(1, 10.0) == 1.0 and KAPPA_LIMIT == 1e15
+    for argv in (["learned-L2", "--probe", "--kappa", "1e308"], ["learned-L2", "--kappa", "10", "1e16"]):
+        with pytest.raises(SystemExit):
+            ev.parse_args(argv)
+        assert re.search(r"error: --kappa 1e\+(308|16): kappa must be a number in \[1, 1e\+15\]",
+                         capsys.readouterr().err)
+    NS3 = newton_schulz_params(3, kappa=10.0, n_identity=2)
+    reference.save_checkpoint(tmp_path / "odd.npz", *NS3, meta={"train_config": {"kappa": 1e300}})
+    assert ev.main([str(tmp_path / "odd.npz"), "--probe", "--layer-sizes", "4", "--n-systems", "4", "--out",
+                    str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(f"error: --probe {re.escape(str(tmp_path / 'odd.npz'))}: its train_config records a kappa "
+                        "the construction cannot be built for .*\n", err), err
+    with pytest.raises(SystemExit) as stop:
+        ev.parse_args(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "20) (default" not in text and "(default: all) (default" not in text
+    assert all(line.count("(default:") <= 1 for line in re.split(r"\n  -", text))

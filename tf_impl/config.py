@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from reference.config import ATTENTION_NORMS, PARAMETRIZATIONS, ModelConfig
 from reference.constructions import INITS
-from reference.data import EIGENVALUE_LAWS, RHS_LAWS
+from reference.data import EIGENVALUE_LAWS, KAPPA_LIMIT, RHS_LAWS
 from reference.layers import LOSSES
 
 FIELD_GROUPS = ("run", "model", "data", "optimisation", "bookkeeping")
@@ -133,9 +133,10 @@ class TrainConfig:
         for name in ("steps", "warmup", "eval_every", "ckpt_every", "diverge_patience"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(2 <= self.n_min <= self.n_max, f"sizes must satisfy 2 <= n_min <= n_max, got ({self.n_min}, {self.n_max})")
-        need(math.isfinite(self.kappa) and self.kappa >= 1, f"kappa must be a finite number >= 1, got {self.kappa}")
-        need(self.kappa_max is None or (math.isfinite(self.kappa_max) and self.kappa_max >= self.kappa),
-             f"kappa_max must be a finite number >= kappa ({self.kappa}) or none, got {self.kappa_max}")
+        need(math.isfinite(self.kappa) and 1 <= self.kappa <= KAPPA_LIMIT,
+             f"kappa must be a number in [1, {KAPPA_LIMIT:g}], got {self.kappa}")
+        need(self.kappa_max is None or (math.isfinite(self.kappa_max) and self.kappa <= self.kappa_max <= KAPPA_LIMIT),
+             f"kappa_max must be a number in [kappa ({self.kappa}), {KAPPA_LIMIT:g}] or none, got {self.kappa_max}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.clip_norm is None or self.clip_norm > 0, f"clip_norm must be > 0 or none, got {self.clip_norm}")
         need(math.isfinite(self.diverge_factor) and (self.diverge_factor == 0 or self.diverge_factor > 1),

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 from reference.baselines import BASELINES
 from reference.checkpoint import describe_lineage, lineage_of, load_checkpoint, load_checkpoint_extra
+from reference.data import parse_kappa
 from reference.evaluation import EVAL_SEED, evaluate, layer_analysis, model_can_run
 from reference.report import (
     OVERWRITE_FLAG,
@@ -54,9 +54,16 @@ def model_name(arg: str, taken: set) -> str:
     return name
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default once: appended to its help unless the help already says what it is."""
+
+    def _get_help_string(self, action):
+        return action.help if "default" in (action.help or "") else super()._get_help_string(action)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m tf_impl.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="checkpoint .npz files written by tf_impl.train (or "
                    "save_checkpoint), or names of shipped models (e.g. block-mixed)")
     p.add_argument("--kappa", type=float, nargs="+", default=[10.0], help="condition numbers to evaluate at")
@@ -92,7 +99,8 @@ def parse_args(argv=None):
     if sum((args.probe, args.robustness, args.spectrum)) > 1:
         p.error("--probe, --robustness and --spectrum are different runs: give one")
     if args.out is None:
-        args.out = "runs/probe" if args.probe else "runs/robustness" if args.robustness else "runs/eval"
+        args.out = ("runs/probe" if args.probe else "runs/robustness" if args.robustness else "runs/spectrum"
+                    if args.spectrum else "runs/eval")
     try:
         check_output(args.out, args.overwrite_shipped)
     except ValueError as e:
@@ -115,8 +123,11 @@ def parse_args(argv=None):
         p.error(f"need 2 <= --n-min <= --n-max, got {args.n_min}, {args.n_max}")
     if args.n_systems < 2:
         p.error("--n-systems must be >= 2")
-    if any(not math.isfinite(k) or k < 1 for k in args.kappa):
-        p.error(f"--kappa values must be finite and >= 1, got {args.kappa}")
+    for k in args.kappa:
+        try:
+            parse_kappa(k)  # the samplers' rule: finite, in [1, KAPPA_LIMIT]
+        except ValueError as e:
+            p.error(f"--kappa {k:g}: {e}")
     if args.layer_sizes is not None and any(n < 2 for n in args.layer_sizes):
         p.error(f"--layer-sizes must be >= 2, got {args.layer_sizes}")
     unknown = sorted(set(args.baselines or ()) - set(BASELINES))
@@ -201,10 +212,6 @@ def main_probe(args) -> dict:
     size, with both read-outs, on the evaluation's fixed test systems, and for a block model with at least
     two identity copies :func:`reference.analysis.construction_alignment`; prints the tables and writes
     ``probe_<model>.json`` / ``.md`` per model."""
-    from reference.analysis import READOUTS, construction_alignment, layer_probe
-    from reference.evaluation import eval_systems
-    from reference.report import as_plain
-
     models = {}
     for arg in args.checkpoints:
         path = checkpoint_path(arg)
@@ -213,25 +220,12 @@ def main_probe(args) -> dict:
     check_memory(args, [cfg for _, _, cfg in models.values()])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = args.layer_sizes if args.layer_sizes is not None else [9, 20]
     results = {}
     for name, (path, params, cfg) in models.items():
-        probes = []
-        for kappa in args.kappa:
-            for n in sizes:
-                if not model_can_run(cfg, n):
-                    continue
-                A, b, x, mask = eval_systems(n, kappa, args.n_systems, args.seed)
-                for readout in READOUTS:
-                    pr = layer_probe(params, cfg, A, b, x, mask, kappa=kappa, readout=readout)
-                    probes.append({"n": int(n), **as_plain(pr)})
-        alignment = None
-        if cfg.parametrization == "block" and cfg.n_identity >= 2 and cfg.attention_norm == "none":
-            kappa, upper = construction_spectrum(path, max(args.kappa))
-            alignment = {**as_plain(construction_alignment(params, cfg, kappa=kappa, upper=upper)),
-                         "kappa": kappa, "upper": upper}
-        results[name] = {"path": recorded_path(path), "config": json.loads(cfg.to_json()), "probes": probes,
-                         "alignment": alignment}
+        try:  # an error of one model's probe names its checkpoint
+            results[name] = probe_one(args, path, params, cfg)
+        except ValueError as e:
+            raise ValueError(f"--probe {recorded_path(path)}: {e}") from None
         write_json(out / f"probe_{name}.json", {"args": recorded_args(args), **results[name]})
         md = probe_page(name, {"args": recorded_args(args), **results[name]})
         (out / f"probe_{name}.md").write_text(md)
@@ -267,6 +261,31 @@ def main_spectrum(args) -> dict:
     return views
 
 
+def probe_one(args, path, params, cfg) -> dict:
+    """One model's probe record: :func:`reference.analysis.layer_probe` per ``--kappa`` and ``--layer-sizes`` size
+    (both read-outs), and the alignment with the construction of its training spectrum where it has one."""
+    from reference.analysis import READOUTS, construction_alignment, layer_probe
+    from reference.evaluation import eval_systems
+    from reference.report import as_plain
+
+    probes = []
+    for kappa in args.kappa:
+        for n in args.layer_sizes if args.layer_sizes is not None else [9, 20]:
+            if not model_can_run(cfg, n):
+                continue
+            A, b, x, mask = eval_systems(n, kappa, args.n_systems, args.seed)
+            for readout in READOUTS:
+                pr = layer_probe(params, cfg, A, b, x, mask, kappa=kappa, readout=readout)
+                probes.append({"n": int(n), **as_plain(pr)})
+    alignment = None
+    if cfg.parametrization == "block" and cfg.n_identity >= 2 and cfg.attention_norm == "none":
+        kappa, upper = construction_spectrum(path, max(args.kappa))
+        alignment = {**as_plain(construction_alignment(params, cfg, kappa=kappa, upper=upper)),
+                     "kappa": kappa, "upper": upper}
+    return {"path": recorded_path(path), "config": json.loads(cfg.to_json()), "probes": probes,
+            "alignment": alignment}
+
+
 def construction_spectrum(path, default_kappa: float) -> tuple[float, float]:
     """``(kappa, upper)`` of the spectrum a model was trained on, from its checkpoint's ``train_config``
     (``kappa_max`` or ``kappa``, and ``init_upper``), else ``(default_kappa, 1)``: the construction to set its
@@ -278,6 +297,10 @@ def construction_spectrum(path, default_kappa: float) -> tuple[float, float]:
     tc = tc if isinstance(tc, dict) else {}
     kappa = next((float(tc[k]) for k in ("kappa_max", "kappa") if is_real(tc.get(k)) and tc[k] >= 1), default_kappa)
     upper = float(tc["init_upper"]) if is_real(tc.get("init_upper")) and tc["init_upper"] >= 1 else 1.0
+    try:
+        parse_kappa(kappa)
+    except ValueError as e:
+        raise ValueError(f"its train_config records a kappa the construction cannot be built for ({e})") from None
     return kappa, upper
 
 
