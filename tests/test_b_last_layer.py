@@ -110,9 +110,11 @@ def test_init_from_never_claims_a_start_it_does_not_make(tmp_path, capsys):
         assert main(argv) == 2
         out, err = capsys.readouterr()
         assert "starts as the checkpoint" not in out and not (tmp_path / f"run{layers}" / "final.npz").exists()
-        assert re.fullmatch(r"error: --init-from .*plain.npz: this run has b_last_layer \(the b group of P, Q fixed "
-                            r"at zero in layers 0\.\.\d\), but the checkpoint's model reads b in layer\(s\) 0(, 1)? .*"
-                            r"Give --b-last-layer false and --n-layers 2, or start from random weights\n", err), err
+        assert re.fullmatch(r"error: --init-from .*plain.npz: this run fixes entries of P, Q at zero "
+                            r"\(b_last_layer: reference.model.param_masks\) that the checkpoint's model uses: \d+ "
+                            r"nonzero in layer\(s\) 0(, 1)?, so it would not start as the checkpoint's. Give the "
+                            r"checkpoint's --b-last-layer false, --equivariant false and --n-layers 2, or start from "
+                            r"random weights\n", err), err
 
     last = dataclasses.replace(CFG, n_layers=2)
     ref.save_checkpoint(tmp_path / "last.npz", ref.init_params(last, seed=1), last)

@@ -430,8 +430,9 @@ class GreedyTrainer:
     over ``x ~ N(0, I)``, ``mean (1 - lambda g(lambda))^2`` (:func:`reference.spectral.loss_and_grads`). Step 0
     fits the readout alone, step ``l >= 1`` fits layer ``l - 1`` with the earlier ones fixed; layers not fitted yet
     are exact no-ops, so the parameters after any step are a complete model. ``train_step`` reports the loss
-    before the step (as the other trainers), the gradient norm of the loss before the step and ``lr`` 0 (there is
-    none). The resume state is ``extra/step``: the fitted layers are read back from the parameters.
+    before the step (as the other trainers) and the gradient norm of the loss before the step; no rate (there is
+    none: ``tf_impl.train`` logs Adam's ``lr`` and L-BFGS's ``step_length`` only). The resume state is
+    ``extra/step``: the fitted layers are read back from the parameters.
     """
 
     def __init__(self, tcfg: TrainConfig, params: dict | None = None, *, strategy=None):
@@ -474,7 +475,7 @@ class GreedyTrainer:
         self.layers, self.w, _ = greedy_stage(self.cfg, self.lam, self.layers, self.w, seed=self.tcfg.seed)
         self.inner.model.set_params(self._params())
         self.step += 1
-        return {"loss": loss, "grad_norm": gnorm, "lr": 0.0}
+        return {"loss": loss, "grad_norm": gnorm}
 
     def eval_loss(self, batch) -> float:
         return self.inner.eval_loss(batch)

@@ -10,9 +10,9 @@ What a run does:
   batch of step ``t`` from the stateless seed ``(seed, t)``, forward, gradient, clipping, Adam),
   on every GPU with ``tf.distribute`` when there are several (:mod:`tf_impl.distribute`);
 * shows a tqdm bar (loss, steps/s) and writes TensorBoard summaries to ``OUT/tb`` (``loss``,
-  ``grad_norm``, ``learning_rate`` (Adam) or ``line_search_step`` (L-BFGS) every step, ``eval_loss`` every
-  ``eval_every`` steps, on a fixed batch
-  drawn from the seed pair ``(seed, -1)`` that no training step uses);
+  ``grad_norm``, ``learning_rate`` (Adam) or ``line_search_step`` (L-BFGS; :data:`RATES`) every step,
+  ``eval_loss`` every ``eval_every`` steps, on a fixed batch drawn from the seed pair ``(seed, -1)`` that no
+  training step uses);
 * writes ``OUT/ckpt.npz`` every ``ckpt_every`` steps and at the end: parameters, config, meta
   and the resume state (``extra/adam_m/<name>``, ``extra/adam_v/<name>``, ``extra/step``; the data
   needs nothing else since it is a function of ``(seed, step)``). Writes are atomic.
@@ -343,8 +343,8 @@ def train_loop(run: _Run, step: int, on_step=None) -> int:
                     return 1
                 _scalar_summary("loss", stats["loss"], step=step)
                 _scalar_summary("grad_norm", stats["grad_norm"], step=step)
-                rate, tag = _rate_of(stats)
-                _scalar_summary(tag, stats[rate], step=step)
+                for rate, tag in _rates_of(stats):
+                    _scalar_summary(tag, stats[rate], step=step)
                 run.metrics["train_loss"] = stats["loss"]
                 step += 1
                 bar.update(1)
@@ -380,15 +380,20 @@ def train_loop(run: _Run, step: int, on_step=None) -> int:
 
 def _say_stopped(problem: str, ckpt_path: str, tcfg: TrainConfig) -> None:
     last = f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if os.path.isfile(ckpt_path) else "none written"
-    hint = "a smaller --init-scale (L-BFGS takes no --lr)" if tcfg.optimizer == "lbfgs" else \
-        "a smaller --lr or --init-scale"
+    hint = "a smaller --lr or --init-scale" if tcfg.optimizer == "adam" else \
+        f"a smaller --init-scale ({tcfg.optimizer} takes no --lr)"
     print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try {hint}.", file=sys.stderr)
 
 
-def _rate_of(stats: dict) -> tuple[str, str]:
-    """``(key, TensorBoard tag)`` of a step's rate: Adam's learning rate ``lr``, or the step length ``t`` that
-    L-BFGS's line search took (``step_length``: not a learning rate, and never printed as one)."""
-    return ("lr", "learning_rate") if "lr" in stats else ("step_length", "line_search_step")
+RATES = {"lr": ("learning_rate", "lr"), "step_length": ("line_search_step", "line-search step")}
+"""A step's rate, by the key a trainer reports it under: Adam's learning rate ``lr``, L-BFGS's line-search step
+``step_length`` (not a learning rate, never printed as one); the greedy fit reports none. Key -> (TensorBoard tag,
+printed name)."""
+
+
+def _rates_of(stats: dict) -> list[tuple[str, str]]:
+    """``[(key, TensorBoard tag)]`` of the rates a step reported (:data:`RATES`)."""
+    return [(k, tag) for k, (tag, _) in RATES.items() if k in stats]
 
 
 def _say_interrupted(step, start_step, ckpt_path: str, signum=None) -> None:
@@ -460,8 +465,8 @@ def evaluate_now(run: _Run, eval_batch, stats: dict, step: int, bar) -> None:
     ev = run.trainer.eval_loss(eval_batch)
     run.metrics["eval_loss"] = ev
     _scalar_summary("eval_loss", ev, step=step)
-    rate = f"lr {stats['lr']:.2e}" if "lr" in stats else f"line-search step {stats['step_length']:.2e}"
-    bar.write(f"step {step:6d}  train loss {stats['loss']:.4e}  eval loss {ev:.4e}  {rate}")
+    rates = "".join(f"  {name} {stats[k]:.2e}" for k, (_, name) in RATES.items() if k in stats)
+    bar.write(f"step {step:6d}  train loss {stats['loss']:.4e}  eval loss {ev:.4e}{rates}")
 
 
 def finish(run: _Run) -> int:
