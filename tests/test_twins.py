@@ -39,6 +39,7 @@ REFERENCE_ONLY = {
              "EIGENVALUE_LAWS": "the law names, shared: tf_impl.data imports them",
              "RHS_LAWS": "the law names, shared (through check_law)",
              "CLUSTER_WIDTH": "a constant of the law, shared: tf_impl.data imports it",
+             "KAPPA_LIMIT": "a bound of the law, shared: parse_kappa (through check_law) applies it in both samplers",
              "parse_kappa": "validation, shared (through check_law)",
              "check_law": "validation, shared: tf_impl.data imports it",
              "spd_spectrum": "draws and pins the eigenvalues from a NumPy Generator; sample_systems_tf draws its "
