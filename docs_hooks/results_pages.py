@@ -80,6 +80,9 @@ SCHEMAS = {
                                                 "layers": INTEGER}]},
     "depth_family.json": {"n_systems": INTEGER, "rows": _ROWS},
     "learned/depth.json": {"n_systems": INTEGER, "rows": _ROWS},
+    "general/general.json": {"kappas": [NUMBER], "models": {"*": {
+        "layers": INTEGER, "one_pass": [{"kappa": NUMBER, "n": INTEGER, "mse": NUMBER, "cg_mse": NUMBER}],
+        "to_tol": [{"max_passes": INTEGER}]}}},
     **{rel: _CURVES for rel in ("claim3/curves.json", "claim3/curves_48k.json", "depth_family_curves.json",
                                 "depth_ns_curves.json", "learned/learned_curves.json")},
 }
