@@ -50,9 +50,14 @@ python scripts/training_curves.py runs/depth-ns-L{2,4,6,8} \
   --title "Newton-Schulz family: evaluation loss (N in [2, 20])" --out results/depth_ns_curves --overwrite-shipped
 # the learned family from random weights (L-BFGS, float64): two seeds per stage, the lower training loss shipped
 bash scripts/train_learned_family.sh runs "L8 L6 L4 L2 L8-k100" "0 1" --ship
+# the general family: fitted layer by layer on spectra (about a minute a model), then its study
+bash scripts/train_general_family.sh runs "6 8 10 12" --ship
+python scripts/general_study.py --out results/general/general --overwrite-shipped
+bash scripts/general_probe.sh results/general/probe.jsonl
 python scripts/depth_family_study.py reference/pretrained/learned-L{2,4,6,8}.npz \
-  reference/pretrained/learned-L8-k100.npz --newton-schulz 2 4 6 8 --out results/learned/depth --overwrite-shipped \
-  --title "Learned from random weights (N in [2, 16]; learned-L8-k100: kappa in [10, 100]) and the construction"
+  reference/pretrained/learned-L8-k100.npz reference/pretrained/learned-general-L{6,8,10,12}.npz \
+  --newton-schulz 2 4 6 8 10 12 --out results/learned/depth --overwrite-shipped \
+  --title "Learned (N in [2, 16]; learned-L8-k100: kappa in [10, 100]; learned-general: spectra to 1e4) and the construction"
 # the kept run of each stage (the family script prints them; these are the seeds it kept here)
 python scripts/training_curves.py runs/learned-L2-s1 runs/learned-L4-s0 runs/learned-L6-s1 runs/learned-L8-s1 \
   runs/learned-L8-cont runs/learned-L8-cont2 runs/learned-L8-k100-s1 runs/learned-L8-k100-cont \
