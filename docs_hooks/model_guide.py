@@ -21,6 +21,10 @@ START = "<!-- models: generated from results/models/models.json by `python scrip
 END = "<!-- /models -->"
 PURPOSE = {
     "newton-schulz": "**the default** (`model=\"auto\"`): any SPD system, any size; hand-set weights",
+    "learned-general-L12": "learned layer by layer (least squares) for spectra up to kappa 1e4; any size",
+    "learned-general-L10": "the general family with fewer layers",
+    "learned-general-L8": "the general family with fewer layers",
+    "learned-general-L6": "the general family with fewer layers",
     "broad": "trained on every family of systems (spectra, right-hand sides) of the robustness study",
     "learned-L8": "trained from random weights (L-BFGS): what training finds with 8 layers",
     "learned-L8-k100": "the same on a range of spectra",
@@ -47,7 +51,7 @@ def load(root: Path = ROOT) -> dict | None:
 
 
 def sizes(m: dict) -> str:
-    if m["every_size"]:
+    if m["every_size"]:  # trained (or built) on some sizes, as accurate on all (reference.pretrained.valid_sizes)
         return "any"
     return f"{m['n_min']}-{m['n_max']}" if m["n_min"] != m["n_max"] else f"{m['n_min']}"
 
@@ -83,7 +87,8 @@ def block(root: Path = ROOT) -> str:
     for m in rows:
         out.append(f"| `{m['name']}` | {PURPOSE.get(m['name'], '')} | {m['layers']} | {sizes(m)} | {kappas(m)} | "
                    f"{m['n']} | {accuracy_cell(m, k1)} | {accuracy_cell(m, k2)} | {m['cost']['ratio']:.0f}x |")
-    out += ["", f"Sizes and kappa: what each model was trained on (`newton-schulz`: built for). Error: mean relative "
+    out += ["", f"Sizes and kappa: what each model was trained on (`newton-schulz`: built for; any: as accurate at "
+            "every size). Error: mean relative "
             f"error of one pass of `solve` on {args['systems']} fresh systems of the paper's law (uniform spectrum, "
             "b = A x) of size N, bold where below conjugate gradient with as many iterations as the model has layers "
             "(CG-L, in brackets); kappa above a model's range is off its training distribution. Pass / Cholesky: time "

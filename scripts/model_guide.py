@@ -1,7 +1,8 @@
 """Which model when: every shipped model's sizes, spectra, one-pass accuracy and cost, measured the same way.
 
 For each model of ``reference.pretrained.PRETRAINED`` (its checkpoint's ``train_config`` gives the sizes and the
-condition numbers it was trained on, or built for):
+condition numbers it was trained on, or built for; ``reference.pretrained.valid_sizes`` whether it is meant for
+every size):
 
 * ``n``: the size it is measured at, 9 for the models trained on N <= 9 (``full-n9``, ``block-n9``,
   ``block-mixed``), 15 for the others, inside every model's training sizes;
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -39,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from reference.baselines import conjugate_gradient  # noqa: E402
 from reference.evaluation import eval_systems  # noqa: E402
-from reference.pretrained import PRETRAINED, load_pretrained  # noqa: E402
+from reference.pretrained import PRETRAINED, load_pretrained, valid_sizes  # noqa: E402
 from reference.solve import solve  # noqa: E402
 
 KAPPAS = (10.0, 100.0)
@@ -74,7 +76,7 @@ def trained_on(meta: dict) -> dict:
     return {"n_min": tc["n_min"], "n_max": tc["n_max"], "kappa": tc["kappa"],
             "kappa_max": tc.get("kappa_max") or tc["kappa"], "hand_set": hand_set,
             "optimizer": "none" if hand_set else tc.get("optimizer", "adam"), "steps": tc["steps"],
-            "every_size": hand_set and tc.get("attention_norm") == "none"}
+            "every_size": valid_sizes(meta)[1] == math.inf}  # as accurate at every size: the construction, ...
 
 
 def accuracy(name: str, n_layers: int, n: int, systems: int) -> dict:
