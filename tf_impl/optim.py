@@ -336,7 +336,21 @@ class Trainer(tf.Module):
         self.step.assign(int(extra["step"]))
 
 
-class LbfgsTrainer:
+class _AroundTrainer:
+    """What a trainer built around an Adam :class:`Trainer` (``self.inner``: its compiled loss, evaluation batch and
+    variables) takes from it unchanged."""
+
+    def eval_loss(self, batch) -> float:
+        return self.inner.eval_loss(batch)
+
+    def prepare_batch(self, A, b, x, mask):
+        return self.inner.prepare_batch(A, b, x, mask)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return self.inner.get_params()
+
+
+class LbfgsTrainer(_AroundTrainer):
     """L-BFGS on one fixed batch (:func:`reference.optim.lbfgs_step`), with :class:`Trainer`'s interface.
 
     Arguments as :class:`Trainer`'s; ``tcfg.optimizer`` must be ``"lbfgs"`` and ``tcfg.lbfgs_memory`` is the
@@ -394,15 +408,6 @@ class LbfgsTrainer:
         self.step += 1
         return {"loss": f0, "grad_norm": gnorm, "step_length": float(t)}
 
-    def eval_loss(self, batch) -> float:
-        return self.inner.eval_loss(batch)
-
-    def prepare_batch(self, A, b, x, mask):
-        return self.inner.prepare_batch(A, b, x, mask)
-
-    def get_params(self) -> dict[str, np.ndarray]:
-        return self.inner.get_params()
-
     def get_state(self):
         """``(params, extra)``: parameters and ``lbfgs/s``, ``lbfgs/y``, ``step`` (see the class docstring)."""
         extra = {"lbfgs/s": self.S.copy(), "lbfgs/y": self.Y.copy(),
@@ -421,7 +426,7 @@ class LbfgsTrainer:
         self._f = self._g = None
 
 
-class GreedyTrainer:
+class GreedyTrainer(_AroundTrainer):
     """Layer-wise least squares on spectra (:func:`reference.greedy.greedy_fit`), with :class:`Trainer`'s interface.
 
     For an equivariant model (``ModelConfig.equivariant``; docs/concepts.md, sections 11-12). The training data are
@@ -476,15 +481,6 @@ class GreedyTrainer:
         self.inner.model.set_params(self._params())
         self.step += 1
         return {"loss": loss, "grad_norm": gnorm}
-
-    def eval_loss(self, batch) -> float:
-        return self.inner.eval_loss(batch)
-
-    def prepare_batch(self, A, b, x, mask):
-        return self.inner.prepare_batch(A, b, x, mask)
-
-    def get_params(self) -> dict[str, np.ndarray]:
-        return self.inner.get_params()
 
     def get_state(self):
         """``(params, extra)``: the parameters (which hold the fitted layers and readout) and ``step``."""
