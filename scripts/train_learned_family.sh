@@ -45,12 +45,6 @@ print(l(sys.argv[1])[0]['train_config']['seed'])" "$best")
   fi
   echo "learned-$name: $best"
   if [ "$SHIP" = "--ship" ]; then  # the weights and metadata, paths under RUNS written as runs/... (the default)
-    python -c "
-import json, sys
-from reference.checkpoint import load_checkpoint, load_checkpoint_extra, save_checkpoint
-src, dst, runs = sys.argv[1:]
-params, cfg = load_checkpoint(src)
-meta = json.loads(json.dumps(load_checkpoint_extra(src)[0]).replace(runs.rstrip('/') + '/', 'runs/'))
-save_checkpoint(dst, params, cfg, meta=meta)" "$best" "reference/pretrained/learned-$name.npz" "$RUNS"
+    python scripts/ship_checkpoint.py "$best" "reference/pretrained/learned-$name.npz" "$RUNS" --overwrite-shipped
   fi
 done
