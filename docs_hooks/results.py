@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import results_pages  # docs_hooks/results_pages.py: MkDocs puts a hook's folder on sys.path while loading it
+from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File
 
 
@@ -20,7 +21,11 @@ def _root(config) -> Path:
 
 def on_files(files, config):
     root = _root(config)
-    for uri, markdown in results_pages.render(root).items():
+    try:
+        pages = results_pages.render(root)
+    except results_pages.ResultsError as e:  # bad data: MkDocs stops with this one line, not a traceback
+        raise PluginError(f"results pages: {e}") from None
+    for uri, markdown in pages.items():
         files.append(File.generated(config, uri, content=markdown))
     for uri, path in results_pages.assets(root).items():
         files.append(File.generated(config, uri, abs_src_path=str(path)))

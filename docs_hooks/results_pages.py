@@ -59,6 +59,111 @@ FAMILY_TEXT = {
 _CURVES_MARKER = re.compile(r"^<!--\s*results-curves:\s*([\w]+)\s*-->\s*$", re.M)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# what the pages read, checked: bad data is refused with one line naming the file and the field
+
+
+class ResultsError(ValueError):
+    """Data under ``results/`` (or a shipped checkpoint) the pages cannot be rendered from; the message is one line
+    naming the file and the field."""
+
+
+NUMBER, INTEGER, TEXT = "number", "integer", "string"
+_ROWS = [{"name": TEXT, "family": TEXT, "layers": INTEGER, "n": INTEGER, "kappa": NUMBER, "model": NUMBER,
+          "cg": NUMBER}]
+_CURVES = {"curves": {"*": {"train_time_s?": NUMBER, "steps?": INTEGER,
+                            "final_evaluation?": [{"n": INTEGER, "mse_model": NUMBER}]}}}
+SCHEMAS = {
+    "eval/eval.json": {"args": {"seed": INTEGER}, "models": {"*": {"config": {"n_layers": INTEGER}}},
+                       "records": [{"method": TEXT, "n": INTEGER, "kappa": NUMBER, "iters": INTEGER, "mse": NUMBER}],
+                       "layers": [{"name": TEXT, "n": INTEGER, "kappa": NUMBER, "effective_krylov_dim": [NUMBER]}]},
+    "robustness/robustness.json": {"args": {"tol": NUMBER, "n_systems": INTEGER},
+                                   "records": [{"family": TEXT, "n": INTEGER, "method": TEXT, "kind": TEXT,
+                                                "layers": INTEGER}]},
+    "depth_family.json": {"n_systems": INTEGER, "rows": _ROWS},
+    "learned/depth.json": {"n_systems": INTEGER, "rows": _ROWS},
+    "general/general.json": {"kappas": [NUMBER], "models": {"*": {
+        "layers": INTEGER, "one_pass": [{"kappa": NUMBER, "n": INTEGER, "mse": NUMBER, "cg_mse": NUMBER}],
+        "to_tol": [{"max_passes": INTEGER}]}}},
+    **{rel: _CURVES for rel in ("claim3/curves.json", "claim3/curves_48k.json", "depth_family_curves.json",
+                                "depth_ns_curves.json", "learned/learned_curves.json")},
+}
+"""What the pages read from each JSON file: an object lists its keys (``key?``: optional; ``*``: every value of a
+non-empty mapping), a one-element list means a non-empty list of such elements, and the leaves are finite numbers,
+integers and strings (``|null``: or null). Other keys are not read and not checked."""
+ROBUST_KINDS = {"solve": {"rel": NUMBER}, "cg": {"rel": NUMBER}, "to_tol": {"converged": NUMBER}}
+"""What a robustness record holds besides :data:`SCHEMAS`', by its kind (a ``bare`` pass that overflowed records
+``rel`` null, and the pages do not read it); a ``to_tol`` record also holds ``iters_median`` (CG) or
+``layers_median`` (a model)."""
+SHIPPED_SCHEMA = {"train_config": {"parametrization": TEXT, "n_layers": INTEGER, "n_heads": INTEGER, "n_min": INTEGER,
+                                   "n_max": INTEGER, "kappa": NUMBER, "kappa_max?": NUMBER + "|null",
+                                   "steps": INTEGER, "batch_size": INTEGER, "loss?": TEXT + "|null"},
+                  "metrics": {"train_time_s?": NUMBER, "train_loss?": NUMBER}}
+"""What the pages read from a shipped checkpoint's metadata (the shipped-models table, the training times)."""
+
+
+def _kind(v) -> str:
+    return "null" if v is None else "a bool" if isinstance(v, bool) else f"a {type(v).__name__}"
+
+
+def check_fields(value, spec, where: str, field: str = "") -> None:
+    """``value`` against ``spec`` (:data:`SCHEMAS`); :class:`ResultsError` ``"WHERE: field F: expected ..., got
+    ..."`` at the first mismatch."""
+    def fail(expected: str, got: str):
+        raise ResultsError(f"{where}: {'field ' + field if field else 'the file'}: expected {expected}, got {got}")
+
+    if isinstance(spec, dict):
+        if not isinstance(value, dict):
+            fail("an object" + (f" with {', '.join(k.rstrip('?') for k in spec)}" if "*" not in spec else ""),
+                 _kind(value))
+        if "*" in spec:
+            if not value:
+                fail("a non-empty object", "an empty one")
+            for k, v in value.items():
+                check_fields(v, spec["*"], where, f"{field}.{k}" if field else k)
+            return
+        for k, sub in spec.items():
+            key = k.rstrip("?")
+            if key not in value:
+                if not k.endswith("?"):
+                    fail(f"an object with {key!r}", f"one without it (keys: {', '.join(list(value)[:8])})")
+                continue
+            check_fields(value[key], sub, where, f"{field}.{key}" if field else key)
+    elif isinstance(spec, list):
+        if not isinstance(value, list) or not value:
+            fail("a non-empty list", "an empty list" if value == [] else _kind(value))
+        for i, v in enumerate(value):
+            check_fields(v, spec[0], where, f"{field}[{i}]")
+    else:
+        kind, _, null = spec.partition("|")
+        if value is None and null:
+            return
+        ok = {NUMBER: isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value),
+              INTEGER: isinstance(value, int) and not isinstance(value, bool), TEXT: isinstance(value, str)}[kind]
+        if not ok:
+            got = repr(value) if isinstance(value, float) else _kind(value)
+            fail(("a finite number" if kind == NUMBER else f"an {kind}" if kind == INTEGER else f"a {kind}")
+                 + (" or null" if null else ""), got)
+
+
+def read_json(path: Path, where: str):
+    """The JSON of ``path`` (``where`` names it in errors): :class:`ResultsError` for a file that cannot be read, is
+    not UTF-8 or is not JSON (an empty or truncated one), in one line."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ResultsError(f"{where}: not UTF-8 text (byte {e.start}: {e.reason})") from None
+    except OSError as e:
+        raise ResultsError(f"{where}: cannot be read ({e.strerror or e})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        what = "empty" if not text.strip() else f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})"
+        raise ResultsError(f"{where}: {what}") from None
+    except RecursionError:
+        raise ResultsError(f"{where}: nested too deeply to be JSON the pages read") from None
+
+
 def e(x: float, digits: int = 1) -> str:
     """``7.4e-04`` written ``7.4e-4``."""
     return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m.group(1) == "-" else "+") + m.group(2),
@@ -92,8 +197,15 @@ class Results:
         self.dir = self.root / "results"
 
     def json(self, rel: str):
+        """The data of ``results/REL``, checked against :data:`SCHEMAS`; None when the file is absent (its section
+        is left out)."""
         path = self.dir / rel
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+        if not path.exists():
+            return None
+        data = read_json(path, f"results/{rel}")
+        if rel in SCHEMAS:
+            check_fields(data, SCHEMAS[rel], f"results/{rel}")
+        return data
 
     def text(self, rel: str) -> str:
         path = self.dir / rel
@@ -101,11 +213,20 @@ class Results:
 
     @cached_property
     def eval(self) -> dict:
-        return self.json("eval/eval.json")
+        data = self.json("eval/eval.json")
+        if data is None:
+            raise ResultsError("results/eval/eval.json: missing (the summary and its claims are rendered from it)")
+        return data
 
     @cached_property
     def robustness(self) -> dict | None:
-        return self.json("robustness/robustness.json")
+        data = self.json("robustness/robustness.json")
+        for i, r in enumerate((data or {}).get("records", [])):
+            spec = dict(ROBUST_KINDS.get(r["kind"], {}))
+            if r["kind"] == "to_tol":
+                spec["iters_median" if r["method"] == "CG" else "layers_median"] = NUMBER
+            check_fields(r, spec, "results/robustness/robustness.json", f"records[{i}]")
+        return data
 
     @cached_property
     def robust(self) -> tuple[dict | None, list[dict], dict[tuple, dict]]:
@@ -129,14 +250,19 @@ class Results:
     @cached_property
     def shipped(self) -> dict[str, dict]:
         """Every shipped model's training record: ``train_config`` and ``metrics`` of its checkpoint."""
-        from reference.pretrained import PRETRAINED, load_pretrained
+        from reference import pretrained
 
         out = {}
-        for name in PRETRAINED:
-            try:
-                meta = load_pretrained(name)[2]
-            except ValueError:  # not shipped in this install
+        for name in pretrained.PRETRAINED:
+            path = Path(pretrained.PRETRAINED_DIR) / f"{name}.npz"
+            if not path.exists():  # not shipped in this install
                 continue
+            where = f"reference/pretrained/{name}.npz"
+            try:  # a file that is there but cannot be read is an error, never "not shipped"
+                meta = pretrained.load_pretrained(name)[2]
+            except ValueError as e:
+                raise ResultsError(f"{where}: {str(e).replace(str(path), name + '.npz')}") from None
+            check_fields({"metrics": {}, **meta}, SHIPPED_SCHEMA, where)
             out[name] = {"train_config": meta["train_config"], **meta.get("metrics", {})}
         return out
 
@@ -456,9 +582,10 @@ def solve_section(res: Results) -> list[str]:
     n = 20 if any(r["n"] == 20 for r in recs) else max(r["n"] for r in recs)
     four = [m for m in dict.fromkeys(r["method"] for r in recs if r["kind"] == "solve" and r["layers"] == 4)]
     out = ["## What `solve` does", "",
-           "`solve` scales a system to the model's training data, takes the model's odd part in the right-hand "
-           "side, and repeats passes on the residual (flexible GCR) until `tol`; its default model, "
-           f"`newton-schulz`, is the 12-layer construction. One pass at N = {n} (mean relative error; bold: below CG "
+           "`solve` repeats passes of the model (its odd part, at its training scale) on the residual (flexible GCR) "
+           "until `tol`; the default, `newton-schulz`, is the 12-layer construction. Measured at N = "
+           f"{', '.join(map(str, sorted({r['n'] for r in recs})))}; other sizes: "
+           f"[warnings](conventions.md#solving-user-systems). One pass at N = {n} (mean relative error; bold: below CG "
            f"at equal depth), and the work to a relative residual of {data['args']['tol']:g}:", "",
            "| family | `newton-schulz` | CG-12 | best 4-layer model | CG-4 | layers to tol | CG iterations |",
            "|---|---:|---:|---|---:|---:|---:|"]

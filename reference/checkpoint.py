@@ -192,47 +192,130 @@ def load_checkpoint_extra(path) -> tuple[dict, dict[str, np.ndarray]]:
 
 LINEAGE_FIELDS = ("preset", "init", "init_from", "optimizer", "n_layers", "steps", "seed", "dtype", "loss")
 """The keys of one lineage entry: a training run (``steps`` done; ``loss`` its last training loss)."""
+LINEAGE_TEXT_FIELDS = ("preset", "init", "init_from", "optimizer", "dtype")
+"""The fields that hold a string (or ``null``); ``n_layers``, ``steps``, ``seed`` hold integers, ``loss`` a number or
+``null``."""
+MAX_LINEAGE_RUNS = 1000
+"""The most runs a lineage may hold: a longer one is refused when read, and a run whose lineage would pass it
+(``--init-from`` or ``--resume`` of a checkpoint at the limit) is refused before it starts."""
+MAX_LINEAGE_TEXT = 300
+"""The longest string a lineage entry keeps when it is copied into a new checkpoint (longer ones are cut)."""
+SHOW_TEXT, SHOW_RUNS = 80, 12
+"""What ``describe_lineage`` prints at most: characters of one string, and runs (the first and the last ones)."""
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+"""Characters a terminal acts on (escape sequences, carriage returns, bidirectional overrides): never printed nor
+copied as they are."""
 
 
 def lineage_entry(train_config: dict, steps: int, loss) -> dict:
     """The lineage entry of a run with ``train_config`` (a ``TrainConfig.to_dict()``) after ``steps`` steps.
-    A config written before the ``optimizer`` field existed trained with Adam."""
+    A config written before the ``optimizer`` or ``init`` field existed trained with Adam from random weights
+    (``tf_impl.train`` had no other optimizer or start then, but ``--init-from``, which ``init_from`` records)."""
     entry = {k: train_config.get(k) for k in LINEAGE_FIELDS if k not in ("steps", "loss")}
     entry["optimizer"] = entry["optimizer"] or "adam"
+    entry["init"] = entry["init"] or "random"
     entry["steps"] = int(steps)
     entry["loss"] = None if loss is None else float(loss)
     return entry
+
+
+def _entry_problem(e) -> str | None:
+    """What is wrong with one lineage entry, or None."""
+    from reference.config import is_int, is_real
+
+    if not isinstance(e, dict):
+        return f"is a {type(e).__name__}, not an object"
+    missing = [k for k in LINEAGE_FIELDS if k not in e]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    for k in LINEAGE_TEXT_FIELDS:
+        if e[k] is not None and not isinstance(e[k], str):
+            return f"{k!r} must be a string or null, got a {type(e[k]).__name__}"
+    for k in ("n_layers", "steps", "seed"):
+        if not (is_int(e[k], allow_numpy=False) and e[k] >= 0):
+            return f"{k!r} must be an integer >= 0, got a {type(e[k]).__name__}"
+    if e["loss"] is not None and not is_real(e["loss"]):
+        return f"'loss' must be a number or null, got a {type(e['loss']).__name__}"
+    return None
 
 
 def lineage_of(meta: dict, path=None) -> list[dict]:
     """The chain of runs that made a checkpoint, root first: ``meta["lineage"]`` as the training CLI writes
     it, or, for a checkpoint written without one, a single entry rebuilt from its ``train_config`` (its own
     ancestors then unknown: an ``init_from`` entry names the file it started from). A checkpoint with no
-    training config at all gives ``[]``. Raises ``ValueError`` (naming ``path``) on a malformed lineage."""
+    training config at all gives ``[]``. Raises ``ValueError`` (naming ``path``, the entry and the field) on a
+    malformed lineage: not a list, more than :data:`MAX_LINEAGE_RUNS` runs, an entry that is not an object with
+    the keys :data:`LINEAGE_FIELDS`, or a field of the wrong type (strings, integers, a number)."""
     lineage = meta.get("lineage")
     if lineage is None:
         tc = meta.get("train_config")
         if not isinstance(tc, dict):
             return []
-        return [lineage_entry(tc, meta.get("step") or 0, (meta.get("metrics") or {}).get("train_loss"))]
-    if not (isinstance(lineage, list) and all(isinstance(e, dict) and set(LINEAGE_FIELDS) <= set(e) for e in lineage)):
-        raise ValueError(f"checkpoint {path!r}: meta lineage must be a list of objects with the keys {LINEAGE_FIELDS}")
+        from reference.config import is_int, is_real
+
+        step, metrics = meta.get("step") or 0, meta.get("metrics")
+        loss = metrics.get("train_loss") if isinstance(metrics, dict) else None
+        if not (is_int(step) and step >= 0):
+            raise ValueError(f"checkpoint {path!r}: meta step must be an integer >= 0, got a {type(step).__name__}")
+        lineage = [lineage_entry(tc, step, loss if is_real(loss) else None)]  # checked below: free JSON too
+    where = f"checkpoint {path!r}: meta lineage"
+    if not isinstance(lineage, list):
+        raise ValueError(f"{where} must be a list of objects with the keys {LINEAGE_FIELDS}, got a "
+                         f"{type(lineage).__name__}")
+    if len(lineage) > MAX_LINEAGE_RUNS:
+        raise ValueError(f"{where} holds {len(lineage)} runs, more than the {MAX_LINEAGE_RUNS} a lineage may hold")
+    for i, e in enumerate(lineage):
+        problem = _entry_problem(e)
+        if problem:
+            raise ValueError(f"{where} must be a list of objects with the keys {LINEAGE_FIELDS}: entry {i} {problem}")
     return lineage
 
 
+def clean_lineage(lineage: list[dict], path=None) -> list[dict]:
+    """A lineage as a new checkpoint may copy it (``--init-from``, ``--resume``): validated by :func:`lineage_of`,
+    with every string's terminal control characters written as escapes and cut to :data:`MAX_LINEAGE_TEXT`
+    characters, and room for one more run (``ValueError`` naming ``path`` otherwise)."""
+    lineage = lineage_of({"lineage": lineage}, path)
+    if len(lineage) >= MAX_LINEAGE_RUNS:
+        raise ValueError(f"checkpoint {path!r}: its lineage holds {len(lineage)} runs; a run started from it would "
+                         f"record one more, above the {MAX_LINEAGE_RUNS} a lineage may hold")
+    return [{k: _clean_text(e[k], MAX_LINEAGE_TEXT) if k in LINEAGE_TEXT_FIELDS else e[k] for k in LINEAGE_FIELDS}
+            for e in lineage]
+
+
+def _clean_text(v, limit: int):
+    """``v`` with terminal control characters escaped (``\\x1b``) and cut to ``limit`` characters (``None`` kept)."""
+    if v is None:
+        return None
+    text = _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), v)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
 def describe_lineage(lineage: list[dict]) -> str:
-    """One line per run, root first, and a verdict: ``learned from random weights`` (the root run started
-    from a random initialisation and every later run from its predecessor), ``constructed`` (the root
-    is a hand-set construction, trained or not) or ``unknown origin`` (a run started from a file whose own
-    lineage was not recorded)."""
+    """One line per run, root first (at most :data:`SHOW_RUNS`: the first and last ones, the count of those
+    between), every string escaped and cut as :func:`clean_lineage` does (to :data:`SHOW_TEXT`), and a verdict:
+    ``learned from random weights`` (the root run started from a random initialisation and every later run from
+    its predecessor), ``constructed`` (the root is a hand-set construction of
+    ``reference.constructions.INITS``, trained or not) or ``unknown origin`` (a run started from a file whose
+    own lineage was not recorded, or a start the lineage does not name)."""
+    from reference.constructions import INITS
+
     if not lineage:
         return "lineage: not recorded"
+
+    def show(v):
+        return _clean_text(v, SHOW_TEXT)
+
     lines = []
     for i, e in enumerate(lineage):
-        start = f"from {e['init_from']}" if e["init_from"] else f"init {e['init']}"
+        if SHOW_RUNS // 2 <= i < len(lineage) - SHOW_RUNS // 2:
+            if i == SHOW_RUNS // 2:
+                lines.append(f"  ... {len(lineage) - 2 * (SHOW_RUNS // 2)} runs ...")
+            continue
+        start = f"from {show(e['init_from'])}" if e["init_from"] else f"init {show(e['init'])}"
         loss = "?" if e["loss"] is None else f"{e['loss']:.3g}"
-        lines.append(f"  {i}. {e['preset']}: {e['n_layers']} layers, {start}, {e['optimizer']} {e['steps']} steps, "
-                     f"seed {e['seed']}, {e['dtype']}, final training loss {loss}")
+        lines.append(f"  {i}. {show(e['preset'])}: {e['n_layers']} layers, {start}, {show(e['optimizer'])} "
+                     f"{e['steps']} steps, seed {e['seed']}, {show(e['dtype'])}, final training loss {loss}")
     root = lineage[0]
     if root["init_from"]:
         verdict = "unknown origin (the first recorded run started from a file without a lineage)"
@@ -240,6 +323,8 @@ def describe_lineage(lineage: list[dict]) -> str:
         depths = [e["n_layers"] for e in lineage]
         grown = f", grown from {depths[0]} to {depths[-1]} layers" if depths[0] != depths[-1] else ""
         verdict = "learned from random weights" + (f" (over {len(lineage)} runs{grown})" if len(lineage) > 1 else "")
-    else:
+    elif root["init"] in INITS:
         verdict = f"constructed ({root['init']})" + (", then trained" if any(e["steps"] for e in lineage) else "")
+    else:
+        verdict = f"unknown origin (the first recorded run names no known start: init {show(root['init'])})"
     return f"lineage: {verdict}\n" + "\n".join(lines)

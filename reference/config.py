@@ -10,6 +10,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -116,10 +117,29 @@ class ModelConfig:
         return cls(**fields)
 
 
+MEMORY_LIMIT_ENV = "LINEAR_TRANSFORMER_MEMORY_LIMIT"
+"""The environment variable that sets :func:`memory_budget`: bytes, or a number with a unit ``K``, ``M``, ``G``,
+``T`` (powers of 1024; ``KiB``, ``MB`` and the like read the same), e.g. ``8G`` or ``512MiB``."""
+MEMORY_LIMIT_HELP = (f"set it with the environment variable {MEMORY_LIMIT_ENV}, e.g. 8G; default half of this "
+                     "machine's memory")
+"""How every message that quotes the limit says where it comes from."""
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
 def memory_budget() -> int:
-    """Bytes a run may hold for the model's arrays by default: half of the physical memory (4 GiB where the
-    system does not say). ``TrainConfig`` refuses a batch above it; ``solve`` uses it unless
-    ``reference.solve.MEMORY_LIMIT`` is set."""
+    """Bytes a run may hold for the model's arrays: the environment variable :data:`MEMORY_LIMIT_ENV` when set
+    (read at every call), else half of the physical memory (4 GiB where the system does not say). ``TrainConfig``
+    refuses a batch above it, ``solve`` splits its batches to fit it and refuses a size that does not,
+    ``python -m tf_impl.evaluate`` refuses a test set above it. ``ValueError`` naming the variable when its value
+    is not a positive size."""
+    text = os.environ.get(MEMORY_LIMIT_ENV)
+    if text is not None:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?\s*", text, flags=re.IGNORECASE)
+        value = float(m.group(1)) * _UNITS[m.group(2).upper()] if m else 0.0
+        if not (m and 1 <= value < 2**63):
+            raise ValueError(f"the environment variable {MEMORY_LIMIT_ENV}={text[:40]!r} is not a memory size: give "
+                             "bytes, or a number with K, M, G or T (powers of 1024), e.g. 8G")
+        return int(value)
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
     except (ValueError, OSError, AttributeError):

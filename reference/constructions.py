@@ -97,8 +97,9 @@ def newton_schulz_schedule(n_layers: int, kappa: float, upper: float = 1.0
     Above ``upper`` the first polynomial leaves ``[-1, 1]`` at once (``r_0(upper) = m_0``, close to 1 for a
     large ``kappa``, and its slope there is ``~8 / w``), ``A X_1`` gets negative eigenvalues and the later
     layers blow them up: an eigenvalue 0.1% above ``upper`` ruins a ``kappa = 1e4`` model. Hence
-    ``upper``: ``solve`` scales ``A`` by its largest eigenvalue, exact up to ``N = 64`` but a Lanczos
-    estimate above, which can be ~1% low; the shipped model takes ``upper = 1.1``.
+    ``upper``: ``solve`` scales ``A`` by its largest eigenvalue (computed, to rounding), and a model used on
+    matrices scaled some other way (by an estimate that may be low) needs room above 1; the shipped model takes
+    ``upper = 1.1``.
     """
     if not is_int(n_layers) or n_layers < 1:
         raise ValueError(f"n_layers must be an int >= 1, got {n_layers!r}")

@@ -55,11 +55,18 @@ RHS_LAWS = ("solution", "normal", "mix")
 CLUSTER_WIDTH = 0.05  # relative width of each of the two clusters of the "clustered" spectrum
 
 
+KAPPA_LIMIT = 1e15
+"""The largest condition number a law may ask for: below ``1 / eps = 4.5e15`` of float64, beyond which the smallest
+eigenvalue is lost in the rounding of the largest (and at ``1e308`` the solutions of ``b ~ N(0, I)`` overflow)."""
+
+
 def parse_kappa(kappa) -> tuple[float, float]:
-    """``kappa`` is a number ``k`` or a pair ``(k_min, k_max)`` (log-uniform per system); returns the pair."""
+    """``kappa`` is a number ``k`` or a pair ``(k_min, k_max)`` (log-uniform per system), each in
+    ``[1, KAPPA_LIMIT]``; returns the pair."""
     if is_real(kappa):
-        if not (np.isfinite(kappa) and kappa >= 1):
-            raise ValueError(f"kappa must be a finite number >= 1 (or a pair (kappa_min, kappa_max)), got {kappa!r}")
+        if not (np.isfinite(kappa) and 1 <= kappa <= KAPPA_LIMIT):
+            raise ValueError(f"kappa must be a number in [1, {KAPPA_LIMIT:g}] (or a pair (kappa_min, kappa_max)), got "
+                             f"{kappa!r}")
         lo = hi = float(kappa)
     else:
         try:
@@ -69,8 +76,8 @@ def parse_kappa(kappa) -> tuple[float, float]:
         if len(pair) != 2 or not all(is_real(v) for v in pair):
             raise ValueError(f"kappa must be a number >= 1 or a pair (kappa_min, kappa_max), got {kappa!r}")
         lo, hi = float(pair[0]), float(pair[1])
-    if not (np.isfinite(lo) and np.isfinite(hi) and 1 <= lo <= hi):
-        raise ValueError(f"kappa must be finite with 1 <= kappa_min <= kappa_max, got {kappa!r}")
+    if not (np.isfinite(lo) and np.isfinite(hi) and 1 <= lo <= hi <= KAPPA_LIMIT):
+        raise ValueError(f"kappa must satisfy 1 <= kappa_min <= kappa_max <= {KAPPA_LIMIT:g}, got {kappa!r}")
     return lo, hi
 
 
@@ -182,6 +189,8 @@ def rhs_rms(n: int, kappa=10.0, spectrum: str = "uniform", rhs: str = "solution"
     32-point Gauss-Legendre rule: the integrand is smooth, the rule exact to rounding). Other laws raise
     ``ValueError`` (train them with ``normalize_rhs``).
     """
+    if not (is_int(n) and n >= 1):
+        raise ValueError(f"rhs_rms: n must be an int >= 1 (a system size), got {n!r}")
     k_lo, k_hi = check_law(kappa, spectrum, rhs, normalize_rhs)
     if normalize_rhs or rhs == "normal":
         return 1.0

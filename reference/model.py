@@ -131,6 +131,46 @@ def grow_params(params, cfg: ModelConfig, n_layers: int, seed=0) -> tuple[dict[s
     return {name: grown[name] for name in param_shapes(big)}, big
 
 
+START_FIELDS = ("parametrization", "n_heads", "n_identity", "embed_dim", "n", "attention_norm")
+"""The model fields a run started from a checkpoint must share with it (the shapes and the layer's arithmetic)."""
+
+
+def start_from(params, cfg: ModelConfig, target: ModelConfig, seed=0) -> dict[str, np.ndarray]:
+    """Parameters of ``target`` that compute exactly what ``params`` (a model of ``cfg``) computes: the start of a
+    run from a checkpoint (``python -m tf_impl.train --init-from``), or ``ValueError`` saying why there is none.
+
+    ``target`` must share :data:`START_FIELDS` with ``cfg`` and have at least its layers (more: :func:`grow_params`,
+    new layers adding zero). Entries of ``params`` that ``cfg``'s masks fix at zero (:func:`param_masks`) are never
+    read, and are set to zero; then every entry that ``target``'s masks fix at zero must be zero already, else the
+    started model would not compute what the checkpoint's does (``b_last_layer`` or ``equivariant`` in ``target``
+    but not in ``cfg``, or such a model grown: its last layer reads ``b`` and would become a middle layer).
+    """
+    diff = [f"{k}: {getattr(cfg, k)!r} (checkpoint) vs {getattr(target, k)!r}" for k in START_FIELDS
+            if getattr(cfg, k) != getattr(target, k)]
+    if cfg.n_layers > target.n_layers:
+        diff.append(f"n_layers: {cfg.n_layers} (checkpoint) > {target.n_layers}")
+    if diff:
+        raise ValueError("the checkpoint's model differs from this run's: " + "; ".join(diff))
+    masks = param_masks(cfg)
+    params = {k: v * masks[k] if k in masks else v for k, v in check_params(params, cfg).items()}
+    plain = dataclasses.replace(cfg, b_last_layer=False, equivariant=False)  # the same function: those entries are 0
+    if target.n_layers > cfg.n_layers:
+        params, _ = grow_params(params, plain, target.n_layers, seed=seed)
+    lost = {k: int(np.count_nonzero(params[k] * (1 - m))) for k, m in param_masks(target).items()}
+    lost = {k: c for k, c in lost.items() if c}
+    if lost:
+        layers = sorted({int(k.split(".")[1]) for k in lost})
+        options = "b_last_layer" + (", equivariant" if target.equivariant else "")
+        raise ValueError(f"this run fixes entries of P, Q at zero ({options}: reference.model.param_masks) that the "
+                         f"checkpoint's model uses: {sum(lost.values())} nonzero in layer(s) "
+                         f"{', '.join(map(str, layers))}, so it would not start as the checkpoint's. Give the "
+                         f"checkpoint's --b-last-layer {str(cfg.b_last_layer).lower()}, --equivariant "
+                         f"{str(cfg.equivariant).lower()} and --n-layers {cfg.n_layers}"
+                         + (" (a b_last_layer model cannot grow)" if cfg.b_last_layer else "")
+                         + ", or start from random weights")
+    return params
+
+
 def check_params(params, cfg: ModelConfig) -> dict[str, np.ndarray]:
     """Exactly the expected names and shapes, finite values; returns float64 copies-or-views."""
     if not isinstance(params, dict):

@@ -165,6 +165,29 @@ def wolfe_search(fg, theta, f0: float, g0, d, c1: float = 1e-4, c2: float = 0.9,
     return best if best is not None and best[1] < f0 else None
 
 
+def check_lbfgs_memory(S, Y, n_params: int, memory: int) -> tuple[np.ndarray, np.ndarray]:
+    """The memory of pairs a resumed L-BFGS run reads (``extra/lbfgs/s``, ``extra/lbfgs/y``) as float64 arrays, if
+    it is one that :func:`lbfgs_step` could have built: two ``(k, n_params)`` arrays, ``k <= memory``, finite, and
+    every pair with the curvature a pair needs to join (``s^T y > 1e-12 ||s|| ||y||``: with ``s^T y <= 0`` the
+    two-loop recursion's ``H`` is not positive definite, and its direction need not descend). ``ValueError``
+    naming the problem otherwise."""
+    try:
+        S, Y = np.asarray(S, np.float64), np.asarray(Y, np.float64)
+    except (TypeError, ValueError):
+        raise ValueError("resume state lbfgs/s, lbfgs/y must be arrays of real numbers") from None
+    if S.ndim != 2 or S.shape != Y.shape or S.shape[1] != n_params or S.shape[0] > memory:
+        raise ValueError(f"resume state lbfgs/s, lbfgs/y must be two (k, {n_params}) arrays with k <= {memory}, "
+                         f"got {S.shape} and {Y.shape}")
+    if not (np.all(np.isfinite(S)) and np.all(np.isfinite(Y))):
+        raise ValueError("resume state lbfgs/s, lbfgs/y holds non-finite values; an L-BFGS run never keeps them")
+    curvature = np.einsum("kp,kp->k", S, Y)  # (k,)
+    low = np.flatnonzero(~(curvature > 1e-12 * np.linalg.norm(S, axis=1) * np.linalg.norm(Y, axis=1)))
+    if len(low):
+        raise ValueError(f"resume state lbfgs/s, lbfgs/y: pair {low[0]} has s^T y = {curvature[low[0]]:.3g}, not "
+                         "positive; an L-BFGS run keeps only pairs of positive curvature")
+    return S, Y
+
+
 def lbfgs_step(fg, theta, f: float, g, S, Y, memory: int = 50):
     """One L-BFGS iteration: direction (:func:`lbfgs_direction`), weak Wolfe step
     (:func:`wolfe_search`), then the new pair ``(s, y)`` joins the memory (the oldest leaves beyond

@@ -6,7 +6,7 @@ them: :mod:`reference.evaluation` and :mod:`reference.robustness` return records
 functions below. The lesson core (``docs/conventions.md``, "Lesson core and application") never imports this
 module; matplotlib is imported inside the plotting functions, so the tables work without it.
 
-Sections: JSON; evaluation tables (``eval.md``); robustness tables; probe tables; figures.
+Sections: where outputs go; JSON; evaluation tables (``eval.md``); robustness tables; probe tables; figures.
 """
 
 from __future__ import annotations
@@ -18,6 +18,64 @@ from pathlib import Path
 import numpy as np
 
 from reference.config import ModelConfig
+
+# ----------------------------------------------------------------------------------------------
+# where outputs go: runs/ by default; what the project ships only with OVERWRITE_FLAG
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+"""The folder of the checkout (or of the installed packages) the shipped outputs lie in."""
+SHIPPED_OUTPUTS = ("results", "reference/pretrained", "docs/assets")
+"""The folders whose files are committed with the project: measured data, shipped weights, the docs' figures."""
+OVERWRITE_FLAG = "--overwrite-shipped"
+"""The flag every command and script takes to write into :data:`SHIPPED_OUTPUTS` (``scripts/reproduce_paper.sh``
+passes it); their defaults are under ``runs/``, which git ignores."""
+
+
+def shipped_output(path) -> str | None:
+    """The folder of :data:`SHIPPED_OUTPUTS` that ``path`` lies in (or is), relative to :data:`REPO_ROOT`; None
+    for a path outside them."""
+    p = Path(path).resolve()
+    for rel in SHIPPED_OUTPUTS:
+        folder = (REPO_ROOT / rel).resolve()
+        if p == folder or folder in p.parents:
+            return rel
+    return None
+
+
+def check_output(path, overwrite: bool, flag: str = "--out") -> None:
+    """``ValueError`` when ``path`` lies in a folder the project ships and ``overwrite`` (:data:`OVERWRITE_FLAG`)
+    was not given: a command never replaces committed results, weights or figures by default."""
+    where = shipped_output(path)
+    if where is not None and not overwrite:
+        raise ValueError(f"{flag} {path} is inside {where}/, which is committed with the project: give "
+                         f"{OVERWRITE_FLAG} to replace what is there, or write elsewhere (the default is under runs/)")
+
+
+def add_output_args(parser, default, help: str) -> None:
+    """``--out`` (``default``, under ``runs/``) and :data:`OVERWRITE_FLAG` on a script's ``argparse`` parser; call
+    :func:`checked_output` after parsing."""
+    parser.add_argument("--out", default=default, help=f"{help} (default: %(default)s)")
+    parser.add_argument(OVERWRITE_FLAG, action="store_true", help="allow --out inside "
+                        f"{', '.join(f'{r}/' for r in SHIPPED_OUTPUTS)}, whose files are committed with the project")
+
+
+def checked_output(parser, args) -> Path:
+    """``args.out`` as a ``Path``, or the parser's error (exit 2) where it lies in a shipped folder without
+    :data:`OVERWRITE_FLAG` (:func:`check_output`)."""
+    try:
+        check_output(args.out, args.overwrite_shipped)
+    except ValueError as e:
+        parser.error(str(e))
+    return Path(args.out)
+
+
+def recorded_path(path) -> str:
+    """How a written record names a file: relative to :data:`REPO_ROOT` when it lies inside it (a shipped
+    checkpoint is ``reference/pretrained/NAME.npz`` on every machine), else as given."""
+    p = Path(path).resolve()
+    root = REPO_ROOT.resolve()
+    return str(p.relative_to(root)) if root in p.parents else str(path)
+
 
 # ----------------------------------------------------------------------------------------------
 # JSON

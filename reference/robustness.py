@@ -101,7 +101,7 @@ def robustness(models: dict, sizes, families=None, n_systems: int = 200, tol: fl
             depths = sorted({r.cfg.n_layers for _, r in runnable.values()})
             for name, (model, resolved) in runnable.items():
                 with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")  # out-of-range sizes and unmet tol are what we measure
+                    warnings.simplefilter("ignore")  # answers off the models' data and unmet tol are what we measure
                     one = solve_with(forward_fn, A, b, model)
                     full = solve_with(forward_fn, A, b, model, tol=tol, max_passes=max_passes, return_info=True)
                 bare = np.asarray(forward_fn(resolved.params, resolved.cfg, A, b), dtype=np.float64)

@@ -25,8 +25,10 @@ unchanged and a good one is improved. Without ``tol`` one pass is made; with ``t
 At any scale: every system is first brought to ``max |A_ij|`` and ``max |b_i|`` in ``[0.5, 1)`` by
 powers of two (exact), so no norm overflows or underflows, and the answer is scaled back; an answer
 that float64 cannot hold (beyond 1.8e308, or below its smallest normal number 2.2e-308) is a
-``ValueError``. Memory: a batch runs in chunks that fit :func:`memory_limit` (the answer does not
-depend on them), and a size at which one system does not fit is refused before anything is allocated.
+``ValueError``. Memory: a batch runs in chunks that fit :func:`memory_limit` (the environment variable
+``LINEAR_TRANSFORMER_MEMORY_LIMIT``, else half of the machine's memory; the answer does not depend on the
+chunks), and a size at which one system does not fit is refused before anything is allocated. Without ``tol``,
+a ``UserWarning`` names the systems whose one pass may be far from the answer (:data:`RESIDUAL_MARGIN`).
 
 Factor once (:func:`factorize`, :class:`Factorization`): a model that does not read ``b`` before its last layer
 (``newton-schulz``, the ``learned-*`` models) computes its first ``L - 1`` layers from ``A`` alone, and its odd
@@ -50,11 +52,18 @@ from typing import NamedTuple
 import numpy as np
 
 from reference.checkpoint import load_checkpoint, load_checkpoint_extra
-from reference.config import ModelConfig, is_int, is_real, memory_budget
+from reference.config import MEMORY_LIMIT_HELP, ModelConfig, is_int, is_real, memory_budget
 from reference.data import check_systems, rhs_rms
 from reference.evaluation import model_can_run
 from reference.model import approximate_inverse, check_params, first_layer_reading_b, forward, forward_bytes
-from reference.pretrained import PRETRAINED, load_pretrained, pretrained_path, training_law, valid_sizes
+from reference.pretrained import (
+    PRETRAINED,
+    load_pretrained,
+    pretrained_path,
+    recorded_accuracy,
+    training_law,
+    valid_sizes,
+)
 
 AUTO_MODELS = ("newton-schulz", "block-mixed", "block-finetune", "broad")
 """The shipped models ``model="auto"`` chooses from: the first whose sizes (:func:`~reference.pretrained.valid_sizes`)
@@ -74,6 +83,7 @@ class ResolvedModel(NamedTuple):
     law: dict  # the training data law (reference.pretrained.training_law): sets the rhs scale rho
     rho: float = 1.0  # rhs_rms(n, **law): the rms of the model's training right-hand sides at this n
     law_recorded: bool = False  # the checkpoint records its law (else the paper's is assumed, kappa unknown)
+    accuracy: float | None = None  # recorded_accuracy: its mean relative error on its training law, if recorded
 
 
 def first_not_positive_definite(A) -> int | None:
@@ -189,78 +199,28 @@ def resolve_model(model, n: int) -> ResolvedModel:
         raise ValueError(f"{label}: the training data law its metadata records is unusable ({e})") from None
     tc = meta.get("train_config") if isinstance(meta, dict) else None
     recorded = isinstance(tc, dict) and is_real(tc.get("kappa"))
-    return ResolvedModel(params, cfg, valid_sizes(meta), label, law, rho, recorded)
-
-
-LANCZOS_ABOVE = 64
-"""Extreme eigenvalues: exact (``eigvalsh``) up to this size, Lanczos above."""
-LANCZOS_STEPS = 30
-LANCZOS_SEED = 20240
-"""Seed of the Lanczos start vector: one fixed pseudo-random vector of length ``N``, the same for every system,
-so that a system's estimate does not depend on the batch it came in. Not ``(1, ..., 1)``: that vector is an
-eigenvector of every matrix with constant row sums (graph Laplacians plus a shift), from which Lanczos never
-leaves its one-dimensional invariant subspace."""
-
-
-def _lanczos_start(n: int) -> np.ndarray:
-    v = np.random.default_rng(LANCZOS_SEED).standard_normal(n)
-    return v / np.linalg.norm(v)
+    return ResolvedModel(params, cfg, valid_sizes(meta), label, law, rho, recorded, recorded_accuracy(meta))
 
 
 def spectrum_estimate(A) -> tuple[np.ndarray, np.ndarray]:
-    """``(scale, cond)`` of each SPD matrix of the batch ``A`` (B, N, N): the number ``solve`` divides ``A`` by
-    (about ``lambda_max``) and an estimate of ``cond(A) = lambda_max / lambda_min`` that is never above it.
+    """``(scale, cond)`` of each SPD matrix of the batch ``A`` (B, N, N): ``lambda_max``, the number ``solve``
+    divides ``A`` by, and ``cond(A) = lambda_max / lambda_min`` (``inf`` where rounding puts ``lambda_min`` at or
+    below 0), from every eigenvalue (``np.linalg.eigvalsh``) at every ``N``.
 
-    ``N <= LANCZOS_ABOVE``: exact, ``np.linalg.eigvalsh`` (``O(N^3)``, about the cost of a few Cholesky
-    factorisations): ``scale = lambda_max``. Above: ``min(N, LANCZOS_STEPS)`` Lanczos steps with full
-    re-orthogonalisation from a fixed pseudo-random start (``LANCZOS_SEED``), ``O(k N^2)``. Its Ritz values
-    ``theta_1 <= ... <= theta_k`` lie in ``[lambda_min, lambda_max]``, so ``cond = theta_k / theta_1`` is a lower
-    bound of ``cond(A)``, and
-
-        scale = clip(theta_k + rho_k, max_i A_ii, max_i sum_j |A_ij|),   rho_k = beta_k |s_k|
-
-    with ``rho_k`` the residual norm ``||A y - theta_k y||`` of the top Ritz pair (an eigenvalue lies within it of
-    ``theta_k``): the clip bounds are a lower (diagonal) and an upper (Gershgorin) bound of ``lambda_max``, so the
-    scale can be neither far below nor above it. Scale-equivariant: ``2^j A`` gives ``2^j scale`` exactly.
+    The warnings of a one-pass ``solve`` rest on ``cond``, so it is computed, not estimated: a few Lanczos steps
+    cost less but their smallest Ritz value can be orders of magnitude above ``lambda_min`` (a spectrum spread
+    over ``[1e-6, 1]``, or small eigenvalues in a cluster, at ``N = 128``), which would hide exactly the systems
+    one pass cannot solve. ``O(N^3)``, about a hundredth of one pass of the default model (which runs a 12-layer
+    ``O(N^3)`` forward twice). Scale-equivariant: ``2^j A`` gives ``2^j scale`` and the same ``cond`` exactly.
     """
-    B, N, _ = A.shape
-    if N <= LANCZOS_ABOVE:
-        ev = np.linalg.eigvalsh(A)  # (B, N), ascending
-        return ev[:, -1], ev[:, -1] / ev[:, 0]
-    k = min(N, LANCZOS_STEPS)
-    V = np.zeros((B, k + 1, N))
-    alpha, beta = np.zeros((B, k)), np.zeros((B, k))
-    V[:, 0] = _lanczos_start(N)
-    for j in range(k):
-        w = np.einsum("bij,bj->bi", A, V[:, j])  # (B, N)
-        alpha[:, j] = np.einsum("bi,bi->b", w, V[:, j])
-        w -= np.einsum("bki,bk->bi", V[:, : j + 1], np.einsum("bki,bi->bk", V[:, : j + 1], w))  # re-orthogonalise
-        w -= np.einsum("bki,bk->bi", V[:, : j + 1], np.einsum("bki,bi->bk", V[:, : j + 1], w))  # twice
-        beta[:, j] = np.linalg.norm(w, axis=1)
-        # an invariant subspace (A = I, or few distinct eigenvalues): w is rounding noise, which normalised would
-        # not be orthogonal to the earlier vectors and would give Ritz values outside the spectrum; stop there
-        beta[:, j] = np.where(beta[:, j] > 1e-10 * np.max(np.abs(alpha[:, : j + 1]), axis=1), beta[:, j], 0.0)
-        V[:, j + 1] = np.where(beta[:, j, None] > 0, w / np.where(beta[:, j] > 0, beta[:, j], 1.0)[:, None], 0.0)
-    # the steps after one that found an invariant subspace (beta_j = 0) are empty (V = 0): they get the Rayleigh
-    # quotient alpha_0 on the diagonal, which lies between the Ritz values of the leading block, so that the
-    # extreme Ritz values are those of the steps that ran
-    live = np.concatenate([np.ones((B, 1), dtype=bool), np.cumprod(beta[:, :-1] > 0, axis=1).astype(bool)], axis=1)
-    alpha = np.where(live, alpha, alpha[:, :1])
-    T = np.zeros((B, k, k))
-    idx = np.arange(k)
-    T[:, idx, idx] = alpha
-    T[:, idx[:-1], idx[1:]] = T[:, idx[1:], idx[:-1]] = beta[:, :-1]
-    theta, S = np.linalg.eigh(T)  # (B, k) ascending, (B, k, k)
-    rho = np.abs(beta[:, -1] * S[:, -1, -1])  # residual norm of the top Ritz pair
-    diag_max = np.max(np.einsum("bii->bi", A), axis=1)
-    gershgorin = np.max(np.sum(np.abs(A), axis=2), axis=1)
-    scale = np.clip(theta[:, -1] + rho, diag_max, gershgorin)
-    return scale, theta[:, -1] / theta[:, 0]
+    ev = np.linalg.eigvalsh(A)  # (B, N), ascending
+    lo, hi = ev[:, 0], ev[:, -1]
+    return hi, np.where(lo > 0, hi / np.where(lo > 0, lo, 1.0), np.inf)
 
 
 def largest_eigenvalue(A) -> np.ndarray:
-    """The scale ``solve`` divides each SPD matrix of the batch ``A`` (B, N, N) by: ``lambda_max`` exactly up to
-    ``N = LANCZOS_ABOVE``, a guarded Lanczos estimate above (:func:`spectrum_estimate`)."""
+    """The scale ``solve`` divides each SPD matrix of the batch ``A`` (B, N, N) by: ``lambda_max``
+    (:func:`spectrum_estimate`)."""
     return spectrum_estimate(A)[0]
 
 
@@ -287,15 +247,12 @@ class NotConvergedError(RuntimeError):
 
 DEFAULT_MAX_PASSES = 100
 
-MEMORY_LIMIT: int | None = None
-"""Bytes one ``solve`` call may hold for the model's arrays (``None``: half of this machine's physical memory,
-:func:`memory_limit`). A batch is split into chunks that fit (systems are independent: the answer does not
-depend on the split); a size at which one system does not fit is refused before anything is allocated."""
-
-
 def memory_limit() -> int:
-    """:data:`MEMORY_LIMIT`, or :func:`reference.config.memory_budget` (half of the physical memory)."""
-    return int(MEMORY_LIMIT) if MEMORY_LIMIT is not None else memory_budget()
+    """Bytes one ``solve`` call may hold for the model's arrays: :func:`reference.config.memory_budget` (the
+    environment variable ``LINEAR_TRANSFORMER_MEMORY_LIMIT`` when set, else half of the physical memory), read at
+    every call. A batch is split into chunks that fit (systems are independent: the answer does not depend on the
+    split); a size at which one system does not fit is refused before anything is allocated."""
+    return memory_budget()
 
 
 def solve_bytes(cfg: ModelConfig, n: int, batch: int) -> int:
@@ -312,8 +269,8 @@ def chunk_size(cfg: ModelConfig, n: int, batch: int, label: str = "the model") -
     one = solve_bytes(cfg, n, 1)
     if one > limit:
         raise ValueError(f"solve with {label} on one system of size N={n} needs about {one / 2**30:.1f} GiB, above "
-                         f"the limit of {limit / 2**30:.1f} GiB (reference.solve.MEMORY_LIMIT; default half of this "
-                         "machine's memory): solve smaller systems, or raise the limit if the memory is there")
+                         f"the limit of {limit / 2**30:.3g} GiB ({MEMORY_LIMIT_HELP}): solve smaller systems, or "
+                         "raise the limit if the memory is there")
     per = solve_bytes(cfg, n, 2) - one
     return int(max(1, min(batch, 1 + (limit - one) // max(per, 1))))
 
@@ -348,7 +305,8 @@ class _Passes(NamedTuple):
     passes: np.ndarray  # (B,)
     history: np.ndarray  # (B, K + 1)
     at_floor: np.ndarray  # (B,) the starting residual was already at rounding level
-    cond: np.ndarray  # (B,) estimate of cond(A), never above it
+    cond: np.ndarray  # (B,) cond(A)
+    floor: np.ndarray  # (B,) the rounding level of the answer's relative residual (ROUNDING_FLOOR)
 
 
 def _odd_part_fn(forward_fn, resolved, factor, owner):
@@ -377,8 +335,7 @@ def _run_passes(odd_fn, rho_sqrt_n, factor, owner, b, x, tol, max_passes) -> _Pa
     a, cond = factor.a[owner], factor.cond[owner]  # (B,)
     b_norm = np.linalg.norm(b, axis=1)  # (B,)
     r, rel_res = _rel_residual(A, owner, b, x, b_norm)  # (B, N), (B,)
-    at_floor = rel_res <= ROUNDING_FLOOR * n * np.finfo(float).eps * (
-        a * np.linalg.norm(x, axis=1) / np.where(b_norm > 0, b_norm, 1.0) + 1.0)
+    at_floor = rel_res <= _rounding_level(a, x, b_norm)
     cap = min(max_passes, 8)  # buffers grow with the passes that run (max_passes may be huge)
     history = np.full((B, cap + 1), np.nan)
     history[:, 0] = rel_res
@@ -432,7 +389,15 @@ def _run_passes(odd_fn, rho_sqrt_n, factor, owner, b, x, tol, max_passes) -> _Pa
         active[take] = rel_res[take] > goal
         if tol is None:
             break
-    return _Passes(x, rel_res, passes, history[:, : passes.max() + 1], at_floor, cond)
+    return _Passes(x, rel_res, passes, history[:, : passes.max() + 1], at_floor, cond, _rounding_level(a, x, b_norm))
+
+
+def _rounding_level(a, x, b_norm) -> np.ndarray:
+    """``ROUNDING_FLOOR N eps (a ||x|| + ||b||) / ||b||`` per system: the relative residual that rounding alone leaves
+    in ``b - A x`` (``a`` about ``||A||``)."""
+    n = x.shape[1]
+    return ROUNDING_FLOOR * n * np.finfo(float).eps * (a * np.linalg.norm(x, axis=1) / np.where(b_norm > 0, b_norm, 1.0)
+                                                       + 1.0)
 
 
 def _model_kappa(resolved: ResolvedModel) -> float | None:
@@ -441,6 +406,47 @@ def _model_kappa(resolved: ResolvedModel) -> float | None:
         return None
     kappa = resolved.law["kappa"]
     return float(kappa[1] if isinstance(kappa, tuple) else kappa)
+
+
+RESIDUAL_MARGIN = 5.0
+"""A pass is suspect when it leaves more than this many times the residual its model's accuracy predicts
+(:func:`reference.pretrained.recorded_accuracy`, the mean relative error on its training law). Measured on the
+shipped models' own laws (200 fresh systems at each of up to 7 training sizes): the one-pass relative residual is
+above 5 times the recorded accuracy for 0.25% of ``block-mixed``'s systems and for none of the other models',
+and it follows the error off the law (``docs/conventions.md``, "Solving user systems")."""
+
+
+def _warn_untrusted_pass(resolved: ResolvedModel, B: int, cond, rel_res, start, passes, at_floor, floor,
+                         stacklevel: int) -> None:
+    """The warning of a one-pass ``solve`` on the systems whose answer may be far from the solution. A system is
+    flagged when its pass left a residual above what the model's accuracy predicts (``RESIDUAL_MARGIN`` times
+    the recorded accuracy, times the starting residual, and above rounding), or when ``cond(A)`` is above the
+    ``kappa`` the model was built for and the error bound ``cond(A) * ||b - A x|| / ||b||`` is above that
+    residual too (a system outside the model's spectrum whose answer is provably accurate is not flagged). So a
+    system without a warning either is like the model's training systems (``cond`` within its ``kappa`` and the
+    residual within the margin) or has a relative error provably within the margin times the accuracy. Passes
+    rejected outright (``passes == 0``) have their own warning; an ``x0`` already exact to rounding (``at_floor``)
+    rests on no pass. ``stacklevel`` is counted from this function, so that the warning names the user's line."""
+    kappa, acc = _model_kappa(resolved), resolved.accuracy
+    ran = (passes > 0) & ~at_floor
+    bound = cond * rel_res  # (B,): the relative error is at most this (||A^-1|| ||r|| / (||b|| / ||A||))
+    none = np.zeros(B, dtype=bool)
+    high = ran & (rel_res > np.maximum(RESIDUAL_MARGIN * acc * start, floor)) if acc is not None else none
+    wide = ran & (cond > kappa * (1 + 1e-6)) if kappa is not None else none
+    if acc is not None:
+        wide &= bound > RESIDUAL_MARGIN * acc
+    flagged = np.flatnonzero(high | wide)
+    if not len(flagged):
+        return
+    why = [f"{np.sum(wide)} have a condition number above the {kappa:g} it was built for"] if wide.any() else []
+    if high.any():
+        why.append(f"{np.sum(high)} a residual above {RESIDUAL_MARGIN:g} times its recorded accuracy ({acc:.3g}, the "
+                   "mean relative error of one pass on its training law)")
+    s = flagged[0]
+    warnings.warn(f"one pass of {resolved.label} may be far from the answer on {len(flagged)} of {B} system(s): "
+                  f"{'; '.join(why)}. First: system {s}, condition number {cond[s]:.3g}, relative residual "
+                  f"{rel_res[s]:.3g}, so its relative error is at most {bound[s]:.3g}. Give tol= to have solve check "
+                  "the residual and add passes", UserWarning, stacklevel=stacklevel)
 
 
 def _passes_limit(tol, max_passes) -> int:
@@ -465,21 +471,14 @@ def _resolve_early(A, model) -> ResolvedModel | None:
     return None
 
 
-def _warn_sizes(resolved: ResolvedModel, n: int, stacklevel: int) -> None:
-    sizes = resolved.train_sizes
-    if sizes is not None and not sizes[0] <= n <= sizes[1]:
-        warnings.warn(f"N={n} is outside the training sizes [{sizes[0]}, {sizes[1]}] of {resolved.label}; "
-                      "expect a larger error (see the results page)", UserWarning, stacklevel=stacklevel + 1)
-
-
 def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info=False,
                strict=False, operator_fn=None) -> np.ndarray | SolveResult:
-    """The body of both ``solve`` functions: validate, resolve the model, warn outside its training
-    sizes, factorize ``A`` (:func:`factorize_with`: unit scale, spectrum, and the model's matrix where
-    ``operator_fn(params, cfg, A)`` gives one), then run passes on the residuals (module docstring), each
-    system until it meets ``tol``, stops improving or reaches ``max_passes``, in chunks that fit
-    :func:`memory_limit`, and scale the answers back. ``b`` with as many axes as ``A`` holds columns: right-hand
-    sides sharing one factorization (``Factorization.solve``)."""
+    """The body of both ``solve`` functions: validate, resolve the model, factorize ``A`` (:func:`factorize_with`:
+    unit scale, spectrum, and the model's matrix where ``operator_fn(params, cfg, A)`` gives one), then run passes
+    on the residuals (module docstring), each system until it meets ``tol``, stops improving or reaches
+    ``max_passes``, in chunks that fit :func:`memory_limit`, scale the answers back, and warn where an answer may
+    be far from the solution. ``b`` with as many axes as ``A`` holds columns: right-hand sides sharing one
+    factorization (``Factorization.solve``)."""
     max_passes = _passes_limit(tol, max_passes)
     resolved = _resolve_early(A, model)
     columns = np.ndim(b) == np.ndim(A) and np.ndim(A) in (2, 3)
@@ -489,7 +488,6 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
         A, b, x0, single = prepare_inputs(A, b, x0)
     n = A.shape[-1]
     resolved = resolve_model(model, n) if resolved is None else resolved
-    _warn_sizes(resolved, n, stacklevel=3)
     factorization = _factorize(forward_fn, operator_fn, A, resolved, single)
     kwargs = dict(tol=tol, max_passes=max_passes, return_info=return_info, strict=strict)
     if columns:
@@ -499,12 +497,11 @@ def solve_with(forward_fn, A, b, model="auto", x0=None, *, tol=None, max_passes=
 
 
 def factorize_with(forward_fn, operator_fn, A, model="auto") -> Factorization:
-    """The body of both ``factorize`` functions: validate ``A`` (one matrix or a batch, SPD), resolve the model,
-    warn outside its training sizes, and compute what every right-hand side shares (:class:`Factorization`)."""
+    """The body of both ``factorize`` functions: validate ``A`` (one matrix or a batch, SPD), resolve the model, and
+    compute what every right-hand side shares (:class:`Factorization`)."""
     resolved = _resolve_early(A, model)
     A, _, _, single = prepare_inputs(A, np.zeros(np.shape(A)[:-1]))
     resolved = resolve_model(model, A.shape[-1]) if resolved is None else resolved
-    _warn_sizes(resolved, A.shape[-1], stacklevel=3)
     factorization = _factorize(forward_fn, operator_fn, A, resolved, single)
     if factorization.reason is not None:
         warnings.warn(f"factorize: {factorization.reason}", UserWarning, stacklevel=3)
@@ -513,8 +510,8 @@ def factorize_with(forward_fn, operator_fn, A, model="auto") -> Factorization:
 
 def _factorize(forward_fn, operator_fn, A, resolved: ResolvedModel, single: bool) -> Factorization:
     """:class:`Factorization` of the validated batch ``A`` (F, N, N): the power of two that brings each matrix to
-    unit scale, its spectrum estimate, and the model's matrix of ``A / a`` where the model has one, in chunks that
-    fit :func:`memory_limit`."""
+    unit scale, its spectrum (largest eigenvalue and condition number), and the model's matrix of ``A / a`` where
+    the model has one, in chunks that fit :func:`memory_limit`."""
     F, n, _ = A.shape
     cfg = resolved.cfg
     layer = first_layer_reading_b(resolved.params, cfg)
@@ -542,7 +539,7 @@ class _Factor(NamedTuple):
     A: np.ndarray  # (F, N, N) the matrices at unit scale, max |A| in [0.5, 1)
     ea: np.ndarray  # (F,) their powers of two: the user's A is 2^ea A
     a: np.ndarray  # (F,) the scale solve divides each by (about lambda_max)
-    cond: np.ndarray  # (F,) estimate of cond(A), never above it
+    cond: np.ndarray  # (F,) cond(A)
     inverse: np.ndarray | None  # (F, N, N) the model's odd part as a matrix of r_hat, for A / a; None: not cached
 
 
@@ -564,7 +561,7 @@ class Factorization:
     :meth:`solve` for any number of right-hand sides (SciPy's ``cho_factor`` / ``cho_solve``).
 
     Cached: ``A`` validated (symmetric, positive definite), its power-of-two unit scale, its largest eigenvalue
-    and condition estimate, and -- for a model that does not read ``b`` before its last layer (``b_last_layer``,
+    and condition number, and -- for a model that does not read ``b`` before its last layer (``b_last_layer``,
     the Newton-Schulz construction: :func:`reference.model.first_layer_reading_b`) -- the model itself as a
     matrix: its answer is ``M b`` (:attr:`inverse`), so every pass of every right-hand side costs a few ``N^2``
     products instead of two runs of the model. For any other model :attr:`reason` says why nothing of the model is
@@ -652,17 +649,19 @@ class Factorization:
         width = max(p.history.shape[1] for p in parts)
         history = np.concatenate([np.pad(p.history, ((0, 0), (0, width - p.history.shape[1])),
                                          constant_values=np.nan) for p in parts])
-        xs, rel_res, passes, at_floor, cond = (np.concatenate([getattr(p, name) for p in parts])
-                                               for name in ("x", "residual", "passes", "at_floor", "cond"))
+        xs, rel_res, passes, at_floor, cond, floor = (np.concatenate([getattr(p, name) for p in parts])
+                                                      for name in ("x", "residual", "passes", "at_floor", "cond",
+                                                                   "floor"))
         converged = np.ones(S, dtype=bool) if tol is None else rel_res <= tol
         result = SolveResult(_to_user_scale(xs, e), converged, passes, rel_res, history, resolved.label)
-        _warn_passes(resolved, result, at_floor, cond, tol, max_passes, strict, shape, stacklevel + 1)
+        _warn_passes(resolved, result, at_floor, cond, floor, tol, max_passes, strict, shape, stacklevel + 1)
         return shape(result) if return_info else shape(result).x
 
 
-def _warn_passes(resolved, result, at_floor, cond, tol, max_passes, strict, shape, stacklevel) -> None:
+def _warn_passes(resolved, result, at_floor, cond, floor, tol, max_passes, strict, shape, stacklevel) -> None:
     """Without ``tol``, say where the one pass cannot be trusted; with it, where ``tol`` was not met (``strict``:
-    raise :class:`NotConvergedError` carrying ``shape(result)``)."""
+    raise :class:`NotConvergedError` carrying ``shape(result)``). ``stacklevel`` is counted from this function:
+    the warnings name the user's line."""
     _, converged, passes, rel_res, _, _ = result
     B = len(passes)
     if tol is None:  # one pass asked, no accuracy checked: say where it cannot be trusted
@@ -671,15 +670,8 @@ def _warn_passes(resolved, result, at_floor, cond, tol, max_passes, strict, shap
             warnings.warn(f"the pass of {resolved.label} did not reduce the residual of {len(rejected)} of {B} "
                           f"system(s) (first: system {rejected[0]}): their answer is x0 (relative residual "
                           f"{rel_res[rejected[0]]:.3g}); the model cannot handle these systems", UserWarning,
-                          stacklevel=stacklevel + 1)
-        kappa = _model_kappa(resolved)
-        outside = np.flatnonzero((cond > kappa * (1 + 1e-6)) & ~at_floor) if kappa is not None else []
-        if len(outside):
-            first = outside[0]
-            warnings.warn(f"{len(outside)} of {B} system(s) have an estimated condition number above the "
-                          f"{kappa:g} {resolved.label} was built for (first: system {first}, at least "
-                          f"{cond[first]:.3g}): one pass may be far from the answer; give tol= to have solve "
-                          "check the residual and add passes", UserWarning, stacklevel=stacklevel + 1)
+                          stacklevel=stacklevel)
+        _warn_untrusted_pass(resolved, B, cond, rel_res, result.history[:, 0], passes, at_floor, floor, stacklevel + 1)
     if not converged.all():
         bad = np.flatnonzero(~converged)
         msg = (f"solve did not reach tol={tol:g} on {len(bad)} of {B} system(s) (first: system {bad[0]}, relative "
@@ -689,7 +681,7 @@ def _warn_passes(resolved, result, at_floor, cond, tol, max_passes, strict, shap
                f"{resolved.label}. The best answer found is returned.")
         if strict:
             raise NotConvergedError(msg, shape(result))
-        warnings.warn(msg, UserWarning, stacklevel=stacklevel + 1)
+        warnings.warn(msg, UserWarning, stacklevel=stacklevel)
 
 
 def _to_user_scale(xs, e) -> np.ndarray:
@@ -750,11 +742,13 @@ def solve(A, b, model="auto", x0=None, *, tol=None, max_passes=None, return_info
         NotConvergedError: ``strict=True`` and some system did not reach ``tol``.
 
     Warns:
-        UserWarning: ``tol`` was not reached on some system (how many, the worst residual, why), or
-            ``N`` is outside the sizes the model was trained on (the model still runs); without ``tol``,
-            a pass that did not reduce the residual (unless ``x0`` was already exact to rounding) or an
-            estimated ``cond(A)`` above the largest the model's checkpoint records (``kappa``/``kappa_max``
-            of its ``train_config``): one pass is then not to be trusted.
+        UserWarning: ``tol`` was not reached on some system (how many, the worst residual, why); without
+            ``tol``, a pass that did not reduce the residual (unless ``x0`` was already exact to rounding), or
+            one that may be far from the answer: a relative residual above ``RESIDUAL_MARGIN`` times what the
+            model's accuracy predicts (:func:`~reference.pretrained.recorded_accuracy`, its final table), or a
+            ``cond(A)`` above the largest its checkpoint records (``kappa``/``kappa_max`` of its
+            ``train_config``) with an error bound ``cond(A) ||b - A x|| / ||b||`` above that residual. The size
+            ``N`` alone is not warned about: the residual says whether the model still works there.
 
     Limits: each pass reduces the residual by a factor that depends on the model and on ``cond(A)``:
     about 10x per 4-layer pass at ``cond(A) = 10``, far less at ``1000``, where ``tol`` may not be

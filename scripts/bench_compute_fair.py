@@ -8,10 +8,12 @@ solves). Error: the mean relative error ``||x_hat - x|| / ||x||``; time: the bes
 a warm-up (compilation excluded), in ms per batch; multiply-adds per system: the model's products
 (``reference.model.sparse_plans``: each ``(N + 1) N^2``; a model cached as a matrix runs them once, then
 ``3 N^2`` a pass; any other runs them on both signs every pass), ``k (N^2 + 5 N)`` for CG (``+ N`` for the
-preconditioner), ``N^3 / 3 + 2 N^2`` for Cholesky. ``solve``'s own checks (a Cholesky attempt, the spectrum
-estimate) are in its time, not in its multiply-adds.
+preconditioner), ``N^3 / 3 + 2 N^2`` for Cholesky. ``solve``'s own checks (a Cholesky attempt, the eigenvalues
+of ``A``) are in its time, not in its multiply-adds.
 
-    python scripts/bench_compute_fair.py [--repeats 3] [--out results/compute_fair.json]
+    python scripts/bench_compute_fair.py [--repeats 3] [--out runs/compute_fair.json]
+    python scripts/bench_compute_fair.py --repeats 1 --max-passes 10 \
+        --out results/compute_fair.json --overwrite-shipped     # the committed one (and its .png)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import tf_impl
 from reference.data import sample_systems
 from reference.model import first_layer_reading_b, sparse_plans
 from reference.pretrained import PRETRAINED, load_pretrained
+from reference.report import add_output_args, checked_output
 
 CASES = [(16, 1), (16, 256), (64, 1), (64, 64), (256, 1), (256, 4)]
 ITERS = [1, 2, 4, 8, 16, 32, 64, 128, 256]
@@ -94,7 +97,7 @@ def bench_case(n, batch, repeats, models, max_passes=20):
         if load_pretrained(name)[1].parametrization != "block":
             continue
         for tol in (None, 1e-8):
-            with warnings.catch_warnings():  # sizes outside training, tol not met: the errors say it
+            with warnings.catch_warnings():  # one pass far from the answer, tol not met: the errors say it
                 warnings.simplefilter("ignore")
                 ms, info = best_ms(lambda tol=tol, name=name: tf_impl.solve(
                     A, b, model=name, tol=tol, max_passes=None if tol is None else max_passes, return_info=True),
@@ -108,12 +111,13 @@ def bench_case(n, batch, repeats, models, max_passes=20):
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--out", default="results/compute_fair.json")
+    add_output_args(ap, "runs/compute_fair.json", "the JSON file written, and its figure beside it (.png)")
     ap.add_argument("--cases", default=",".join(f"{n}x{b}" for n, b in CASES), help="NxB,... (N = size, B = batch)")
     ap.add_argument("--models", default=",".join(PRETRAINED), help="shipped models to run (block ones only)")
     ap.add_argument("--max-passes", type=int, default=20, help="at most this many passes of solve(tol=1e-8)")
     ap.add_argument("--plot-only", action="store_true", help="draw the figure of an existing --out, measure nothing")
     args = ap.parse_args(argv)
+    checked_output(ap, args)
     if args.plot_only:
         result = json.loads(Path(args.out).read_text())
         plot(result, Path(args.out).with_suffix(".png"))

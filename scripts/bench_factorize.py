@@ -13,7 +13,8 @@ warm-up (compilation excluded), times in ms; the load average of the machine is 
   256 systems of N = 64 against ``numpy.linalg.solve``; a new right-hand side on an existing factorization against
   ``cho_solve``; ``solve(tol=1e-12)`` with ``learned-L8-k100`` at kappa 100 against one pass.
 
-    python scripts/bench_factorize.py [--repeats 7] [--out results/bench_factorize.json]
+    python scripts/bench_factorize.py [--repeats 7] [--out runs/bench_factorize.json]
+    python scripts/bench_factorize.py --out results/bench_factorize.json --overwrite-shipped   # the committed one
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import tf_impl
 from reference.data import sample_systems
 from reference.model import first_layer_reading_b, sparse_plans
 from reference.pretrained import PRETRAINED, load_pretrained
+from reference.report import add_output_args, checked_output
 
 
 def paired_ms(fns: dict, repeats: int) -> dict:
@@ -78,7 +80,8 @@ def per_model(rows: list, n: int, repeats: int, rate: float) -> list:
     A, b, _ = system(n, 10.0, seed=2)
     out = []
     for row in rows:
-        with warnings.catch_warnings():  # sizes outside training: the time is the point here
+        with warnings.catch_warnings():  # solve's warning that one pass may be far from the answer (N = 256 is
+            # off most models' training sizes): the time is the point here
             warnings.simplefilter("ignore")
             ms = paired_ms({"pass": lambda m=row["model"]: tf_impl.solve(A[0], b[0], model=m)}, repeats)["pass"]
         runs = 1 if row["cached"] else 2
@@ -114,7 +117,8 @@ def targets(repeats: int, rate: float, n: int = 256, batch_n: int = 64, batch: i
     out["batch"] = paired_ms({"tf_impl.solve": lambda: tf_impl.solve(Ab, bb),
                                      "numpy.linalg.solve": lambda: np.linalg.solve(Ab, bb[..., None])}, repeats)
     model = "learned-L8-k100"
-    with warnings.catch_warnings():  # N = 256 is outside its training sizes: the point of the row
+    with warnings.catch_warnings():  # one pass at N = 256 may draw solve's warning that it is far from the
+        # answer: the passes tol=1e-12 takes there are the point of the row
         warnings.simplefilter("ignore")
         info = tf_impl.solve(A0, b0, model=model, tol=1e-12, return_info=True)
         out["tol_learned"] = paired_ms({
@@ -128,10 +132,11 @@ def targets(repeats: int, rate: float, n: int = 256, batch_n: int = 64, batch: i
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--out", default="results/bench_factorize.json")
+    add_output_args(ap, "runs/bench_factorize.json", "the JSON file written")
     ap.add_argument("--sizes", default="256,64,256", help="N of the single system, N and count of the batch")
     ap.add_argument("--models", default="", help="per_model: only these shipped models (default: every block one)")
     args = ap.parse_args(argv)
+    checked_output(ap, args)
     n, batch_n, batch = (int(v) for v in args.sizes.split(","))
     load_before = os.getloadavg()
     rates = {f"{m}x{k}": matmul_rate(m, k, args.repeats) for m, k in ((n, 1), (batch_n, batch))}

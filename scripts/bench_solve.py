@@ -18,8 +18,9 @@ Times are the best of ``--repeats`` runs after a warm-up (compilation excluded),
 batch. The machine is noisy: compare rows of one run, not runs. Peak resident memory of the process
 is reported at the end. Writes ``--out`` (JSON) and prints a Markdown table.
 
-    python scripts/bench_solve.py [--repeats 5] [--out results/bench_solve.json]
-    python scripts/bench_solve.py --model newton-schulz --out results/bench_solve_ns.json
+    python scripts/bench_solve.py [--repeats 5] [--out runs/bench_solve.json]
+    python scripts/bench_solve.py --out results/bench_solve.json --overwrite-shipped          # the committed one
+    python scripts/bench_solve.py --model newton-schulz --out results/bench_solve_ns.json --overwrite-shipped
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import scipy.sparse.linalg
 from reference.baselines import conjugate_gradient
 from reference.data import sample_systems
 from reference.pretrained import load_pretrained
+from reference.report import add_output_args, checked_output
 from reference.robustness import cg_iterations_to, relative_errors
 
 CASES = [(9, 1), (9, 64), (9, 4096), (20, 1), (20, 64), (20, 4096), (64, 1), (64, 64), (64, 512), (256, 1)]
@@ -87,7 +89,7 @@ def bench_case(n: int, batch: int, repeats: int, model: str = "paper") -> dict:
     row["cholesky_ms"] = best_ms(lambda: cholesky_solve(A, b), repeats)
     if batch <= 64:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # out of the training sizes: expected here
+            warnings.simplefilter("ignore")  # tol not reached off the model's sizes: expected, recorded in the row
             info = tf_impl.solve(A, b, model=name, tol=1e-8, return_info=True)
             row["solve_tol_ms"] = best_ms(lambda: tf_impl.solve(A, b, model=name, tol=1e-8),
                                           max(1, repeats // 2))
@@ -103,11 +105,12 @@ def bench_case(n: int, batch: int, repeats: int, model: str = "paper") -> dict:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--out", default="results/bench_solve.json")
+    add_output_args(p, "runs/bench_solve.json", "the JSON file written")
     p.add_argument("--cases", default=None, help="NxB,NxB,... (default: the full grid)")
     p.add_argument("--model", default="paper", help="'paper' (block-mixed for N <= 9, block-finetune above) or a "
                                                     "shipped model's name")
     args = p.parse_args(argv)
+    checked_output(p, args)
     cases = CASES if args.cases is None else [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
     rows = []
     for n, batch in cases:

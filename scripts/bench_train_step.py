@@ -31,7 +31,8 @@ Memory (``--memory``): peak resident set size of a fresh process that trains 3 s
 N = 20 (structured, XLA), and of one that solves one 256 x 256 system with ``reference.solve`` and with
 ``tf_impl.solve`` (shipped model, one pass).
 
-    python scripts/bench_train_step.py [--rounds 5] [--steps 5] [--memory] [--out results/bench_train_step.json]
+    python scripts/bench_train_step.py [--rounds 5] [--steps 5] [--memory] [--out runs/bench_train_step.json]
+    (the committed results/bench_train_step.json: --out results/bench_train_step.json --overwrite-shipped)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import numpy as np
 
 import reference as ref
 from reference.optim import clip_by_global_norm
+from reference.report import add_output_args, checked_output
 from tf_impl._quiet import tf
 from tf_impl.config import TrainConfig
 from tf_impl.optim import Trainer
@@ -157,8 +159,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--ranges", default=None, help="lo-hi,lo-hi (default 2-9,10-20,30-30)")
     ap.add_argument("--no-reference", action="store_true", help="skip the NumPy reference (slow at N = 30)")
     ap.add_argument("--memory", action="store_true", help="also measure peak RSS (module docstring)")
-    ap.add_argument("--out", default="results/bench_train_step.json")
+    add_output_args(ap, "runs/bench_train_step.json", "the JSON file written")
     args = ap.parse_args(argv)
+    checked_output(ap, args)
     ranges = RANGES if args.ranges is None else [tuple(int(v) for v in s.split("-")) for s in args.ranges.split(",")]
     tf.config.experimental.enable_tensor_float_32_execution(False)
     load_before = os.getloadavg()

@@ -8,7 +8,7 @@ bounds [1/kappa, 1]) with as many iterations as the model has layers, and the fl
 of that degree, the best 2-norm point of ``x0 + K_L(A, r0)`` (:func:`reference.analysis.krylov_best_errors`).
 
     python scripts/depth_family_study.py runs/depth-L2/final.npz runs/depth-L4/final.npz ... \
-        [--newton-schulz 2 4 6 8] [--n-systems 500] [--out results/depth_family]
+        [--newton-schulz 2 4 6 8] [--n-systems 500] [--out runs/depth_family]
 
 A model's family is its run name without the depth (``depth-L4`` -> ``depth``, ``depth-ns-L4`` -> ``depth-ns``);
 each family is one line of the plot.
@@ -31,6 +31,7 @@ from reference.checkpoint import load_checkpoint, load_checkpoint_extra
 from reference.constructions import newton_schulz_params
 from reference.evaluation import eval_systems, system_errors
 from reference.model import forward
+from reference.report import add_output_args, checked_output
 
 SIZES, KAPPAS = (9, 15, 20, 40), (10.0, 100.0)
 
@@ -147,12 +148,12 @@ def main(argv=None) -> None:
     p.add_argument("--newton-schulz", type=int, nargs="*", default=[], metavar="L",
                    help="also the untrained Newton-Schulz construction (kappa 10) with these depths")
     p.add_argument("--n-systems", type=int, default=500)
-    p.add_argument("--out", default="results/depth_family")
+    add_output_args(p, "runs/depth_family", "output stem: writes OUT.json, OUT.md and OUT.png")
     p.add_argument("--title", default="Depth families (trained on N in [2, 20], kappa 10) and the Newton-Schulz "
                                       "construction: error against depth")
     args = p.parse_args(argv)
+    out = checked_output(p, args)  # before the work: a shipped output needs --overwrite-shipped
     rows = evaluate(args.checkpoints, args.n_systems, args.newton_schulz)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"n_systems": args.n_systems, "rows": rows}, indent=1) + "\n")
     out.with_suffix(".md").write_text(markdown(rows))

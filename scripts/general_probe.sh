@@ -3,6 +3,9 @@
 # on the 8-layer model and spectra with kappa up to 1000, seeds 0 and 1; one JSON line each into OUT.
 #   bash scripts/general_probe.sh [OUT (default runs/general/probe.jsonl)]
 set -euo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then  # the comment above, and nothing else
+  sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d;s/^# \{0,1\}//;p;}' "$0"; exit 0
+fi
 OUT="${1:-runs/general/probe.jsonl}"
 mkdir -p "$(dirname "$OUT")"
 : > "$OUT"

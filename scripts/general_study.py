@@ -1,6 +1,7 @@
 """The general family against the targets of a general learned solver; writes OUT.json, OUT.md and OUT_*.png.
 
-    python scripts/general_study.py [--out results/general/general] [--systems 100]
+    python scripts/general_study.py [--out runs/general/general] [--systems 100]
+    python scripts/general_study.py --out results/general/general --overwrite-shipped   # the committed results
 
 Measured on fresh systems of the project's sampler (uniform spectrum on [1/kappa, 1], both ends pinned, b = A x,
 seed reference.evaluation.EVAL_SEED + 25), for every shipped model named below:
@@ -31,7 +32,7 @@ from reference.baselines import conjugate_gradient  # noqa: E402
 from reference.data import sample_systems  # noqa: E402
 from reference.evaluation import EVAL_SEED  # noqa: E402
 from reference.pretrained import load_pretrained  # noqa: E402
-from reference.report import plot_spectrum, write_json  # noqa: E402
+from reference.report import add_output_args, checked_output, plot_spectrum, write_json  # noqa: E402
 from reference.robustness import FAMILIES, family_systems, relative_errors  # noqa: E402
 from reference.solve import solve  # noqa: E402
 
@@ -108,12 +109,11 @@ def markdown(result) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", default="runs/general/general", help="output path stem (results/general/general: the "
-                   "committed results)")
+    add_output_args(p, "runs/general/general", "output path stem (results/general/general: the committed results)")
     p.add_argument("--systems", type=int, default=100, help="systems per (kappa, N) at N = 15 (a quarter at N = 64)")
     p.add_argument("--models", nargs="*", default=list(MODELS))
     args = p.parse_args(argv)
-    out = Path(args.out)
+    out = checked_output(p, args)
     out.parent.mkdir(parents=True, exist_ok=True)
     lam = np.logspace(-4, 0, 33)
     result = {"lam": lam.tolist(), "kappas": list(KAPPAS), "sizes": list(SIZES), "models": {}}

@@ -1,6 +1,7 @@
 """Draw the figures of the documentation site into ``docs/assets/`` (committed PNGs).
 
-    python scripts/make_doc_figures.py [--out docs/assets]
+    python scripts/make_doc_figures.py [--out runs/doc_figures]
+    python scripts/make_doc_figures.py --out docs/assets --overwrite-shipped    # the committed figures
 
 * ``token_matrix.png`` (home page): the block-encoded tokens of one system, ``Z`` with one row
   per equation and the query last, the groups ``a | b | h1 | h2 | h3`` marked, and the model's
@@ -25,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from reference import ModelConfig, sample_systems  # noqa: E402
 from reference.layers import block_expand_forward, encode_forward  # noqa: E402
+from reference.report import add_output_args, checked_output  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUPS = ["a", "b", "h¹", "h²", "h³"]
@@ -96,8 +98,10 @@ def block_expand(path: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "assets", help="output folder")
+    add_output_args(parser, "runs/doc_figures", "output folder (the docs' own: docs/assets, with "
+                    "--overwrite-shipped)")
     args = parser.parse_args(argv)
+    args.out = checked_output(parser, args)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, draw in (("token_matrix.png", token_matrix), ("block_expand.png", block_expand)):
         draw(args.out / name)

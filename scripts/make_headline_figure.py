@@ -1,7 +1,8 @@
 """Draw the README's headline figure, ``docs/assets/headline.png``: a system as tokens, the model, and
 the shipped models' error against conjugate gradient with as many iterations as the model has layers.
 
-    python scripts/make_headline_figure.py [--eval results/eval/eval.json] [--out docs/assets/headline.png]
+    python scripts/make_headline_figure.py [--eval results/eval/eval.json] [--out runs/headline.png]
+    python scripts/make_headline_figure.py --out docs/assets/headline.png --overwrite-shipped   # the committed one
 
 The tokens are those of one sampled system (the block encoding, ``reference.layers.encode_forward``);
 the error curves are the measured numbers of ``results/eval/eval.json`` (``python -m tf_impl.evaluate``
@@ -25,6 +26,7 @@ from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 from reference import ModelConfig, sample_systems  # noqa: E402
 from reference.layers import encode_forward  # noqa: E402
+from reference.report import add_output_args, checked_output  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_META = {"Software": None}  # no matplotlib version in the file: re-running gives the same bytes
@@ -111,8 +113,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval", type=Path, default=ROOT / "results" / "eval" / "eval.json",
                         help="evaluation records (python -m tf_impl.evaluate)")
-    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "assets" / "headline.png", help="the PNG")
+    add_output_args(parser, "runs/headline.png", "the PNG (the docs' own: docs/assets/headline.png, with "
+                    "--overwrite-shipped)")
     args = parser.parse_args(argv)
+    args.out = checked_output(parser, args)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     draw(args.eval, args.out)
     print(f"wrote {args.out}")

@@ -4,8 +4,9 @@
     python scripts/run_tutorials.py tutorials/02_one_layer.ipynb [...]
 
 Each notebook runs top to bottom in a fresh ``python3`` kernel with its own folder as the working
-directory, the repository root on ``PYTHONPATH``, ``MPLBACKEND=Agg`` and ``TF_CPP_MIN_LOG_LEVEL=2`` (the
-kernel passes what TensorFlow's C++ runtime writes to its stderr into the notebook); a cell that raises stops
+directory, the repository root on ``PYTHONPATH``, ``MPLBACKEND=Agg`` and ``TF_CPP_MIN_LOG_LEVEL=3``, the level
+:mod:`tf_impl` sets when a reader's Jupyter has none (the kernel passes what TensorFlow's C++ runtime writes to
+its stderr into the notebook); a cell that raises stops
 the run with a non-zero exit status and the notebook is left unchanged. ``tests/test_tutorials.py``
 uses :func:`execute_notebook` too, and checks that the committed notebooks were run this way.
 """
@@ -33,7 +34,7 @@ def kernel_env() -> dict[str, str]:
     env = dict(os.environ)
     env["MPLBACKEND"] = "Agg"
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"  # tf_impl's default: at it, tf_impl also hides what TF prints while it loads
     return env
 
 

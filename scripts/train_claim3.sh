@@ -7,6 +7,9 @@
 #   bash scripts/train_claim3.sh 24000 runs                 # runs/full-n9-long, runs/block-n9-long
 #   bash scripts/train_claim3.sh 48000 runs 48k full-n9     # one preset only: runs/full-n9-48k
 set -euo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then  # the comment above, and nothing else
+  sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d;s/^# \{0,1\}//;p;}' "$0"; exit 0
+fi
 STEPS="${1:-24000}"
 RUNS="${2:-runs}"
 NAME="${3:-long}"

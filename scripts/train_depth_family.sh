@@ -17,6 +17,9 @@
 # float32's floor (MSE ~1e-13), lr 1e-7 for 500 steps (at 1e-5 the MSE of L8 rises from 8e-14 to 1.1e-6 in 50 steps).
 #   bash scripts/train_depth_family.sh 0 runs "NS-L4 NS-L2 NS-L8 NS-L6"   (STEPS_PER_STAGE is not used by them)
 set -euo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then  # the comment above, and nothing else
+  sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d;s/^# \{0,1\}//;p;}' "$0"; exit 0
+fi
 STEPS="${1:-4000}"
 RUNS="${2:-runs}"
 STAGES="${3:-L4 L8 L6 L2}"  # L8-scratch: optional, a comparison that diverges at this lr (the results pages, "What we tried")

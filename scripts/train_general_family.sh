@@ -21,12 +21,6 @@ for L in $DEPTHS; do
     python -m tf_impl.train --preset "learned-general-L$L" --out "$out" --resume
   fi
   if [ "$SHIP" = "--ship" ]; then  # the weights and metadata, paths under RUNS written as runs/... (the default)
-    python -c "
-import json, sys
-from reference.checkpoint import load_checkpoint, load_checkpoint_extra, save_checkpoint
-src, dst, runs = sys.argv[1:]
-params, cfg = load_checkpoint(src)
-meta = json.loads(json.dumps(load_checkpoint_extra(src)[0]).replace(runs.rstrip('/') + '/', 'runs/'))
-save_checkpoint(dst, params, cfg, meta=meta)" "$out/final.npz" "reference/pretrained/learned-general-L$L.npz" "$RUNS"
+    python scripts/ship_checkpoint.py "$out/final.npz" "reference/pretrained/learned-general-L$L.npz" "$RUNS" --overwrite-shipped
   fi
 done

@@ -12,6 +12,9 @@
 # A run resumes where it stopped and is skipped once its final.npz exists.
 #   bash scripts/train_learned_family.sh [RUNS_DIR] ["L8 L6 L4 L2 L8-k100"] ["0 1"] [--ship]
 set -euo pipefail
+if [ "${1:-}" = "-h" ] || [ "${1:-}" = "--help" ]; then  # the comment above, and nothing else
+  sed -n '2,/^set -euo pipefail$/{/^set -euo pipefail$/d;s/^# \{0,1\}//;p;}' "$0"; exit 0
+fi
 RUNS="${1:-runs}"
 STAGES="${2:-L8 L6 L4 L2 L8-k100}"
 SEEDS="${3:-0 1}"
@@ -42,12 +45,6 @@ print(l(sys.argv[1])[0]['train_config']['seed'])" "$best")
   fi
   echo "learned-$name: $best"
   if [ "$SHIP" = "--ship" ]; then  # the weights and metadata, paths under RUNS written as runs/... (the default)
-    python -c "
-import json, sys
-from reference.checkpoint import load_checkpoint, load_checkpoint_extra, save_checkpoint
-src, dst, runs = sys.argv[1:]
-params, cfg = load_checkpoint(src)
-meta = json.loads(json.dumps(load_checkpoint_extra(src)[0]).replace(runs.rstrip('/') + '/', 'runs/'))
-save_checkpoint(dst, params, cfg, meta=meta)" "$best" "reference/pretrained/learned-$name.npz" "$RUNS"
+    python scripts/ship_checkpoint.py "$best" "reference/pretrained/learned-$name.npz" "$RUNS" --overwrite-shipped
   fi
 done

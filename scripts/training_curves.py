@@ -18,11 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from reference.checkpoint import load_checkpoint_extra
-from tf_impl._quiet import tf
+from reference.report import OVERWRITE_FLAG, checked_output
 
 
 def read_scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     """``tag -> [(step, value)]`` from every event file of ``run/tb``, sorted by step."""
+    from tf_impl._quiet import tf  # here, not at import: --help answers without loading TensorFlow
+
     files = sorted((run / "tb").glob("events.out.tfevents.*"))
     if not files:
         raise SystemExit(f"error: no TensorBoard events in {run / 'tb'}")
@@ -58,7 +60,10 @@ def main(argv=None) -> dict:
     p.add_argument("--window", type=int, default=100, help="training-loss averaging window (steps)")
     p.add_argument("--title", default="Loss curves")
     p.add_argument("--out", required=True, help="output stem: writes OUT.json and OUT.png")
+    p.add_argument(OVERWRITE_FLAG, action="store_true", help="allow --out inside results/, whose files are committed "
+                   "with the project")
     args = p.parse_args(argv)
+    checked_output(p, args)
     labels = args.labels or [r.name for r in args.runs]
     if len(labels) != len(args.runs):
         raise SystemExit("error: give one label per run")

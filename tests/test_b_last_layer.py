@@ -4,6 +4,7 @@ first L-1 layers compute from A alone (docs/concepts.md, section 10); in both tw
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -85,3 +86,46 @@ def test_invalid_uses_are_refused():
     assert cfg == CFG
     old = ModelConfig.from_json('{"parametrization": "block", "n_layers": 2}')  # a config from before the field
     assert old.b_last_layer is False
+
+
+def _train_args(tmp_path, name, *extra):
+    return ["--n-heads", "2", "--n-identity", "2", "--attention-norm", "none", "--init-scale", "0.3", "--n-min", "2",
+            "--n-max", "4", "--batch-size", "8", "--eval-systems", "4", "--eval-every", "0", "--mode", "graph",
+            "--dtype", "float64", "--out", str(tmp_path / name), *extra]
+
+
+def test_init_from_never_claims_a_start_it_does_not_make(tmp_path, capsys):
+    """A run with b_last_layer from a checkpoint that reads b in a middle layer would zero what the checkpoint uses
+    (its output moved by 3.5 in the audit): refused, at the same depth and grown, with one line saying what would
+    change. From a b_last_layer checkpoint, a run without the option starts exactly as the checkpoint (the fixed
+    entries are zero); a b_last_layer checkpoint cannot grow."""
+    from tf_impl.train import main
+
+    plain = dataclasses.replace(CFG, n_layers=2, b_last_layer=False)
+    ref.save_checkpoint(tmp_path / "plain.npz", ref.init_params(plain, seed=1), plain)
+    for layers in ("2", "3"):
+        capsys.readouterr()
+        argv = _train_args(tmp_path, f"run{layers}", "--b-last-layer", "true", "--n-layers", layers, "--steps", "0",
+                           "--init-from", str(tmp_path / "plain.npz"))
+        assert main(argv) == 2
+        out, err = capsys.readouterr()
+        assert "starts as the checkpoint" not in out and not (tmp_path / f"run{layers}" / "final.npz").exists()
+        assert re.fullmatch(r"error: --init-from .*plain.npz: this run fixes entries of P, Q at zero "
+                            r"\(b_last_layer: reference.model.param_masks\) that the checkpoint's model uses: \d+ "
+                            r"nonzero in layer\(s\) 0(, 1)?, so it would not start as the checkpoint's. Give the "
+                            r"checkpoint's --b-last-layer false, --equivariant false and --n-layers 2, or start from "
+                            r"random weights\n", err), err
+
+    last = dataclasses.replace(CFG, n_layers=2)
+    ref.save_checkpoint(tmp_path / "last.npz", ref.init_params(last, seed=1), last)
+    A, b, _, mask, _ = _batch()
+    for layers in ("2", "3"):
+        assert main(_train_args(tmp_path, f"free{layers}", "--n-layers", layers, "--steps", "0", "--init-from",
+                                str(tmp_path / "last.npz"))) == 0
+        params, cfg = ref.load_checkpoint(tmp_path / f"free{layers}" / "final.npz")
+        assert not cfg.b_last_layer and cfg.n_layers == int(layers)
+        check_tensor(f"started, {layers} layers", ref.forward(params, cfg, A, b, mask),
+                     ref.forward(*ref.load_checkpoint(tmp_path / "last.npz"), A, b, mask), rtol=1e-12, atol=1e-12)
+    assert main(_train_args(tmp_path, "grown", "--b-last-layer", "true", "--n-layers", "3", "--steps", "0",
+                            "--init-from", str(tmp_path / "last.npz"))) == 2
+    assert "a b_last_layer model cannot grow" in capsys.readouterr().err

@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urljoin, urlparse
 
 import pytest
 
@@ -100,7 +101,8 @@ def test_quickstart_snippets_run(tmp_path, monkeypatch):
     namespace: dict = {"__name__": "quickstart"}
     for i, block in enumerate(blocks):
         exec(compile(block, f"quickstart.md block {i + 1}", "exec"), namespace)  # noqa: S102
-    assert (tmp_path / "demo.npz").is_file()
+    assert (tmp_path / "runs" / "demo.npz").is_file() and list(tmp_path.iterdir()) == [tmp_path / "runs"], \
+        "the quickstart writes runs/demo.npz and nothing else"
 
 
 def code_lines(block_html: str) -> list[str]:
@@ -135,3 +137,46 @@ def test_no_page_loads_a_script_from_the_network(site):
         html = page.read_text(encoding="utf-8")
         external = re.findall(r'<script[^>]+src="(https?://[^"]+)"', html)
         assert not external, f"{page.relative_to(site)} loads {external}"
+
+
+ANCHOR = re.compile(r'\b(?:id|name)="([^"]+)"')
+LINK_WITH_FRAGMENT = re.compile(r'<a\b[^>]*\bhref="([^"]*#[^"]+)"')
+
+
+def missing_anchors(site: Path) -> list[str]:
+    """Every link of the built site to a ``#fragment`` of one of its own pages that has no element with that id
+    (or name), and every such link to a page that is not there. MkDocs checks the anchors of Markdown links only,
+    and only warns; the contents of a tutorial page, the API pages and the hooks' HTML are checked here."""
+    pages = {p: {html.unescape(a) for a in ANCHOR.findall(p.read_text(encoding="utf-8"))} for p in site.rglob("*.html")}
+    problems = []
+    for page in pages:
+        url = "/" + page.relative_to(site).as_posix()
+        for href in map(html.unescape, LINK_WITH_FRAGMENT.findall(page.read_text(encoding="utf-8"))):
+            link = urlparse(href)
+            if link.scheme or link.netloc:
+                continue  # another site
+            path = unquote(urljoin(url, link.path) if link.path else url)
+            target = site / path.lstrip("/")
+            if path.endswith("/") or target.is_dir():
+                target = target / "index.html"
+            if target not in pages:
+                problems.append(f"{url}: {href}: no page {target.relative_to(site)}")
+            elif unquote(link.fragment) not in pages[target]:
+                problems.append(f"{url}: {href}: no such anchor on {target.relative_to(site)}")
+    return problems
+
+
+def test_no_link_points_at_a_missing_anchor(site):
+    problems = missing_anchors(site)
+    assert not problems, "\n".join(sorted(set(problems)))
+
+
+def test_the_anchor_check_finds_dead_anchors(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "index.html").write_text('<h2 id="x">X</h2><a href="#x">ok</a><a href="a/#y">ok</a>'
+                                         '<a href="https://example.org/#z">another site</a>', encoding="utf-8")
+    (tmp_path / "a" / "index.html").write_text('<p id="y"></p><a href="../#x">ok</a>', encoding="utf-8")
+    assert missing_anchors(tmp_path) == []
+    (tmp_path / "a" / "index.html").write_text('<p id="y"></p><a href="../#3-what-makes-of-it">dead</a>'
+                                               '<a href="../b/#y">no page</a>', encoding="utf-8")
+    assert len(missing_anchors(tmp_path)) == 2

@@ -149,15 +149,15 @@ def ns_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("n", [10, 80])
 def test_one_pass_outside_the_models_condition_numbers_warns(ns_checkpoint, n):
-    """Without tol, a system whose estimated cond(A) is above the model's kappa gets a warning (N = 80: the
-    Lanczos estimate, a lower bound); inside it, and with tol, none."""
+    """Without tol, a system whose cond(A) is above the model's kappa gets a warning (its checkpoint records no
+    accuracy: nothing else is judged); inside it, and with tol, none."""
     A, b, _, _ = sample_systems(3, n, 50.0, seed=4, spectrum="loguniform")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         reference.solve(A, b, model=ns_checkpoint)
     A, b, _, _ = sample_systems(3, n, 1e4, seed=4, spectrum="loguniform")
-    with pytest.warns(UserWarning, match=r"3 of 3 system\(s\) have an estimated condition number above the 100 "
-                                         r"checkpoint .*ns100.npz"):
+    with pytest.warns(UserWarning, match=r"checkpoint .*ns100.npz' may be far from the answer on 3 of 3 "
+                                         r"system\(s\): 3 have a condition number above the 100 it was built for"):
         reference.solve(A, b, model=ns_checkpoint)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tol: the residual is checked, and this one is met
@@ -202,15 +202,44 @@ def test_max_passes_does_not_preallocate():
 
 
 def test_a_size_that_does_not_fit_is_refused_before_anything_is_allocated(monkeypatch):
-    monkeypatch.setattr(solve_module, "MEMORY_LIMIT", 8 * 2**30)
+    monkeypatch.setenv("LINEAR_TRANSFORMER_MEMORY_LIMIT", "8G")
     n = 5000
     A = np.lib.stride_tricks.as_strided(np.ones(1), shape=(n, n), strides=(0, 0))  # no memory behind it
     b = np.lib.stride_tricks.as_strided(np.ones(1), shape=(n,), strides=(0,))
     t = time.perf_counter()
     with pytest.raises(ValueError, match=r"one system of size N=5000 needs about \d+\.\d GiB, above the limit of "
-                                         r"8\.0 GiB \(reference.solve.MEMORY_LIMIT"):
+                                         r"8 GiB \(set it with the environment variable "
+                                         r"LINEAR_TRANSFORMER_MEMORY_LIMIT"):
         reference.solve(A, b, model=NS)
     assert time.perf_counter() - t < 5.0
+
+
+def test_the_memory_limit_is_one_environment_variable(monkeypatch):
+    """LINEAR_TRANSFORMER_MEMORY_LIMIT, read at every call, is the limit of solve, of training's batch check and of
+    the evaluation's test set; the message of a refusal names it, and a value that is not a size is an error naming
+    it. (A module attribute could not be the knob: ``reference.solve`` is the function, and an assignment to it
+    would be ignored.)"""
+    from reference.config import MEMORY_LIMIT_ENV, memory_budget
+    from tf_impl.config import PRESETS, TrainConfig
+    from tf_impl.evaluate import check_memory, parse_args
+
+    assert MEMORY_LIMIT_ENV == "LINEAR_TRANSFORMER_MEMORY_LIMIT"
+    A, b, _ = systems(3, 40)
+    reference.solve(A, b, model=NS)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1M")
+    assert memory_budget() == solve_module.memory_limit() == 2**20
+    for call in (lambda: reference.solve(A, b, model=NS), lambda: tf_impl.solve(A, b, model=NS),
+                 lambda: TrainConfig(**PRESETS["small"]),
+                 lambda: check_memory(parse_args(["block-mixed", "--n-max", "40"]), [NS[1]])):
+        with pytest.raises(ValueError, match=r"above the limit of 0\.000977 GiB \(set it with the environment variable "
+                                             r"LINEAR_TRANSFORMER_MEMORY_LIMIT, e\.g\. 8G"):
+            call()
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "2.5 GiB")
+    assert memory_budget() == 5 * 2**29
+    for bad in ("", "lots", "-1G", "0", "8X"):
+        monkeypatch.setenv(MEMORY_LIMIT_ENV, bad)
+        with pytest.raises(ValueError, match=f"the environment variable {MEMORY_LIMIT_ENV}=.* is not a memory size"):
+            reference.solve(A, b, model=NS)
 
 
 @pytest.mark.parametrize("twin", ["reference", "tf_impl"])
@@ -221,7 +250,7 @@ def test_chunks_give_the_answer_of_one_batch(monkeypatch, twin):
     A, b, _ = systems(7, 6, kappa=50.0, seed=6)
     whole = solve(A, b, model=NS, tol=1e-10, return_info=True)
     cfg = NS[1]
-    monkeypatch.setattr(solve_module, "MEMORY_LIMIT", solve_module.solve_bytes(cfg, 6, 2))
+    monkeypatch.setenv("LINEAR_TRANSFORMER_MEMORY_LIMIT", str(solve_module.solve_bytes(cfg, 6, 2)))
     assert solve_module.chunk_size(cfg, 6, 7) == 2
     parts = solve(A, b, model=NS, tol=1e-10, return_info=True)
     assert np.array_equal(parts.passes, whole.passes) and parts.history.shape == whole.history.shape
@@ -288,6 +317,8 @@ def test_bad_flags_and_tf_config_exit_2_before_tensorflow_starts(tmp_path):
          r"--batch-size 10000000000000: .* GiB, above the limit of .* GiB"),
         (TINY + ["--out", out, "--eval-systems", "1000000000000"], {},
          r"--eval-systems 1000000000000: .* GiB, above the limit of .* GiB"),
+        (TINY + ["--out", out, "--kappa-max", "1e308"], {},  # it ended with a table of inf and nan
+         r"error: TrainConfig: kappa_max must be a number in \[kappa \(10.0\), 1e\+15\] or none, got 1e\+308"),
     ]
     for args, env, match in cases:
         t = time.perf_counter()
@@ -335,3 +366,33 @@ def test_resume_from_bad_metadata_is_one_line(tmp_path, capsys, case):
     assert main(args + ["--resume"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "ckpt.npz" in err and "Traceback" not in err, err
+
+
+def test_small_edges_of_the_command_lines_and_the_law(tmp_path, capsys):
+    """rhs_rms of a size that is not one (0: ZeroDivisionError, -3: a number); --kappa 1e308 accepted by the probe;
+    a probe error that did not name its checkpoint; evaluate --help writing a default twice."""
+    from reference.data import KAPPA_LIMIT, rhs_rms
+    from tf_impl import evaluate as ev
+
+    for n in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match=f"rhs_rms: n must be an int >= 1 \\(a system size\\), got {n!r}"):
+            rhs_rms(n, 10.0)
+    assert rhs_rms(1, 10.0) == 1.0 and KAPPA_LIMIT == 1e15
+    for argv in (["learned-L2", "--probe", "--kappa", "1e308"], ["learned-L2", "--kappa", "10", "1e16"]):
+        with pytest.raises(SystemExit):
+            ev.parse_args(argv)
+        assert re.search(r"error: --kappa 1e\+(308|16): kappa must be a number in \[1, 1e\+15\]",
+                         capsys.readouterr().err)
+    NS3 = newton_schulz_params(3, kappa=10.0, n_identity=2)
+    reference.save_checkpoint(tmp_path / "odd.npz", *NS3, meta={"train_config": {"kappa": 1e300}})
+    assert ev.main([str(tmp_path / "odd.npz"), "--probe", "--layer-sizes", "4", "--n-systems", "4", "--out",
+                    str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(f"error: --probe {re.escape(str(tmp_path / 'odd.npz'))}: its train_config records a kappa "
+                        "the construction cannot be built for .*\n", err), err
+    with pytest.raises(SystemExit) as stop:
+        ev.parse_args(["--help"])
+    assert stop.value.code == 0
+    text = capsys.readouterr().out
+    assert "(default: None)" not in text and "20) (default" not in text and "(default: all) (default" not in text
+    assert all(line.count("(default:") <= 1 for line in re.split(r"\n  -", text))

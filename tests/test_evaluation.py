@@ -271,6 +271,41 @@ def test_evaluate_writes_strict_json_and_defaults_outside_tracked_files(tmp_path
     assert json.loads(text) == {"a": None, "b": [1.0, None], "c": 2.0} and "NaN" not in text
 
 
+def test_no_default_writes_into_committed_results_and_records_name_no_machine_path(tmp_path, capsys):
+    """--robustness and --probe default to runs/ too (--probe wrote to results/probe, and the files it wrote
+    named the machine's folders); an --out inside results/ needs --overwrite-shipped; the records name a shipped
+    checkpoint by its path in the repository."""
+    from reference.pretrained import pretrained_path
+    from tests.test_tutorials import MACHINE_PATH
+    from tf_impl import evaluate as ev
+
+    assert ev.parse_args(["x.npz", "--probe"]).out == "runs/probe"
+    assert ev.parse_args(["x.npz", "--robustness"]).out == "runs/robustness"
+    for extra in ([], ["--robustness"], ["--probe"]):
+        with pytest.raises(SystemExit) as stop:
+            ev.parse_args(["x.npz", "--out", "results/robustness", *extra])
+        assert stop.value.code == 2
+        assert "--out results/robustness is inside results/, which is committed with the project: give " \
+               "--overwrite-shipped" in capsys.readouterr().err
+    assert ev.parse_args(["x.npz", "--out", str(ROOT / "results" / "eval"), "--overwrite-shipped"]).overwrite_shipped
+    try:
+        path = pretrained_path("learned-L2")
+    except ValueError:
+        pytest.skip("learned-L2 not shipped")
+    out = ROOT / "runs" / f"probe-test-{tmp_path.name}"  # a folder inside the repository, as the default is
+    try:
+        ev.evaluate_cli([str(path), "--probe", "--layer-sizes", "4", "--n-systems", "4", "--out", str(out)])
+        text = (out / "probe_learned-L2.json").read_text()
+    finally:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+    record = json.loads(text)
+    assert record["path"] == "reference/pretrained/learned-L2.npz" and record["args"]["out"] == f"runs/{out.name}"
+    assert record["args"]["checkpoints"] == ["reference/pretrained/learned-L2.npz"]
+    assert not MACHINE_PATH.search(text), MACHINE_PATH.search(text)
+
+
 def test_models_are_named_as_given_not_by_their_preset():
     """A run started from a preset with other options is another model: block-ns-8 was trained as
     `--preset block-mixed --n-layers 8 ...` and must not be called block-mixed."""

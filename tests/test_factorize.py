@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 import warnings
 
 import numpy as np
@@ -45,7 +46,7 @@ def close(name, mine, ref):
 def test_factorize_solve_equals_solve(name, twin):
     solve, factorize, _, _ = TWINS[twin]
     A, b, C = systems()
-    with warnings.catch_warnings():  # sizes outside training, kappa, tol not met, "nothing cached": not the point
+    with warnings.catch_warnings():  # a pass far from the answer, tol not met, "nothing cached": not the point
         warnings.simplefilter("ignore")
         one, many = factorize(A[0], model=name), factorize(A, model=name)
         assert one.cached == many.cached == (name in CACHED)
@@ -123,6 +124,32 @@ def test_factorization_refuses_bad_right_hand_sides(bad, match):
         fac.solve(np.ones(9), x0=np.ones(8))
     with pytest.raises(ValueError, match="tol must be"):
         fac.solve(np.ones(9), tol=2.0)
+
+
+@pytest.mark.parametrize("twin", TWINS)
+def test_warnings_are_solves_and_name_the_callers_line(twin):
+    """Through the factorization (``solve`` of one or several right-hand sides, ``Factorization.solve``), the
+    warnings are ``solve``'s: one pass that may be far from the answer (``cond(A)`` 1e6 against the model's kappa
+    10), ``tol`` not reached; each names the line that called."""
+    solve, factorize, _, _ = TWINS[twin]
+    rng = np.random.default_rng(3)
+    Q = np.linalg.qr(rng.standard_normal((9, 9)))[0]
+    A = Q @ np.diag(np.logspace(-6, 0, 9)) @ Q.T  # (9, 9), cond 1e6
+    A, b, model = (A + A.T) / 2, rng.standard_normal(9), "learned-L8"
+    fac = factorize(A, model=model)
+    far = r"one pass of shipped model 'learned-L8' may be far from the answer on {0} of {0} system\(s\): {0} have a"
+    calls = [(lambda: solve(A, b, model=model), far.format(1)),
+             (lambda: solve(A, np.stack([b, -b], axis=1), model=model), far.format(2)),
+             (lambda: fac.solve(b), far.format(1)),
+             (lambda: solve(A, b, model=model, tol=1e-15, max_passes=1), r"solve did not reach tol=1e-15 on 1 of 1"),
+             (lambda: fac.solve(b, tol=1e-15, max_passes=1), r"solve did not reach tol=1e-15 on 1 of 1")]
+    for call, match in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        where = [(w.filename, w.lineno) for w in caught]  # the lambda's line, not the loop's
+        assert where == [(__file__, call.__code__.co_firstlineno)], (where, [str(w.message) for w in caught])
+        assert re.match(match, str(caught[0].message)), str(caught[0].message)
 
 
 def random_model(rng, trial):

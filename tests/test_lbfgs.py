@@ -3,11 +3,21 @@ lbfgs``) and the lineage every checkpoint records (``reference.checkpoint.lineag
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 
 import reference as ref
-from reference.checkpoint import describe_lineage, lineage_of, load_checkpoint_extra
+from reference.checkpoint import (
+    MAX_LINEAGE_RUNS,
+    MAX_LINEAGE_TEXT,
+    SHOW_RUNS,
+    describe_lineage,
+    lineage_of,
+    load_checkpoint_extra,
+)
 from reference.config import ModelConfig
 from reference.data import sample_systems
 from reference.optim import LBFGS_STREAM, lbfgs_step, train_lbfgs, wolfe_search
@@ -126,6 +136,47 @@ def test_lbfgs_run_resumes_to_the_uninterrupted_result(tmp_path):
         check_tensor(k, got[k], want[k], rtol=1e-7, atol=1e-10)
 
 
+def test_a_falling_lbfgs_loss_is_not_divergence_and_its_step_is_not_a_learning_rate(tmp_path, capsys):
+    """Init scale 0.5: the loss starts about 100 times the zero predictor's and falls at every iteration (L-BFGS
+    accepts only steps that lower it), so the divergence rule (here 3 steps above 10 times) must not stop the run;
+    the evaluation lines print the line search's step under its own name, never as a learning rate."""
+    rc = main(LBFGS + ["--init-scale", "0.5", "--steps", "12", "--diverge-patience", "3", "--eval-every", "3",
+                       "--out", str(tmp_path / "high")])
+    out, err = capsys.readouterr()
+    assert rc == 0 and "diverged" not in err, err[-500:]
+    lines = [line for line in out.split("\n") if "eval loss" in line]
+    losses = [float(line.split("train loss ")[1].split()[0]) for line in lines]
+    assert len(lines) == 4 and losses[0] > 100 and all(b < a for a, b in zip(losses, losses[1:], strict=False))
+    assert all("line-search step" in line and " lr " not in line for line in lines)
+
+
+@pytest.mark.parametrize("corrupt, match", [
+    (lambda S, Y: (np.where(np.arange(S.size).reshape(S.shape) == 3, np.nan, S), Y), "non-finite values"),
+    (lambda S, Y: (S, -Y), "pair 0 has s\\^T y = -.*, not positive"),
+    (lambda S, Y: (S, Y[:, :-1]), "must be two \\(k, \\d+\\) arrays"),
+])
+def test_resume_refuses_an_lbfgs_memory_no_run_could_have_kept(tmp_path, capsys, corrupt, match):
+    """The memory of pairs is read from a file: NaN, a pair of negative curvature (whose two-loop direction need not
+    descend) or the wrong shape is refused by --resume with one line, before any step."""
+    args = LBFGS + ["--steps", "6", "--ckpt-every", "2", "--out", str(tmp_path / "run")]
+
+    def stop_at_3(step):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    assert main(args, on_step=stop_at_3) == 130
+    path = tmp_path / "run" / "ckpt.npz"
+    params, cfg = ref.load_checkpoint(path)
+    meta, extra = load_checkpoint_extra(path)
+    assert extra["lbfgs/s"].shape[0] >= 1
+    extra["lbfgs/s"], extra["lbfgs/y"] = corrupt(extra["lbfgs/s"], extra["lbfgs/y"])
+    ref.save_checkpoint(path, params, cfg, meta=meta, extra=extra)
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(f"error: resume state lbfgs/s, lbfgs/y.*{match}.*\n", err), err
+
+
 # ----------------------------------------------------------------------------------------------
 # lineage
 
@@ -176,7 +227,72 @@ def test_lineage_marks_a_construction_and_an_unknown_parent(tmp_path):
 
 
 def test_a_malformed_lineage_is_a_value_error_naming_the_file():
-    with pytest.raises(ValueError, match="some.npz.*lineage must be a list"):
+    with pytest.raises(ValueError, match="some.npz.*lineage must be a list.*entry 0 lacks init, init_from"):
         lineage_of({"lineage": [{"preset": "small"}]}, "some.npz")
-    with pytest.raises(ValueError, match="lineage must be a list"):
+    with pytest.raises(ValueError, match="lineage must be a list .* got a str"):
         lineage_of({"lineage": "random"})
+
+
+def _entry(**change):
+    return {"preset": "small", "init": "random", "init_from": None, "optimizer": "adam", "n_layers": 2, "steps": 5,
+            "seed": 0, "dtype": "float32", "loss": 0.5, **change}
+
+
+def test_a_run_without_a_recorded_init_was_learned_from_random_weights():
+    """A training config written before the init field existed (the paper's models) started from random weights:
+    "learned", never "constructed (None)"; a start the lineage does not name is an unknown origin."""
+    old = {"train_config": {"preset": "block-mixed", "n_layers": 4, "seed": 0, "init_from": None}, "step": 8000}
+    assert describe_lineage(lineage_of(old)).startswith("lineage: learned from random weights\n")
+    for name in ("block-mixed", "block-n9", "full-n9", "broad", "block-mixed-20"):
+        try:
+            meta = ref.load_checkpoint_extra(ref.pretrained.pretrained_path(name))[0]
+        except ValueError:  # not shipped in this install
+            continue
+        assert describe_lineage(lineage_of(meta)).startswith("lineage: learned from random weights"), name
+    text = describe_lineage([_entry(init=None)])
+    assert text.startswith("lineage: unknown origin") and "constructed" not in text
+    assert describe_lineage([_entry(init="magic")]).startswith("lineage: unknown origin")
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("loss", [1.0, 2.0], "entry 1 'loss' must be a number or null, got a list"),
+    ("preset", {"a": 1}, "entry 1 'preset' must be a string or null, got a dict"),
+    ("steps", 2.5, "entry 1 'steps' must be an integer >= 0, got a float"),
+    ("seed", True, "entry 1 'seed' must be an integer >= 0, got a bool"),
+    ("init_from", "deep", "entry 1 'init_from' must be a string or null, got a list"),
+])
+def test_lineage_fields_of_the_wrong_type_are_refused(field, value, match):
+    """A list or dict where a number or string belongs (a TypeError when printed), a 900-deep list (a RecursionError):
+    one ValueError naming the file, the entry and the field, before anything prints or copies it."""
+    if value == "deep":
+        value = json.loads("[" * 900 + "]" * 900)
+    with pytest.raises(ValueError, match=f"x.npz.*{match}"):
+        lineage_of({"lineage": [_entry(), _entry(**{field: value})]}, "x.npz")
+
+
+def test_hostile_lineage_text_is_escaped_and_cut_when_printed_and_copied(tmp_path):
+    """ANSI escape sequences never reach the terminal or a child's checkpoint (they are written as escapes); a
+    10 MB string prints as 80 characters and is copied as 300; a long lineage prints its first and last runs;
+    one longer than MAX_LINEAGE_RUNS is refused when read, and one at the limit cannot get a child."""
+    red, huge = "\x1b[31mred\x1b]0;title\x07\r", "y" * 10**7
+    lineage = [_entry(preset=red, init_from=None), _entry(preset=huge, init_from="p.npz")]
+    text = describe_lineage(lineage)
+    assert not re.search("[\x00-\x09\x0b-\x1f\x7f]", text) and "\\x1b[31mred" in text and len(text) < 600
+    many = [_entry()] * 900
+    text = describe_lineage(many)
+    assert len(text.splitlines()) == 1 + SHOW_RUNS + 1 and "... 888 runs ..." in text
+    with pytest.raises(ValueError, match=f"holds {MAX_LINEAGE_RUNS + 1} runs, more than the {MAX_LINEAGE_RUNS}"):
+        lineage_of({"lineage": [_entry()] * (MAX_LINEAGE_RUNS + 1)}, "x.npz")
+
+    cfg = ModelConfig(parametrization="block", n_layers=2, n_heads=1, n_identity=2, attention_norm="none")
+    ref.save_checkpoint(tmp_path / "parent.npz", ref.init_params(cfg), cfg, meta={"lineage": lineage})
+    assert main(TINY + ["--steps", "2", "--init-from", str(tmp_path / "parent.npz"), "--out", str(tmp_path / "c")]) == 0
+    copied = lineage_of(load_checkpoint_extra(tmp_path / "c" / "final.npz")[0])
+    assert copied[0]["preset"] == "\\x1b[31mred\\x1b]0;title\\x07\\r"
+    assert copied[1]["preset"] == "y" * MAX_LINEAGE_TEXT + f"... ({10**7} characters)"
+    assert len(copied) == 3 and copied[2]["init_from"] == str(tmp_path / "parent.npz")
+
+    full = {"lineage": [_entry()] * MAX_LINEAGE_RUNS}
+    ref.save_checkpoint(tmp_path / "full.npz", ref.init_params(cfg), cfg, meta=full)
+    assert main(TINY + ["--steps", "2", "--init-from", str(tmp_path / "full.npz"), "--out", str(tmp_path / "d")]) == 2
+    assert not (tmp_path / "d" / "final.npz").exists()

@@ -342,7 +342,7 @@ def test_evaluate_probe_cli(tmp_path, capsys):
     md = (out / "probe_ns3.md").read_text()
     assert "Which algorithm did `ns3` learn?" in md and "| 3 |" in md and "construction" in md
     assert "probe_ns3.json" in capsys.readouterr().out
-    assert ev.parse_args(["x.npz", "--probe"]).out == "results/probe"
+    assert ev.parse_args(["x.npz", "--probe"]).out == "runs/probe"
     assert ev.parse_args(["x.npz"]).out == "runs/eval"
     with pytest.raises(SystemExit) as e:
         ev.main([str(tmp_path / "ns3.npz"), "--probe", "--robustness"])

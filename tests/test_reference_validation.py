@@ -188,9 +188,11 @@ def test_check_systems_returns_float64_and_bool():
     ({"batch": 0, "sizes": 3}, "batch must be an int >= 1"),
     ({"batch": 2.5, "sizes": 3}, "batch must be an int >= 1"),
     ({"batch": True, "sizes": 3}, "batch must be an int >= 1"),
-    ({"batch": 4, "sizes": 3, "kappa": 0.5}, "kappa must be a finite number >= 1"),
-    ({"batch": 4, "sizes": 3, "kappa": float("nan")}, "kappa must be a finite number >= 1"),
-    ({"batch": 4, "sizes": 3, "kappa": float("inf")}, "kappa must be a finite number >= 1"),
+    ({"batch": 4, "sizes": 3, "kappa": 0.5}, "kappa must be a number in \\[1, 1e\\+15\\]"),
+    ({"batch": 4, "sizes": 3, "kappa": float("nan")}, "kappa must be a number in \\[1, 1e\\+15\\]"),
+    ({"batch": 4, "sizes": 3, "kappa": float("inf")}, "kappa must be a number in \\[1, 1e\\+15\\]"),
+    ({"batch": 4, "sizes": 3, "kappa": 1e308}, "kappa must be a number in \\[1, 1e\\+15\\]"),
+    ({"batch": 4, "sizes": 3, "kappa": (10.0, 1e16)}, "kappa_min <= kappa_max <= 1e\\+15"),
 ])
 def test_sample_systems_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

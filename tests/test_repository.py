@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,3 +95,50 @@ def test_results_and_shipped_checkpoints_name_no_machine_path():
     found = {str(p.relative_to(ROOT)): m.group(0) for p, t in texts.items() for m in [MACHINE_PATH.search(t)] if m}
     assert not found, found
     assert MACHINE_PATH.search(json.dumps({"models": {"a": "/tmp/snap3/reference/pretrained/a.npz"}}))
+
+
+def test_every_script_takes_help_and_writes_nothing(tmp_path):
+    """``--help`` of every script prints its usage and exits 0, writing nothing (``bash scripts/reproduce_paper.sh
+    --help`` started the whole retrain); the retrain itself refuses to start without ``--overwrite-shipped``; and a
+    script's output inside a committed folder needs that flag."""
+    import os
+
+    def tree():
+        return subprocess.run(["git", "status", "--porcelain", "--ignored"], cwd=ROOT, capture_output=True,
+                              text=True).stdout
+
+    before = tree()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="3")
+    scripts = sorted((ROOT / "scripts").glob("*.py")) + sorted((ROOT / "scripts").glob("*.sh"))
+    procs = {p.name: subprocess.Popen(([sys.executable] if p.suffix == ".py" else ["bash"]) + [str(p), "--help"],
+                                      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                      text=True) for p in scripts}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0 and out.strip() and "Traceback" not in err, (name, err[-1000:])
+    refused = subprocess.run(["bash", str(ROOT / "scripts" / "reproduce_paper.sh")], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "give --overwrite-shipped" in refused.stderr
+    assert list(tmp_path.iterdir()) == [] and tree() == before
+
+
+@pytest.mark.parametrize("script, args", [
+    ("depth_family_study", ["--out", "results/depth_family"]),
+    ("training_curves", ["runs/x", "--out", "results/claim3/curves"]),
+    ("make_doc_figures", ["--out", "docs/assets"]),
+    ("make_headline_figure", ["--out", "docs/assets/headline.png"]),
+    ("bench_solve", ["--out", "results/bench_solve.json"]),
+    ("bench_factorize", ["--out", "results/bench_factorize.json"]),
+    ("bench_compute_fair", ["--out", "results/compute_fair.json"]),
+])
+def test_a_script_writes_into_a_committed_folder_only_when_told(script, args, capsys, monkeypatch):
+    """Defaults are under runs/ (ignored by git); an --out in results/, reference/pretrained/ or docs/assets/ is
+    refused before any work unless --overwrite-shipped is given."""
+    from tests.test_benchmarks import load_script
+
+    monkeypatch.chdir(ROOT)
+    module = load_script(script)
+    with pytest.raises(SystemExit) as stop:
+        module.main(args)
+    assert stop.value.code == 2
+    assert "is committed with the project: give --overwrite-shipped" in capsys.readouterr().err

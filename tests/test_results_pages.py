@@ -81,3 +81,100 @@ def test_training_times_come_from_the_measured_runs(pages):
     stale = [f"{f.relative_to(ROOT)}: {m.group(0)}" for f in files if f.name != "learn_probe.py"
              for m in estimate.finditer(f.read_text(encoding="utf-8"))]
     assert not stale, stale
+
+
+# ----------------------------------------------------------------------------------------------
+# bad data is refused with one line naming the file and the field
+
+
+@pytest.fixture
+def copy_root(tmp_path):
+    """A copy of ``results/`` and ``README.md`` to break."""
+    import shutil
+
+    shutil.copytree(ROOT / "results", tmp_path / "results")
+    shutil.copy(ROOT / "README.md", tmp_path / "README.md")
+    return tmp_path
+
+
+def _edit_json(path, change):
+    import json
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    change(data)
+    path.write_text(json.dumps(data), encoding="utf-8")
+
+
+def _set(keys, value):
+    def change(data):
+        for k in keys[:-1]:
+            data = data[k]
+        data[keys[-1]] = value
+    return change
+
+
+@pytest.mark.parametrize("rel, damage, message", [
+    ("eval/eval.json", lambda p: p.write_bytes(p.read_bytes()[:5000]),
+     r"results/eval/eval\.json: not valid JSON \(.* at line \d+, column \d+\)"),
+    ("robustness/robustness.json", lambda p: p.write_bytes(b""), r"results/robustness/robustness\.json: empty"),
+    ("learned/depth.json", lambda p: p.write_bytes(b'{"rows": "\xff"}'),
+     r"results/learned/depth\.json: not UTF-8 text \(byte 10: invalid start byte\)"),
+    ("learned/depth.json", lambda p: p.write_text("[]"),
+     r"results/learned/depth\.json: the file: expected an object with n_systems, rows, got a list"),
+    ("learned/depth.json", lambda p: _edit_json(p, _set(["rows"], [])),
+     r"results/learned/depth\.json: field rows: expected a non-empty list, got an empty list"),
+    ("eval/eval.json", lambda p: _edit_json(p, _set(["records", 3, "mse"], "0.1")),
+     r"results/eval/eval\.json: field records\[3\]\.mse: expected a finite number, got a str"),
+    ("depth_family.json", lambda p: _edit_json(p, _set(["rows", 0, "model"], float("nan"))),
+     r"results/depth_family\.json: field rows\[0\]\.model: expected a finite number, got nan"),
+    ("robustness/robustness.json", lambda p: _edit_json(p, _set(["records", 0, "rel"], None)),
+     r"results/robustness/robustness\.json: field records\[0\]\.rel: expected a finite number, got null"),
+    ("learned/learned_curves.json", lambda p: _edit_json(p, _set(["curves", "learned-L2", "train_time_s"], [1])),
+     r"results/learned/learned_curves\.json: field curves\.learned-L2\.train_time_s: expected a finite number, "
+     r"got a list"),
+])
+def test_bad_results_data_is_refused_with_one_line(copy_root, capsys, monkeypatch, rel, damage, message):
+    """Truncated, empty, non-UTF-8, mistyped or non-finite data under results/: the pages, the site's hook and the
+    script refuse it with one line naming the file and the field (no page drops a section or prints "nan")."""
+    import importlib
+    import types
+
+    damage(copy_root / "results" / rel)
+    with pytest.raises(results_pages.ResultsError, match=f"^{message}$"):
+        results_pages.render(copy_root)
+    from mkdocs.exceptions import PluginError
+
+    monkeypatch.syspath_prepend(str(ROOT / "docs_hooks"))  # as MkDocs loads a hook: its folder on sys.path
+    spec = importlib.util.spec_from_file_location("results_hook", ROOT / "docs_hooks" / "results.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+
+    with pytest.raises(PluginError, match=f"^results pages: {message}$"):
+        hook.on_files([], types.SimpleNamespace(config_file_path=str(copy_root / "mkdocs.yml")))
+    spec = importlib.util.spec_from_file_location("make_results_page", ROOT / "scripts" / "make_results_page.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    script.ROOT = copy_root
+    assert script.main(["--out", str(copy_root / "preview")]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(f"error: {message}\n", err), err
+
+
+def test_a_damaged_shipped_checkpoint_is_an_error_not_a_missing_model(copy_root, tmp_path, monkeypatch):
+    """A truncated shipped checkpoint used to read as "not shipped", and the pages then said every model was trained
+    at kappa 10; it is an error naming the file. A checkpoint that is absent still only drops its rows."""
+    import shutil
+
+    import reference.pretrained as registry
+
+    folder = tmp_path / "pretrained"
+    shutil.copytree(registry.PRETRAINED_DIR, folder, ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    monkeypatch.setattr(registry, "PRETRAINED_DIR", folder)
+    assert "learned-L8-k100" in results_pages.Results(copy_root).shipped
+    path = folder / "learned-L8-k100.npz"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(results_pages.ResultsError, match=r"^reference/pretrained/learned-L8-k100\.npz: checkpoint "
+                                                          r"'learned-L8-k100\.npz' is not a readable \.npz file"):
+        _ = results_pages.Results(copy_root).shipped
+    path.unlink()
+    assert "learned-L8-k100" not in results_pages.Results(copy_root).shipped

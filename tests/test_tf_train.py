@@ -330,6 +330,42 @@ def test_the_command_line_is_quiet_by_default():
         assert res.returncode == 0 and "cuda" in res.stderr.lower()  # --verbose shows TensorFlow's own lines
 
 
+def test_sigterm_writes_a_checkpoint_says_one_line_and_resumes(tmp_path, capsys):
+    """SIGTERM (a scheduler's stop, a cloud preemption) is handled as Ctrl-C: the step under way ends and is written
+    to ckpt.npz (checkpoints every 7 steps otherwise), one line says where, the exit status is 143, and --resume
+    gives the uninterrupted result."""
+    steps = ["--steps", "40", "--ckpt-every", "7", "--eval-every", "0"]
+    assert main(FAST + steps + ["--out", str(tmp_path / "straight")]) == 0
+    want, _ = ref.load_checkpoint(tmp_path / "straight" / "final.npz")
+    out = tmp_path / "term"
+    options = [*FAST, *steps, "--out", str(out), "--resume"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen(SLOW + ["0.1", *options], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not (out / "ckpt.npz").exists():
+            time.sleep(0.05)
+        time.sleep(0.25)  # a few steps past the checkpoint at step 7
+        assert proc.poll() is None, "the run ended before it could be stopped"
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    step = int(lines[0].split("interrupted by SIGTERM at step ")[1].split()[0])
+    assert 7 <= step < 40 and _step_of(out / "ckpt.npz") == step and f"last checkpoint at step {step}" in lines[0]
+    res = subprocess.run([sys.executable, "-m", "tf_impl.train", *options], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0 and f"resuming {out / 'ckpt.npz'} at step {step}" in res.stdout, res.stderr[-2000:]
+    got, _ = ref.load_checkpoint(out / "final.npz")
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-6, atol=1e-7, err_msg=k)
+
+
 def test_ctrl_c_message(tmp_path):
     cmd = SLOW + ["0.05", *FAST, "--steps", "400", "--ckpt-every", "2", "--eval-every", "0",
                   "--out", str(tmp_path / "i")]

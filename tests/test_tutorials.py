@@ -2,7 +2,9 @@
 
 Every ``tutorials/*.ipynb`` is picked up (new notebooks included) and is its own test. The
 notebooks assert what they claim, so a change in the reference that breaks a tutorial fails
-here. Refresh the committed outputs with ``python scripts/run_tutorials.py``.
+here; and the numbers a fresh run prints are the committed ones (:func:`stale_numbers`), so that
+the committed outputs, which the site shows, cannot go stale. Refresh them with
+``python scripts/run_tutorials.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +48,68 @@ def test_notebook_executes(path, tmp_path):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors
     assert not output_problems(nb), f"{path.name}, run here:\n" + "\n".join(output_problems(nb))
+    stale = stale_numbers(nbformat.read(path, as_version=4), nb)
+    assert not stale, (f"{path.name}: the committed outputs differ from a fresh run (run `python "
+                       f"scripts/run_tutorials.py {path.relative_to(ROOT)}`, check its text, commit):\n"
+                       + "\n".join(stale))
+
+
+# a number as printed: 3, -0.5, 1.4e-03, 2e-14, ~8e-06 (not part of a name such as layers.0.P, float32 or learned-L4)
+NUMBER = re.compile(r"(?<![\w.~])(~?)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)(?![\w.]*\w)")
+# what is not compared: a version (2.21.0) and a timing, a number followed by its unit of time (40 s, 3.1 ms/step)
+NOT_COMPARED = re.compile(r"\d+(?:\.\d+){2,}|[-+]?\d[\d.]*(?:[eE][-+]?\d+)?\s?(?:s|ms|µs|us|min|h|seconds?|minutes?"
+                          r"|hours?)\b")
+ROUNDING = 1e-12  # numbers below this in magnitude on both sides are rounding errors: not compared
+# a number marked ~ depends on the path of a training run that amplifies rounding (tutorial 9 says so where it
+# prints one): on another machine it may come out a few times larger or smaller; it is compared to this factor
+APPROX_FACTOR = 10.0
+
+
+def numbers(text: str) -> list[tuple[float, bool]]:
+    """(value, marked ~) of every number of an output text, in order, versions and timings left out
+    (:data:`NOT_COMPARED`)."""
+    return [(float(m.group(2)), m.group(1) == "~") for m in NUMBER.finditer(NOT_COMPARED.sub(" ", text))]
+
+
+def same_to_2_digits(a: float, b: float) -> bool:
+    """``a`` and ``b`` agree to 2 significant digits (within half a unit of the second), or both are at
+    rounding level (below :data:`ROUNDING` in magnitude)."""
+    big = max(abs(a), abs(b))
+    if a == b or big < ROUNDING:
+        return True
+    return abs(a - b) <= 0.5 * 10.0 ** (np.floor(np.log10(big)) - 1)
+
+
+def same_number(a: tuple[float, bool], b: tuple[float, bool]) -> bool:
+    """Two printed numbers agree: both marked ~ and within :data:`APPROX_FACTOR` of each other (same sign), or
+    both unmarked and equal to 2 significant digits (:func:`same_to_2_digits`)."""
+    (x, approx_x), (y, approx_y) = a, b
+    if approx_x != approx_y:
+        return False
+    if approx_x:
+        return x == y or (x * y > 0 and max(x / y, y / x) <= APPROX_FACTOR)
+    return same_to_2_digits(x, y)
+
+
+def stale_numbers(committed, fresh) -> list[str]:
+    """Where the numbers of a fresh run's outputs differ from the committed ones, code cell by code cell: a
+    different count of numbers, or a pair that does not agree (:func:`same_number`)."""
+    def by_cell(nb):
+        out: dict[int, list[tuple[float, bool]]] = {}
+        for cell, _, text in output_texts(nb):
+            out.setdefault(cell, []).extend(numbers(text))
+        return out
+
+    old, new = by_cell(committed), by_cell(fresh)
+    problems = []
+    for cell in sorted(set(old) | set(new)):
+        a, b = old.get(cell, []), new.get(cell, [])
+        if len(a) != len(b):
+            problems.append(f"code cell {cell}: {len(a)} numbers committed, {len(b)} printed now")
+            continue
+        problems += [f"code cell {cell}, number {i + 1}: {'~' * x[1]}{x[0]:g} committed, {'~' * y[1]}{y[0]:g} now"
+                     for i, (x, y) in enumerate(zip(a, b, strict=True)) if not same_number(x, y)]
+    return problems
 
 
 def output_texts(nb):
@@ -113,3 +178,24 @@ def test_committed_notebook_was_run_top_to_bottom(path):
             assert out.output_type != "error", f"code cell {i + 1} has an error output: {hint}"
             if out.output_type == "stream" and out.name == "stderr":
                 assert "Traceback" not in out.text, f"code cell {i + 1} printed a traceback: {hint}"
+
+
+def test_the_stale_output_rule_compares_numbers_to_2_digits():
+    def nb(*texts):
+        cells = [nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output("stream", text=t)]) for t in texts]
+        return nbformat.v4.new_notebook(cells=cells)
+
+    values = [v for v, _ in numbers("MSE 1.4e-03 at N = 15, ratio <= 0.33; layers.0.P (2, 5, 5) float32 CG-4")]
+    assert values == [1.4e-3, 15, 0.33, 2, 5, 5, 4]
+    assert numbers("TensorFlow 2.21.0, 40 s, 3.1 ms per step, 12 min, 29 minutes; 7 steps") == [(7, False)]
+    assert numbers("L-BFGS ~8e-06, Adam 7.2e-03 (~3e+02 iterations)") == [(8e-6, True), (7.2e-3, False), (300, True)]
+    base = nb("MSE 1.43e-03, 256 systems", "error 2.2e-16")
+    assert not stale_numbers(base, nb("MSE 1.41e-03, 256 systems", "error 4.4e-16"))  # 2 digits; rounding level
+    assert not stale_numbers(base, base)
+    for text in ("MSE 1.52e-03, 256 systems", "MSE 1.43e-03, 266 systems", "MSE 1.43e-03"):
+        assert stale_numbers(base, nb(text, "error 2.2e-16")), text
+    assert stale_numbers(base, nb("MSE 1.43e-03, 256 systems", "error 3.0e-02"))
+    assert stale_numbers(nb("ratio <= 0.33"), nb("ratio <= 0.00"))
+    assert not stale_numbers(nb("L-BFGS ~8e-06"), nb("L-BFGS ~2e-05"))  # marked ~: within a factor 10
+    for text in ("L-BFGS ~2e-04", "L-BFGS 8e-06", "L-BFGS ~-8e-06"):
+        assert stale_numbers(nb("L-BFGS ~8e-06"), nb(text)), text

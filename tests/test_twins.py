@@ -31,6 +31,8 @@ REFERENCE_ONLY = {
               "init_params": "shared: both packages start from the same NumPy initialisation",
               "check_params": "validation, shared: tf_impl.model imports it",
               "grow_params": "NumPy-only layer growth, shared by both packages (checkpoints are NumPy)",
+              "start_from": "the start of a run from a checkpoint (NumPy, as checkpoints are), used by tf_impl.train",
+              "START_FIELDS": "the fields start_from compares, shared with it",
               "model_backward": "the hand-written backward; TensorFlow: loss_and_grads_tensors (autodiff)",
               "forward_bytes": "the NumPy forward's peak memory; TrainConfig and solve size batches with it",
               "masked_params": "NumPy: the weights times their masks, shared (sparse_plans, first_layer_reading_b)",
@@ -42,6 +44,7 @@ REFERENCE_ONLY = {
              "EIGENVALUE_LAWS": "the law names, shared: tf_impl.data imports them",
              "RHS_LAWS": "the law names, shared (through check_law)",
              "CLUSTER_WIDTH": "a constant of the law, shared: tf_impl.data imports it",
+             "KAPPA_LIMIT": "a bound of the law, shared: parse_kappa (through check_law) applies it in both samplers",
              "parse_kappa": "validation, shared (through check_law)",
              "check_law": "validation, shared: tf_impl.data imports it",
              "spd_spectrum": "draws and pins the eigenvalues from a NumPy Generator; sample_systems_tf draws its "
@@ -58,11 +61,12 @@ REFERENCE_ONLY = {
               "lbfgs_direction": "shared with LbfgsTrainer (through lbfgs_step)",
               "wolfe_search": "shared with LbfgsTrainer (through lbfgs_step)",
               "lbfgs_step": "shared: LbfgsTrainer runs the NumPy iteration on the TensorFlow loss and gradient",
+              "check_lbfgs_memory": "shared: LbfgsTrainer.set_state checks a resumed memory of pairs with it",
               "train_lbfgs": "the NumPy L-BFGS loop; TensorFlow's is the class LbfgsTrainer"},
     "solve": {name: _SHARED_SOLVE for name in (
         "AUTO_MODELS", "ResolvedModel", "first_not_positive_definite", "prepare_inputs", "auto_model",
-        "resolve_model", "LANCZOS_ABOVE", "LANCZOS_STEPS", "LANCZOS_SEED", "spectrum_estimate", "largest_eigenvalue",
-        "SolveResult", "NotConvergedError", "DEFAULT_MAX_PASSES", "MEMORY_LIMIT", "memory_limit",
+        "resolve_model", "spectrum_estimate", "largest_eigenvalue", "RESIDUAL_MARGIN",
+        "SolveResult", "NotConvergedError", "DEFAULT_MAX_PASSES", "memory_limit",
         "solve_bytes", "chunk_size", "ROUNDING_FLOOR", "solve_with", "factorize_with", "Factorization")},
     "spectral": {**{name: "a hand-written op of the spectral path; TensorFlow: transfer_tensors, loss_tensors"
                     for name in ("layer_forward", "layer_backward", "readout_forward", "readout_backward",

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from reference.config import ATTENTION_NORMS, PARAMETRIZATIONS, ModelConfig
 from reference.constructions import INITS
-from reference.data import EIGENVALUE_LAWS, RHS_LAWS
+from reference.data import EIGENVALUE_LAWS, KAPPA_LIMIT, RHS_LAWS
 from reference.layers import LOSSES
 
 FIELD_GROUPS = ("run", "model", "data", "optimisation", "bookkeeping")
@@ -95,8 +95,7 @@ class TrainConfig:
                              "docs/concepts.md)", "optimisation", INITS)
     init_upper: float = _f(1.0, "newton-schulz start: the largest eigenvalue its weights allow for; greedy: the "
                                 "largest training eigenvalue (>= 1; above it they fail; the shipped models take 1.1, "
-                                "for solve's Lanczos scale estimate that can be 1 percent low above N = 64)",
-                           "optimisation")
+                                "a margin above the largest eigenvalue solve divides by)", "optimisation")
     dtype: str = _f("float32", "'float32' (training) or 'float64' (checking)", "optimisation", DTYPES)
     mode: str = _f("xla", "'xla': one XLA-compiled step; 'graph': tf.function without XLA; 'eager': debug",
                    "optimisation", MODES)
@@ -134,9 +133,10 @@ class TrainConfig:
         for name in ("steps", "warmup", "eval_every", "ckpt_every", "diverge_patience"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(2 <= self.n_min <= self.n_max, f"sizes must satisfy 2 <= n_min <= n_max, got ({self.n_min}, {self.n_max})")
-        need(math.isfinite(self.kappa) and self.kappa >= 1, f"kappa must be a finite number >= 1, got {self.kappa}")
-        need(self.kappa_max is None or (math.isfinite(self.kappa_max) and self.kappa_max >= self.kappa),
-             f"kappa_max must be a finite number >= kappa ({self.kappa}) or none, got {self.kappa_max}")
+        need(math.isfinite(self.kappa) and 1 <= self.kappa <= KAPPA_LIMIT,
+             f"kappa must be a number in [1, {KAPPA_LIMIT:g}], got {self.kappa}")
+        need(self.kappa_max is None or (math.isfinite(self.kappa_max) and self.kappa <= self.kappa_max <= KAPPA_LIMIT),
+             f"kappa_max must be a number in [kappa ({self.kappa}), {KAPPA_LIMIT:g}] or none, got {self.kappa_max}")
         need(math.isfinite(self.lr) and self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.clip_norm is None or self.clip_norm > 0, f"clip_norm must be > 0 or none, got {self.clip_norm}")
         need(math.isfinite(self.diverge_factor) and (self.diverge_factor == 0 or self.diverge_factor > 1),
@@ -187,9 +187,9 @@ class TrainConfig:
     def _check_memory(self, need) -> None:
         """A training step holds the model's arrays for ``batch_size`` systems of size ``n_max`` (kept for the
         gradient), the final table those of ``eval_systems`` systems per size: each must fit
-        :func:`reference.config.memory_budget` (half of the physical memory), or the run is refused now, not
-        after compiling or training."""
-        from reference.config import memory_budget
+        :func:`reference.config.memory_budget` (``LINEAR_TRANSFORMER_MEMORY_LIMIT``, else half of the physical
+        memory), or the run is refused now, not after compiling or training."""
+        from reference.config import MEMORY_LIMIT_HELP, memory_budget
         from reference.model import forward_bytes
 
         limit, mcfg = memory_budget(), self.model_config()
@@ -197,7 +197,7 @@ class TrainConfig:
             need_bytes = forward_bytes(mcfg, self.n_max, count) + 8 * 8 * count * self.n_max**2  # + the systems
             need(need_bytes <= limit, f"{flag} {count}: the model's arrays for {count} systems of size n_max = "
                                       f"{self.n_max} need about {need_bytes / 2**30:.3g} GiB, above the limit of "
-                                      f"{limit / 2**30:.1f} GiB (half of this machine's memory)")
+                                      f"{limit / 2**30:.3g} GiB ({MEMORY_LIMIT_HELP})")
 
     @property
     def out_dir(self) -> str:
@@ -257,7 +257,7 @@ PRESETS: dict[str, dict] = {
                    "init": "newton-schulz", "lr": 1e-7, "warmup": 20, "steps": 500, "eval_every": 250,
                    "eval_systems": 200},
     # solve()'s model="auto": the Newton-Schulz construction exported untrained (0 steps, float64), 12 layers,
-    # error bound 2e-17 per pass for spectra in [1e-4, 1.1] (1.1: room for solve's Lanczos scale above N = 64),
+    # error bound 2e-17 per pass for spectra in [1e-4, 1.1] (1.1: a margin above the scale solve divides by),
     # at every size; the data fields are broad's law, read by solve (rhs scale) and by the final table only
     "newton-schulz": dict(parametrization="block", n_layers=12, n_heads=1, n_identity=2, attention_norm="none",
                           init="newton-schulz", init_upper=1.1, n_min=2, n_max=30, kappa=2.0, kappa_max=1e4,

@@ -7,30 +7,35 @@ and measures, on those same systems from ``x0 = 0``: each model, every baseline 
 solve and the zero predictor. It also follows each model layer by layer against CG iteration by
 iteration and the best point of the Krylov space of the same dimension.
 
-Writes to ``--out``: ``eval.json`` (every number), ``eval.md`` (tables), ``error_vs_n_kappa*.png``
-and ``layers_*.png``. ``--probe`` instead runs :func:`reference.analysis.layer_probe` (which algorithm
-each layer follows) and writes ``probe_<model>.json`` and ``.md``. The models run in float64 through the
-reference implementation, which the cross-tests prove equal to the TensorFlow model to 1e-10.
+Writes to ``--out`` (default ``runs/eval``, ``runs/robustness`` or ``runs/probe``; a folder of the committed
+``results/`` only with ``--overwrite-shipped``): ``eval.json`` (every number), ``eval.md`` (tables),
+``error_vs_n_kappa*.png`` and ``layers_*.png``. ``--probe`` instead runs :func:`reference.analysis.layer_probe`
+(which algorithm each layer follows) and writes ``probe_<model>.json`` and ``.md``. The records name a checkpoint
+by its path in the repository where it lies there (:func:`reference.report.recorded_path`). The models run in
+float64 through the reference implementation, which the cross-tests prove equal to the TensorFlow model to 1e-10.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from pathlib import Path
 
 from reference.baselines import BASELINES
 from reference.checkpoint import describe_lineage, lineage_of, load_checkpoint, load_checkpoint_extra
+from reference.data import parse_kappa
 from reference.evaluation import EVAL_SEED, evaluate, layer_analysis, model_can_run
 from reference.report import (
+    OVERWRITE_FLAG,
+    check_output,
     eval_markdown,
     plot_error_vs_n,
     plot_layers,
     plot_robustness,
     probe_page,
+    recorded_path,
     robustness_page,
     write_json,
 )
@@ -49,9 +54,16 @@ def model_name(arg: str, taken: set) -> str:
     return name
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default once: appended to its help unless the help already says what it is."""
+
+    def _get_help_string(self, action):
+        return action.help if "default" in (action.help or "") else super()._get_help_string(action)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m tf_impl.evaluate", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_HelpFormatter)
     p.add_argument("checkpoints", nargs="+", help="checkpoint .npz files written by tf_impl.train (or "
                    "save_checkpoint), or names of shipped models (e.g. block-mixed)")
     p.add_argument("--kappa", type=float, nargs="+", default=[10.0], help="condition numbers to evaluate at")
@@ -62,8 +74,10 @@ def parse_args(argv=None):
     p.add_argument("--layer-sizes", type=int, nargs="*", default=None,
                    help="sizes N of the layer-by-layer analysis (default: 9 and 20)")
     p.add_argument("--baselines", nargs="*", default=None, help="baseline names (default: all)")
-    p.add_argument("--out", default=None, help="output folder, created (default: runs/eval, not tracked by git; "
-                   "with --probe: results/probe)")
+    p.add_argument("--out", default=None, help="output folder, created (default: runs/eval, runs/robustness with "
+                   "--robustness, runs/probe with --probe; runs/ is not tracked by git)")
+    p.add_argument(OVERWRITE_FLAG, action="store_true", help="allow --out inside results/, whose files are "
+                   "committed with the project (scripts/reproduce_paper.sh gives it)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--robustness", action="store_true",
                    help="instead: solve() on the families of reference.robustness (kappa, spectrum, right-hand side, "
@@ -85,7 +99,12 @@ def parse_args(argv=None):
     if sum((args.probe, args.robustness, args.spectrum)) > 1:
         p.error("--probe, --robustness and --spectrum are different runs: give one")
     if args.out is None:
-        args.out = "results/probe" if args.probe else "runs/eval"
+        args.out = ("runs/probe" if args.probe else "runs/robustness" if args.robustness else "runs/spectrum"
+                    if args.spectrum else "runs/eval")
+    try:
+        check_output(args.out, args.overwrite_shipped)
+    except ValueError as e:
+        p.error(str(e))
     if any(n < 2 for n in args.sizes):
         p.error(f"--sizes must be >= 2, got {args.sizes}")
     if not 0 < args.tol < 1:
@@ -104,8 +123,11 @@ def parse_args(argv=None):
         p.error(f"need 2 <= --n-min <= --n-max, got {args.n_min}, {args.n_max}")
     if args.n_systems < 2:
         p.error("--n-systems must be >= 2")
-    if any(not math.isfinite(k) or k < 1 for k in args.kappa):
-        p.error(f"--kappa values must be finite and >= 1, got {args.kappa}")
+    for k in args.kappa:
+        try:
+            parse_kappa(k)  # the samplers' rule: finite, in [1, KAPPA_LIMIT]
+        except ValueError as e:
+            p.error(f"--kappa {k:g}: {e}")
     if args.layer_sizes is not None and any(n < 2 for n in args.layer_sizes):
         p.error(f"--layer-sizes must be >= 2, got {args.layer_sizes}")
     unknown = sorted(set(args.baselines or ()) - set(BASELINES))
@@ -121,6 +143,7 @@ def check_memory(args, cfgs) -> None:
     """Refuse, before sampling anything, an evaluation whose arrays would not fit: the test set and the
     baselines' copies of it (about 8 ``n_systems x N x N`` arrays) and each model's forward on it
     (:func:`reference.model.forward_bytes`) at the largest size, within :func:`reference.solve.memory_limit`."""
+    from reference.config import MEMORY_LIMIT_HELP
     from reference.model import forward_bytes
     from reference.solve import memory_limit
 
@@ -133,8 +156,16 @@ def check_memory(args, cfgs) -> None:
     limit = memory_limit()
     if need > limit:
         raise ValueError(f"--n-systems {args.n_systems} at N = {n} needs about {need / 2**30:.3g} GiB, above the "
-                         f"limit of {limit / 2**30:.1f} GiB (reference.solve.memory_limit(): half of this machine's "
-                         "memory): give a smaller --n-systems or smaller sizes")
+                         f"limit of {limit / 2**30:.3g} GiB ({MEMORY_LIMIT_HELP}): give a smaller --n-systems or "
+                         "smaller sizes")
+
+
+def recorded_args(args) -> dict:
+    """The arguments as the written records keep them: the output folder and checkpoint paths relative to the
+    repository where they lie in it (:func:`reference.report.recorded_path`), so that committed results name no
+    folder of the machine that made them."""
+    return {**vars(args), "out": recorded_path(args.out),
+            "checkpoints": [a if not os.path.exists(a) else recorded_path(a) for a in args.checkpoints]}
 
 
 def checkpoint_path(arg: str) -> str:
@@ -165,7 +196,8 @@ def main_robustness(args) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     with tqdm(total=len(FAMILIES) * len(args.sizes), desc="robustness", unit="size") as bar:
         records = robustness(models, args.sizes, n_systems=args.n_systems, tol=args.tol, progress=bar.update)
-    result = {"args": vars(args), "models": models, "records": records}
+    result = {"args": recorded_args(args), "models": {name: recorded_path(path) for name, path in models.items()},
+              "records": records}
     write_json(out / "robustness.json", result)
     (out / "robustness.md").write_text(robustness_page(result))
     if not args.no_plots:
@@ -180,10 +212,6 @@ def main_probe(args) -> dict:
     size, with both read-outs, on the evaluation's fixed test systems, and for a block model with at least
     two identity copies :func:`reference.analysis.construction_alignment`; prints the tables and writes
     ``probe_<model>.json`` / ``.md`` per model."""
-    from reference.analysis import READOUTS, construction_alignment, layer_probe
-    from reference.evaluation import eval_systems
-    from reference.report import as_plain
-
     models = {}
     for arg in args.checkpoints:
         path = checkpoint_path(arg)
@@ -192,27 +220,14 @@ def main_probe(args) -> dict:
     check_memory(args, [cfg for _, _, cfg in models.values()])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sizes = args.layer_sizes if args.layer_sizes is not None else [9, 20]
     results = {}
     for name, (path, params, cfg) in models.items():
-        probes = []
-        for kappa in args.kappa:
-            for n in sizes:
-                if not model_can_run(cfg, n):
-                    continue
-                A, b, x, mask = eval_systems(n, kappa, args.n_systems, args.seed)
-                for readout in READOUTS:
-                    pr = layer_probe(params, cfg, A, b, x, mask, kappa=kappa, readout=readout)
-                    probes.append({"n": int(n), **as_plain(pr)})
-        alignment = None
-        if cfg.parametrization == "block" and cfg.n_identity >= 2 and cfg.attention_norm == "none":
-            kappa, upper = construction_spectrum(path, max(args.kappa))
-            alignment = {**as_plain(construction_alignment(params, cfg, kappa=kappa, upper=upper)),
-                         "kappa": kappa, "upper": upper}
-        results[name] = {"path": os.fspath(path), "config": json.loads(cfg.to_json()), "probes": probes,
-                         "alignment": alignment}
-        write_json(out / f"probe_{name}.json", {"args": vars(args), **results[name]})
-        md = probe_page(name, {"args": vars(args), **results[name]})
+        try:  # an error of one model's probe names its checkpoint
+            results[name] = probe_one(args, path, params, cfg)
+        except ValueError as e:
+            raise ValueError(f"--probe {recorded_path(path)}: {e}") from None
+        write_json(out / f"probe_{name}.json", {"args": recorded_args(args), **results[name]})
+        md = probe_page(name, {"args": recorded_args(args), **results[name]})
         (out / f"probe_{name}.md").write_text(md)
         print(md)
     print(f"wrote {', '.join(f'{out}/probe_{name}.json' for name in models)} and the .md beside each")
@@ -246,6 +261,31 @@ def main_spectrum(args) -> dict:
     return views
 
 
+def probe_one(args, path, params, cfg) -> dict:
+    """One model's probe record: :func:`reference.analysis.layer_probe` per ``--kappa`` and ``--layer-sizes`` size
+    (both read-outs), and the alignment with the construction of its training spectrum where it has one."""
+    from reference.analysis import READOUTS, construction_alignment, layer_probe
+    from reference.evaluation import eval_systems
+    from reference.report import as_plain
+
+    probes = []
+    for kappa in args.kappa:
+        for n in args.layer_sizes if args.layer_sizes is not None else [9, 20]:
+            if not model_can_run(cfg, n):
+                continue
+            A, b, x, mask = eval_systems(n, kappa, args.n_systems, args.seed)
+            for readout in READOUTS:
+                pr = layer_probe(params, cfg, A, b, x, mask, kappa=kappa, readout=readout)
+                probes.append({"n": int(n), **as_plain(pr)})
+    alignment = None
+    if cfg.parametrization == "block" and cfg.n_identity >= 2 and cfg.attention_norm == "none":
+        kappa, upper = construction_spectrum(path, max(args.kappa))
+        alignment = {**as_plain(construction_alignment(params, cfg, kappa=kappa, upper=upper)),
+                     "kappa": kappa, "upper": upper}
+    return {"path": recorded_path(path), "config": json.loads(cfg.to_json()), "probes": probes,
+            "alignment": alignment}
+
+
 def construction_spectrum(path, default_kappa: float) -> tuple[float, float]:
     """``(kappa, upper)`` of the spectrum a model was trained on, from its checkpoint's ``train_config``
     (``kappa_max`` or ``kappa``, and ``init_upper``), else ``(default_kappa, 1)``: the construction to set its
@@ -257,6 +297,10 @@ def construction_spectrum(path, default_kappa: float) -> tuple[float, float]:
     tc = tc if isinstance(tc, dict) else {}
     kappa = next((float(tc[k]) for k in ("kappa_max", "kappa") if is_real(tc.get(k)) and tc[k] >= 1), default_kappa)
     upper = float(tc["init_upper"]) if is_real(tc.get("init_upper")) and tc["init_upper"] >= 1 else 1.0
+    try:
+        parse_kappa(kappa)
+    except ValueError as e:
+        raise ValueError(f"its train_config records a kappa the construction cannot be built for ({e})") from None
     return kappa, upper
 
 
@@ -295,7 +339,7 @@ def evaluate_checkpoints(args) -> dict:
         meta, _ = load_checkpoint_extra(path)
         # a model may not take a baseline's name: records are keyed by (kappa, N, method, iters)
         name = model_name(arg, set(models) | set(BASELINES) | {"zero"})
-        models[name], metas[name] = (params, cfg), {"path": os.fspath(path), "config": json.loads(cfg.to_json()),
+        models[name], metas[name] = (params, cfg), {"path": recorded_path(path), "config": json.loads(cfg.to_json()),
                                                     "meta": meta}
         print(f"{name}: {describe_lineage(lineage_of(meta, path))}")
     sizes = list(range(args.n_min, args.n_max + 1))
@@ -311,7 +355,7 @@ def evaluate_checkpoints(args) -> dict:
             for name, (params, cfg) in models.items():
                 if model_can_run(cfg, n):
                     analyses.append((name, layer_analysis(params, cfg, n, kappa, args.n_systems, args.seed)))
-    result = {"args": vars(args), "models": metas, "records": records,
+    result = {"args": recorded_args(args), "models": metas, "records": records,
               "layers": [{"name": name, **a} for name, a in analyses]}  # a["model"]: its MSE per layer
     write_json(out / "eval.json", result)
     (out / "eval.md").write_text(eval_markdown(result))

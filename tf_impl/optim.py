@@ -336,7 +336,21 @@ class Trainer(tf.Module):
         self.step.assign(int(extra["step"]))
 
 
-class LbfgsTrainer:
+class _AroundTrainer:
+    """What a trainer built around an Adam :class:`Trainer` (``self.inner``: its compiled loss, evaluation batch and
+    variables) takes from it unchanged."""
+
+    def eval_loss(self, batch) -> float:
+        return self.inner.eval_loss(batch)
+
+    def prepare_batch(self, A, b, x, mask):
+        return self.inner.prepare_batch(A, b, x, mask)
+
+    def get_params(self) -> dict[str, np.ndarray]:
+        return self.inner.get_params()
+
+
+class LbfgsTrainer(_AroundTrainer):
     """L-BFGS on one fixed batch (:func:`reference.optim.lbfgs_step`), with :class:`Trainer`'s interface.
 
     Arguments as :class:`Trainer`'s; ``tcfg.optimizer`` must be ``"lbfgs"`` and ``tcfg.lbfgs_memory`` is the
@@ -347,7 +361,7 @@ class LbfgsTrainer:
     model): only the loss and its gradient run in TensorFlow, compiled as in :class:`Trainer`. What
     resuming needs is the memory of pairs ``extra/lbfgs/s``, ``extra/lbfgs/y`` (k, P) and ``extra/step``;
     the loss and gradient at the resumed point are recomputed from the same batch.
-    ``train_step`` reports the step length ``t`` as ``lr``.
+    ``train_step`` reports the line search's step length ``t`` as ``step_length`` (it has no learning rate).
     """
 
     def __init__(self, tcfg: TrainConfig, params: dict | None = None, *, strategy=None, structured: bool = True):
@@ -387,21 +401,12 @@ class LbfgsTrainer:
             self._f, self._g = self._fg(theta)
         f0, gnorm = self._f, float(np.linalg.norm(self._g))
         if not (math.isfinite(f0) and math.isfinite(gnorm)):
-            return {"loss": f0, "grad_norm": gnorm, "lr": 0.0}
+            return {"loss": f0, "grad_norm": gnorm, "step_length": 0.0}
         theta, self._f, self._g, self.S, self.Y, t = lbfgs_step(self._fg, theta, f0, self._g, self.S, self.Y,
                                                                 self.memory)
         self.inner.model.set_params(unflatten_params(theta, self.shapes))  # the line search left its last trial
         self.step += 1
-        return {"loss": f0, "grad_norm": gnorm, "lr": float(t)}
-
-    def eval_loss(self, batch) -> float:
-        return self.inner.eval_loss(batch)
-
-    def prepare_batch(self, A, b, x, mask):
-        return self.inner.prepare_batch(A, b, x, mask)
-
-    def get_params(self) -> dict[str, np.ndarray]:
-        return self.inner.get_params()
+        return {"loss": f0, "grad_norm": gnorm, "step_length": float(t)}
 
     def get_state(self):
         """``(params, extra)``: parameters and ``lbfgs/s``, ``lbfgs/y``, ``step`` (see the class docstring)."""
@@ -410,20 +415,18 @@ class LbfgsTrainer:
         return self.get_params(), extra
 
     def set_state(self, params: dict, extra: dict) -> None:
-        P = self.S.shape[1]
+        from reference.optim import check_lbfgs_memory
+
         for key in ("lbfgs/s", "lbfgs/y", "step"):
             if key not in extra:
                 raise ValueError(f"resume state lacks {key!r} (a checkpoint of an L-BFGS run has it)")
-        S, Y = np.asarray(extra["lbfgs/s"], np.float64), np.asarray(extra["lbfgs/y"], np.float64)
-        if S.ndim != 2 or S.shape != Y.shape or S.shape[1] != P or S.shape[0] > self.memory:
-            raise ValueError(f"resume state lbfgs/s, lbfgs/y must be two (k, {P}) arrays with k <= {self.memory}, "
-                             f"got {S.shape} and {Y.shape}")
+        S, Y = check_lbfgs_memory(extra["lbfgs/s"], extra["lbfgs/y"], self.S.shape[1], self.memory)
         self.inner.model.set_params(params)
         self.S, self.Y, self.step = S, Y, int(extra["step"])
         self._f = self._g = None
 
 
-class GreedyTrainer:
+class GreedyTrainer(_AroundTrainer):
     """Layer-wise least squares on spectra (:func:`reference.greedy.greedy_fit`), with :class:`Trainer`'s interface.
 
     For an equivariant model (``ModelConfig.equivariant``; docs/concepts.md, sections 11-12). The training data are
@@ -432,8 +435,9 @@ class GreedyTrainer:
     over ``x ~ N(0, I)``, ``mean (1 - lambda g(lambda))^2`` (:func:`reference.spectral.loss_and_grads`). Step 0
     fits the readout alone, step ``l >= 1`` fits layer ``l - 1`` with the earlier ones fixed; layers not fitted yet
     are exact no-ops, so the parameters after any step are a complete model. ``train_step`` reports the loss
-    before the step (as the other trainers), the gradient norm of the loss before the step and ``lr`` 0 (there is
-    none). The resume state is ``extra/step``: the fitted layers are read back from the parameters.
+    before the step (as the other trainers) and the gradient norm of the loss before the step; no rate (there is
+    none: ``tf_impl.train`` logs Adam's ``lr`` and L-BFGS's ``step_length`` only). The resume state is
+    ``extra/step``: the fitted layers are read back from the parameters.
     """
 
     def __init__(self, tcfg: TrainConfig, params: dict | None = None, *, strategy=None):
@@ -476,16 +480,7 @@ class GreedyTrainer:
         self.layers, self.w, _ = greedy_stage(self.cfg, self.lam, self.layers, self.w, seed=self.tcfg.seed)
         self.inner.model.set_params(self._params())
         self.step += 1
-        return {"loss": loss, "grad_norm": gnorm, "lr": 0.0}
-
-    def eval_loss(self, batch) -> float:
-        return self.inner.eval_loss(batch)
-
-    def prepare_batch(self, A, b, x, mask):
-        return self.inner.prepare_batch(A, b, x, mask)
-
-    def get_params(self) -> dict[str, np.ndarray]:
-        return self.inner.get_params()
+        return {"loss": loss, "grad_norm": gnorm}
 
     def get_state(self):
         """``(params, extra)``: the parameters (which hold the fitted layers and readout) and ``step``."""

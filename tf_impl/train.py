@@ -10,8 +10,9 @@ What a run does:
   batch of step ``t`` from the stateless seed ``(seed, t)``, forward, gradient, clipping, Adam),
   on every GPU with ``tf.distribute`` when there are several (:mod:`tf_impl.distribute`);
 * shows a tqdm bar (loss, steps/s) and writes TensorBoard summaries to ``OUT/tb`` (``loss``,
-  ``grad_norm``, ``lr`` every step, ``eval_loss`` every ``eval_every`` steps, on a fixed batch
-  drawn from the seed pair ``(seed, -1)`` that no training step uses);
+  ``grad_norm``, ``learning_rate`` (Adam) or ``line_search_step`` (L-BFGS; :data:`RATES`) every step,
+  ``eval_loss`` every ``eval_every`` steps, on a fixed batch drawn from the seed pair ``(seed, -1)`` that no
+  training step uses);
 * writes ``OUT/ckpt.npz`` every ``ckpt_every`` steps and at the end: parameters, config, meta
   and the resume state (``extra/adam_m/<name>``, ``extra/adam_v/<name>``, ``extra/step``; the data
   needs nothing else since it is a function of ``(seed, step)``). Writes are atomic.
@@ -22,15 +23,19 @@ What a run does:
   model, of conjugate gradient with as many iterations as the model has layers, and of the zero
   predictor, on fresh systems (``reference.evaluation.eval_systems``: a seed no run trains on);
 * stops with exit status 1, writing nothing, when the run diverges: a non-finite gradient norm, or
-  the training loss above ``diverge_factor`` times the zero predictor's loss for ``diverge_patience``
-  steps in a row (checkpoints are never written while the loss is above that threshold);
+  the training loss above ``diverge_factor`` times the zero predictor's loss, and not below the lowest loss of
+  the run so far, for ``diverge_patience`` steps in a row (a run whose loss keeps falling, as L-BFGS's does at
+  every accepted step, has not diverged, however high it started; checkpoints are never written during such
+  a streak);
 * locks ``OUT`` for the run (an OS file lock on ``OUT/.lock``: a second run on the same folder stops
   with an error; the lock dies with the process, so a killed run never blocks ``--resume``), and
   removes the temporary files a killed run left in ``OUT``.
 
 Exit status: 0 done, 1 the run diverged (non-finite loss or gradient, or the rule above), 2 bad
-arguments, configuration or output folder, 130 interrupted (Ctrl-C: one line says where the last
-checkpoint is; ``--resume`` continues).
+arguments, configuration or output folder, 130 interrupted by SIGINT (Ctrl-C) and 143 by SIGTERM (what a
+scheduler or a cloud preemption sends): during training the signal is acted on at the end of the step under
+way, which is written to ``OUT/ckpt.npz``; one line says so, and ``--resume`` continues (a second signal stops
+at once, from the last checkpoint written).
 The steps of :func:`run`: :func:`_load_start` (fresh, resumed or from a checkpoint), :func:`build_trainer`,
 :func:`train_loop` (with :func:`step_problem`, the divergence rule) and :func:`finish` (the table, ``final.npz``).
 ``main(argv, on_step=f)`` / ``run(tcfg, on_step=f)`` call ``f(step)`` after every step (the tests
@@ -39,11 +44,14 @@ slow a run down this way, ``tests/slow_train.py``, to kill or interrupt it mid-w
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -64,8 +72,9 @@ def _print_config(tcfg: TrainConfig) -> None:
 
 def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
     """``(params, extra, start_step, ancestors)``: resumed, initialised from a checkpoint, or fresh;
-    ``ancestors`` is the lineage of the runs before this one (:func:`reference.checkpoint.lineage_of`)."""
-    from reference.checkpoint import lineage_of, load_checkpoint, load_checkpoint_extra
+    ``ancestors`` is the lineage of the runs before this one, validated and cleaned as a new checkpoint may copy
+    it (:func:`reference.checkpoint.clean_lineage`)."""
+    from reference.checkpoint import clean_lineage, lineage_of, load_checkpoint, load_checkpoint_extra
     from reference.model import init_params
 
     if tcfg.resume and os.path.isfile(ckpt_path):
@@ -90,24 +99,19 @@ def _load_start(tcfg: TrainConfig, mcfg, ckpt_path: str):
             raise ValueError(f"--resume: {ckpt_path} has extra/step {step.tolist()!r:.60}, not one integer >= 0")
         step = int(step)
         print(f"resuming {ckpt_path} at step {step}")
-        return params, extra, step, lineage_of(meta, ckpt_path)[:-1]  # the last entry is this run
+        return params, extra, step, clean_lineage(lineage_of(meta, ckpt_path)[:-1], ckpt_path)  # last: this run
     if tcfg.resume:
         print(f"--resume: no checkpoint in {ckpt_path}; starting a fresh run")
     if tcfg.init_from is not None:
-        params, cfg = load_checkpoint(tcfg.init_from)
-        fields = ("parametrization", "n_heads", "n_identity", "embed_dim", "n", "attention_norm")
-        diff = [f"{k}: {getattr(cfg, k)!r} (checkpoint) vs {getattr(mcfg, k)!r}" for k in fields
-                if getattr(cfg, k) != getattr(mcfg, k)]
-        if cfg.n_layers > mcfg.n_layers:
-            diff.append(f"n_layers: {cfg.n_layers} (checkpoint) > {mcfg.n_layers}")
-        if diff:
-            raise ValueError(f"--init-from {tcfg.init_from}: the checkpoint's model differs from this run's: "
-                             + "; ".join(diff))
-        ancestors = lineage_of(load_checkpoint_extra(tcfg.init_from)[0], tcfg.init_from)
-        if cfg.n_layers < mcfg.n_layers:  # layer growth: new layers start as no-ops (P = 0)
-            from reference.model import grow_params
+        from reference.model import start_from
 
-            params, _ = grow_params(params, cfg, mcfg.n_layers, seed=tcfg.seed)
+        params, cfg = load_checkpoint(tcfg.init_from)
+        try:  # the start computes exactly what the checkpoint does, or the run is refused
+            params = start_from(params, cfg, mcfg, seed=tcfg.seed)
+        except ValueError as e:
+            raise ValueError(f"--init-from {tcfg.init_from}: {e}") from None
+        ancestors = clean_lineage(lineage_of(load_checkpoint_extra(tcfg.init_from)[0], tcfg.init_from), tcfg.init_from)
+        if cfg.n_layers < mcfg.n_layers:  # layer growth: new layers start as no-ops (P = 0)
             print(f"starting from {tcfg.init_from}, grown from {cfg.n_layers} to {mcfg.n_layers} layers "
                   "(new layers: P = 0, Q random; the grown model starts as the checkpoint's)")
         else:
@@ -292,7 +296,7 @@ def divergence_threshold(tcfg: TrainConfig, eval_batch) -> float:
 
 def step_problem(tcfg: TrainConfig, stats: dict, step: int, above: int, threshold: float) -> str | None:
     """Why the run must stop after ``step`` (a non-finite loss or gradient norm, or ``above`` steps in a row
-    above the divergence ``threshold``), or None."""
+    above the divergence ``threshold`` without a new lowest loss), or None."""
     if not math.isfinite(stats["loss"]):
         return f"non-finite loss ({stats['loss']}) at step {step}; the parameters were not updated"
     if not math.isfinite(stats["grad_norm"]):
@@ -300,7 +304,8 @@ def step_problem(tcfg: TrainConfig, stats: dict, step: int, above: int, threshol
                 "parameters were not updated")
     if above >= max(tcfg.diverge_patience, 1):
         return (f"the run diverged: the training loss stayed above {tcfg.diverge_factor:g} x the zero predictor's "
-                f"loss ({threshold:.3g}) for {above} steps, up to step {step} (loss {stats['loss']:.3g})")
+                f"loss ({threshold:.3g}), without a new lowest loss, for {above} steps, up to step {step} (loss "
+                f"{stats['loss']:.3g})")
     return None
 
 
@@ -318,26 +323,28 @@ def train_loop(run: _Run, step: int, on_step=None) -> int:
         writer = tf.summary.create_file_writer(os.path.join(run.out, "tb"))
     else:
         writer = tf.summary.create_noop_writer()
-    above = 0  # steps in a row with the loss above the threshold
+    above, lowest = 0, math.inf  # steps in a row above the threshold without a new lowest loss; the lowest loss
     start_step, t_start = step, time.time()
     print("compiling the train step..." if tcfg.mode != "eager" else "first step...", flush=True)
     bar = None  # created after the first (compiled) step, so that its rate and time estimate are real
     try:
-        with writer.as_default():
+        with writer.as_default(), deferred_signals() as received:
             while step < tcfg.steps:
                 stats = trainer.train_step()
                 if bar is None:
                     bar = tqdm(total=tcfg.steps, initial=step, desc="train", unit="step", dynamic_ncols=True,
                                mininterval=0.5)
-                above = above + 1 if stats["loss"] > threshold else 0
+                above = above + 1 if stats["loss"] > threshold and not stats["loss"] < lowest else 0
+                lowest = min(lowest, stats["loss"])
                 problem = step_problem(tcfg, stats, step, above, threshold)
                 if problem is not None:
                     bar.close()
-                    _say_stopped(problem, run.ckpt_path)
+                    _say_stopped(problem, run.ckpt_path, tcfg)
                     return 1
                 _scalar_summary("loss", stats["loss"], step=step)
                 _scalar_summary("grad_norm", stats["grad_norm"], step=step)
-                _scalar_summary("learning_rate", stats["lr"], step=step)
+                for rate, tag in _rates_of(stats):
+                    _scalar_summary(tag, stats[rate], step=step)
                 run.metrics["train_loss"] = stats["loss"]
                 step += 1
                 bar.update(1)
@@ -348,11 +355,18 @@ def train_loop(run: _Run, step: int, on_step=None) -> int:
                     run.save(run.ckpt_path, with_state=True)  # never while the loss is above the divergence threshold
                 if on_step is not None:
                     on_step(step)
-    except KeyboardInterrupt:
+                if received:  # SIGINT or SIGTERM during this step: keep it, and stop
+                    if bar is not None:
+                        bar.close()
+                    if above == 0:  # never while the loss is above the divergence threshold
+                        run.save(run.ckpt_path, with_state=True)
+                    _say_interrupted(step, start_step, run.ckpt_path, received[0])
+                    return _exit_status(received[0])
+    except KeyboardInterrupt as e:
         if bar is not None:
             bar.close()
-        _say_interrupted(step, start_step, run.ckpt_path)
-        return 130
+        _say_interrupted(step, start_step, run.ckpt_path, signal.SIGTERM if isinstance(e, Terminated) else None)
+        return _exit_status(signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
     if bar is not None:
         bar.close()
     writer.flush()
@@ -364,16 +378,86 @@ def train_loop(run: _Run, step: int, on_step=None) -> int:
     return 0
 
 
-def _say_stopped(problem: str, ckpt_path: str) -> None:
+def _say_stopped(problem: str, ckpt_path: str, tcfg: TrainConfig) -> None:
     last = f"{ckpt_path} (step {_ckpt_step(ckpt_path)})" if os.path.isfile(ckpt_path) else "none written"
-    print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try a smaller --lr or "
-          "--init-scale.", file=sys.stderr)
+    hint = "a smaller --lr or --init-scale" if tcfg.optimizer == "adam" else \
+        f"a smaller --init-scale ({tcfg.optimizer} takes no --lr)"
+    print(f"error: {problem}; stopping without writing. Last good checkpoint: {last}. Try {hint}.", file=sys.stderr)
 
 
-def _say_interrupted(step: int, start_step: int, ckpt_path: str) -> None:
+RATES = {"lr": ("learning_rate", "lr"), "step_length": ("line_search_step", "line-search step")}
+"""A step's rate, by the key a trainer reports it under: Adam's learning rate ``lr``, L-BFGS's line-search step
+``step_length`` (not a learning rate, never printed as one); the greedy fit reports none. Key -> (TensorBoard tag,
+printed name)."""
+
+
+def _rates_of(stats: dict) -> list[tuple[str, str]]:
+    """``[(key, TensorBoard tag)]`` of the rates a step reported (:data:`RATES`)."""
+    return [(k, tag) for k, (tag, _) in RATES.items() if k in stats]
+
+
+def _say_interrupted(step, start_step, ckpt_path: str, signum=None) -> None:
+    """The one line of an interrupted run: where it stopped, which signal, the last checkpoint (``step`` None:
+    before the first step or after the last)."""
     last = f"at step {_ckpt_step(ckpt_path)} ({ckpt_path})" if os.path.isfile(ckpt_path) else "none written yet"
-    print(f"interrupted at step {step} (started at {start_step}); last checkpoint {last}; continue with the same "
-          "options and --resume", file=sys.stderr)
+    by = f" by {signal.Signals(signum).name}" if signum is not None else ""
+    where = f"at step {step} (started at {start_step})" if step is not None else "outside the training steps"
+    print(f"interrupted{by} {where}; last checkpoint {last}; continue with the same options and --resume",
+          file=sys.stderr)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM raised as Ctrl-C's ``KeyboardInterrupt`` is (outside the training steps: :func:`main`)."""
+
+
+def _exit_status(signum) -> int:
+    """``128 + signal``: 130 for SIGINT, 143 for SIGTERM (the shells' convention)."""
+    return 128 + int(signum)
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """While the training steps run, SIGINT and SIGTERM are recorded in the yielded list instead of stopping the
+    step under way, so that the loop can write a consistent checkpoint at its end; a second signal raises
+    ``KeyboardInterrupt`` at once. A signal the process ignores (a background job's SIGINT) stays ignored, and
+    outside the main thread (where handlers cannot be set) nothing changes."""
+    received = []
+
+    def record(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s, handler in old.items():
+        if handler is not signal.SIG_IGN:
+            signal.signal(s, record)
+    try:
+        yield received
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """SIGTERM raises :class:`Terminated` (a ``KeyboardInterrupt``), as SIGINT raises ``KeyboardInterrupt``; unless
+    the process ignores it or this is not the main thread."""
+    def raise_terminated(signum, frame):
+        raise Terminated
+
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        yield
+        return
+    old = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def evaluate_now(run: _Run, eval_batch, stats: dict, step: int, bar) -> None:
@@ -381,7 +465,8 @@ def evaluate_now(run: _Run, eval_batch, stats: dict, step: int, bar) -> None:
     ev = run.trainer.eval_loss(eval_batch)
     run.metrics["eval_loss"] = ev
     _scalar_summary("eval_loss", ev, step=step)
-    bar.write(f"step {step:6d}  train loss {stats['loss']:.4e}  eval loss {ev:.4e}  lr {stats['lr']:.2e}")
+    rates = "".join(f"  {name} {stats[k]:.2e}" for k, (_, name) in RATES.items() if k in stats)
+    bar.write(f"step {step:6d}  train loss {stats['loss']:.4e}  eval loss {ev:.4e}{rates}")
 
 
 def finish(run: _Run) -> int:
@@ -418,7 +503,12 @@ def main(argv=None, on_step=None) -> int:
         return 2
     quiet_tensorflow(tcfg.verbose)
     try:
-        return run(tcfg, on_step)
+        with terminate_as_interrupt():
+            return run(tcfg, on_step)
+    except KeyboardInterrupt as e:  # before the first step or after the last (the loop handles its own)
+        signum = signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT
+        _say_interrupted(None, None, os.path.join(tcfg.out_dir, "ckpt.npz"), signum)
+        return _exit_status(signum)
     except ValueError as e:  # a bad checkpoint, an incompatible --resume / --init-from, an unusable --out
         print(f"error: {e}", file=sys.stderr)
         return 2

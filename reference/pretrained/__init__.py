@@ -18,6 +18,7 @@ train it. The numbers the models reach are on the documentation's results page.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 PRETRAINED = ("full-n9", "block-n9", "block-mixed", "block-finetune", "broad", "block-mixed-20", "block-ns-8",
@@ -78,8 +79,8 @@ def valid_sizes(meta) -> tuple[int, float] | None:
     ``(1, inf)``, for the Newton-Schulz construction exported untrained (``train_config`` with ``init``
     ``"newton-schulz"``, ``steps`` 0 and ``attention_norm`` ``"none"``: its weights are exact at every ``N``,
     ``docs/concepts.md`` section 9) and for an equivariant model with ``attention_norm`` ``"none"`` (one matrix
-    function ``g(A)`` at every ``N``, section 11), else :func:`training_sizes`. ``solve`` warns outside them and
-    ``model="auto"`` chooses by them."""
+    function ``g(A)`` at every ``N``, section 11), else :func:`training_sizes`. ``model="auto"`` chooses by
+    them."""
     tc = meta.get("train_config") if isinstance(meta, dict) else None
     if (isinstance(tc, dict) and tc.get("init") == "newton-schulz" and tc.get("steps") == 0
             and tc.get("attention_norm") == "none"):
@@ -106,3 +107,17 @@ def training_law(meta) -> dict:
         v = tc.get(key, default)
         law[key] = v if isinstance(v, type(default)) else default
     return law
+
+
+def recorded_accuracy(meta) -> float | None:
+    """The accuracy a model's checkpoint records: the largest, over the sizes of its final table
+    (``meta["evaluation"]``, written by ``tf_impl.train``), of the mean relative error ``rel_model`` of one
+    pass on fresh systems of its training law. ``None`` when the metadata holds no such table (a checkpoint
+    written mid-run, a ``(params, cfg)`` tuple) or no finite, non-negative entry in it. ``solve`` compares the
+    residual of a pass with it (``docs/conventions.md``, "Solving user systems")."""
+    from reference.config import is_real
+
+    rows = meta.get("evaluation") if isinstance(meta, dict) else None
+    values = [float(r["rel_model"]) for r in rows if isinstance(r, dict) and is_real(r.get("rel_model"))
+              and math.isfinite(r["rel_model"]) and r["rel_model"] >= 0] if isinstance(rows, list) else []
+    return max(values) if values else None
