@@ -30,7 +30,6 @@ import math
 import os
 import platform
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -44,24 +43,10 @@ from reference.evaluation import eval_systems  # noqa: E402
 from reference.pretrained import PRETRAINED, load_pretrained, valid_sizes  # noqa: E402
 from reference.solve import solve  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "scripts"))
+from bench_solve import best_ms, cholesky_solve  # noqa: E402  (the same timing and Cholesky as the solve benchmark)
+
 KAPPAS = (10.0, 100.0)
-
-
-def best_ms(fn, repeats: int) -> float:
-    """Milliseconds of the fastest of ``repeats`` calls of ``fn``, after one untimed call (compilation, caches)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * min(times)
-
-
-def cholesky_solve(A, b):
-    L = np.linalg.cholesky(A)  # (B, N, N)
-    y = np.linalg.solve(L, b[..., None])  # (B, N, 1)
-    return np.linalg.solve(np.swapaxes(L, 1, 2), y)[..., 0]  # (B, N)
 
 
 def relative_error(x_hat, x) -> float:
