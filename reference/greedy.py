@@ -34,6 +34,7 @@ import numpy as np
 
 from reference.config import ModelConfig, is_int
 from reference.model import param_shapes
+from reference.spectral import wide_groups
 
 
 def _lstsq(F, y):
@@ -113,7 +114,7 @@ def to_params(cfg: ModelConfig, layers, w) -> dict[str, np.ndarray]:
     """The model's parameters (H, G, G) from the fitted wide blocks ``layers`` = [(p, q), ...] (layers not fitted
     yet are exact no-ops, ``P = Q = 0``) and the readout ``w``: the last layer's head 0 has ``Q[b, b] = 1`` and ``w``
     in the ``a`` row of ``P`` (so ``x_hat = (w . f)(A) b``)."""
-    wi = [0] + list(range(2, cfg.n_groups))
+    wi = wide_groups(cfg)
     params = {name: np.zeros(shape) for name, shape in param_shapes(cfg).items()}
     H = cfg.n_heads
     for layer, (p, q) in enumerate(layers):

@@ -34,12 +34,13 @@ from typing import NamedTuple
 import numpy as np
 
 from reference.config import ModelConfig
+from reference.layers import _wide
 from reference.model import check_params, param_masks, param_shapes
 
 
-def _wide_index(cfg: ModelConfig) -> list[int]:
-    """Indices of the wide groups ``[a, h^1..h^K]`` among ``[a, b, h^1..h^K]``."""
-    return [0] + list(range(2, cfg.n_groups))
+def wide_groups(cfg: ModelConfig) -> list[int]:
+    """Indices of the wide groups ``[a, h^1..h^K]`` among ``[a, b, h^1..h^K]`` (the slabs of the spectral path)."""
+    return _wide(cfg.n_groups)
 
 
 class LayerCache(NamedTuple):
@@ -136,7 +137,7 @@ def _scale(cfg: ModelConfig, mask):
 def _weights(params, cfg: ModelConfig):
     """Per layer the masked wide blocks ``(p, q)`` (H, W, W); for the last, ``(pa, qbb)``."""
     masks = param_masks(cfg)
-    wi = _wide_index(cfg)
+    wi = wide_groups(cfg)
     out = []
     for layer in range(cfg.n_layers):
         P, Q = (params[k] * masks[k] if k in masks else params[k] for k in (f"layers.{layer}.P", f"layers.{layer}.Q"))
@@ -176,7 +177,7 @@ def model_backward(dg, cache: ModelCache, cfg: ModelConfig) -> dict[str, np.ndar
     """The forward read in reverse: read-out, then layers L-2..0; the wide blocks' gradients are put back
     into the (H, G, G) arrays of the parameters (zero where the model does not reach: masked entries and
     the b group, which only the last layer's ``(b, b)`` scalar uses)."""
-    wi = _wide_index(cfg)
+    wi = wide_groups(cfg)
     shapes = param_shapes(cfg)
     grads = {name: np.zeros(shape) for name, shape in shapes.items()}
     df, dpa, dqbb = readout_backward(dg, cache.readout)

@@ -70,7 +70,8 @@ REFERENCE_ONLY = {
         "solve_bytes", "chunk_size", "ROUNDING_FLOOR", "solve_with", "factorize_with", "Factorization")},
     "spectral": {**{name: "a hand-written op of the spectral path; TensorFlow: transfer_tensors, loss_tensors"
                     for name in ("layer_forward", "layer_backward", "readout_forward", "readout_backward",
-                                 "loss_forward", "loss_backward", "initial_slabs", "model_forward", "model_backward")}},
+                                 "loss_forward", "loss_backward", "initial_slabs", "model_forward", "model_backward")},
+                 "wide_groups": "the group indices, shared: tf_impl.spectral and GreedyTrainer import them"},
 }
 TF_ONLY = {
     "layers": {"attention_readout": "fast path: the last layer computes only the query's x-slot",

@@ -494,7 +494,9 @@ class GreedyTrainer(_AroundTrainer):
         step = int(extra["step"])
         if not 0 <= step <= self.cfg.n_layers:
             raise ValueError(f"resume state step {step} is not in [0, {self.cfg.n_layers}]")
-        wi = [0] + list(range(2, self.cfg.n_groups))
+        from reference.spectral import wide_groups
+
+        wi = wide_groups(self.cfg)
         H = self.cfg.n_heads
         sub = np.ix_(range(H), wi, wi)
         self.layers = [(np.asarray(params[f"layers.{l}.P"])[sub], np.asarray(params[f"layers.{l}.Q"])[sub])

@@ -28,7 +28,7 @@ __all__ = ["transfer_tensors", "loss_tensors", "transfer", "loss_and_grads"]
 def transfer_tensors(weights: dict, cfg: ModelConfig, lam, maskf):
     """``g`` (B, M) from the parameter tensors (H, G, G), the eigenvalues ``lam`` and the 0/1 mask (B, M)."""
     masks = param_masks(cfg)
-    wi = [0] + list(range(2, cfg.n_groups))
+    wi = _ref.wide_groups(cfg)
     n_s = tf.reduce_sum(maskf, axis=1)  # (B,)
     c = 1.0 / n_s if cfg.attention_norm == "n" else tf.ones_like(n_s)  # (B,)
     f = tf.stack([lam * maskf] + [maskf] * cfg.n_identity, axis=2)  # (B, M, W)
